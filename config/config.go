@@ -1,0 +1,349 @@
+// Package config loads, defaults and validates the exporter's YAML
+// configuration. Decoding is strict: an unknown key is an error that names the
+// key, its line and the keys allowed there, because a typo in a monitoring
+// agent's config otherwise silently turns a check off.
+package config
+
+import (
+	_ "embed"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"reflect"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is the whole configuration file.
+type Config struct {
+	OpenStack OpenStack `yaml:"openstack"`
+	Probe     Probe     `yaml:"probe"`
+}
+
+// OpenStack says how to reach Nova and which servers to watch.
+type OpenStack struct {
+	// Cloud names an entry of clouds.yaml; empty means $OS_CLOUD, and when
+	// that is empty too, the OS_* environment variables.
+	Cloud string `yaml:"cloud"`
+	// Region overrides the region of the cloud entry or $OS_REGION_NAME.
+	Region string `yaml:"region"`
+	// Interface is the service catalog endpoint interface.
+	Interface string `yaml:"interface"`
+	// Scope is "host" (only this hypervisor's servers) or "all".
+	Scope string `yaml:"scope"`
+	// Host is the Nova host name of this hypervisor in scope "host"; empty
+	// means the machine's hostname, which is Nova's own default.
+	Host string `yaml:"host"`
+	// RefreshInterval is how often the inventory is refreshed.
+	RefreshInterval time.Duration `yaml:"refresh_interval"`
+	// FullRefreshInterval is how often a refresh lists every server instead
+	// of only those changed since the last refresh.
+	FullRefreshInterval time.Duration `yaml:"full_refresh_interval"`
+	// Timeout bounds one whole refresh, every page included.
+	Timeout time.Duration `yaml:"timeout"`
+	// PageSize is the `limit` of each server list request.
+	PageSize int `yaml:"page_size"`
+	// CAFile is a PEM bundle to verify the API's TLS certificates with,
+	// in addition to what clouds.yaml or $OS_CACERT name.
+	CAFile string `yaml:"ca_file"`
+	// Insecure turns TLS verification off. Logged loudly at start.
+	Insecure bool `yaml:"insecure"`
+}
+
+// Probe holds the probers; ICMP is the only one.
+type Probe struct {
+	ICMP ICMP `yaml:"icmp"`
+}
+
+// ICMP configures the echo probes sent to the servers' addresses.
+type ICMP struct {
+	Enabled bool `yaml:"enabled"`
+	// Engine is "shared" (one socket per address family for all targets)
+	// or "pro-bing" (a short-lived pro-bing pinger per target and cycle).
+	Engine string `yaml:"engine"`
+	// Interval between the starts of two probe cycles.
+	Interval time.Duration `yaml:"interval"`
+	// Count is the number of echo requests per address and cycle.
+	Count int `yaml:"count"`
+	// Timeout is how long a reply is waited for after its request.
+	Timeout time.Duration `yaml:"timeout"`
+	// Mode is "privileged" (raw sockets, CAP_NET_RAW) or "unprivileged"
+	// (ICMP datagram sockets, net.ipv4.ping_group_range).
+	Mode string `yaml:"mode"`
+	// Statuses are the Nova statuses whose servers are probed.
+	Statuses []string `yaml:"statuses"`
+	// AddressTypes are the OS-EXT-IPS:type values probed: fixed, floating.
+	AddressTypes []string `yaml:"address_types"`
+	// Networks limits probing to these Nova network names; empty means all.
+	Networks []string `yaml:"networks"`
+	// IPVersions are the IP versions probed: 4, 6.
+	IPVersions []int `yaml:"ip_versions"`
+	// MaxPacketsPerSecond caps the send rate so a large fleet is not hit
+	// with one burst and replies do not overflow the socket buffer.
+	MaxPacketsPerSecond int `yaml:"max_packets_per_second"`
+	// OptOutMetadataKey names a server metadata key; a server whose value
+	// for it is false, off, no, disabled or 0 is not probed.
+	OptOutMetadataKey string `yaml:"opt_out_metadata_key"`
+	// RTTBuckets are the classic histogram buckets of the RTT, in seconds.
+	RTTBuckets []float64 `yaml:"rtt_buckets"`
+}
+
+//go:embed defaults.yaml
+var defaultsYAML []byte
+
+// Default returns the configuration used for every key a file leaves out.
+func Default() *Config {
+	var c Config
+	if err := yaml.Unmarshal(defaultsYAML, &c); err != nil {
+		panic(fmt.Sprintf("config: embedded defaults are invalid: %v", err))
+	}
+	return &c
+}
+
+// Load reads and validates the configuration file at path.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading config: %w", err)
+	}
+	c, err := Parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Parse decodes a configuration over the defaults and validates it.
+func Parse(data []byte) (*Config, error) {
+	c := Default()
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return nil, fmt.Errorf("parsing YAML: %w", err)
+	}
+	lines := map[string]int{}
+	if len(root.Content) > 0 {
+		doc := root.Content[0]
+		if doc.Kind != yaml.MappingNode && !(doc.Kind == yaml.ScalarNode && doc.Tag == "!!null") {
+			return nil, fmt.Errorf("line %d: the configuration must be a mapping of sections (openstack, probe)", doc.Line)
+		}
+		if err := checkKeys(doc, reflect.TypeOf(*c), "", lines); err != nil {
+			return nil, err
+		}
+		if err := doc.Decode(c); err != nil {
+			return nil, fmt.Errorf("decoding: %w", err)
+		}
+	}
+	if err := c.validate(); err != nil {
+		var ve *ValidationError
+		if errors.As(err, &ve) {
+			ve.Line = lines[ve.Key]
+		}
+		return nil, err
+	}
+	return c, nil
+}
+
+// checkKeys walks the YAML mapping against the struct's yaml tags, so that an
+// unknown key is reported with its line and the keys allowed beside it.
+func checkKeys(n *yaml.Node, t reflect.Type, prefix string, lines map[string]int) error {
+	if n.Kind != yaml.MappingNode {
+		return nil
+	}
+	fields := map[string]reflect.Type{}
+	var allowed []string
+	for i := 0; i < t.NumField(); i++ {
+		name := strings.Split(t.Field(i).Tag.Get("yaml"), ",")[0]
+		fields[name] = t.Field(i).Type
+		allowed = append(allowed, name)
+	}
+	sort.Strings(allowed)
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		path := k.Value
+		if prefix != "" {
+			path = prefix + "." + k.Value
+		}
+		ft, ok := fields[k.Value]
+		if !ok {
+			where := "at the top level"
+			if prefix != "" {
+				where = "in " + prefix
+			}
+			return &ValidationError{Key: path, Line: k.Line,
+				Msg: fmt.Sprintf("unknown key %q %s (allowed: %s)", k.Value, where, strings.Join(allowed, ", "))}
+		}
+		if _, dup := lines[path]; dup {
+			return &ValidationError{Key: path, Line: k.Line, Msg: fmt.Sprintf("key %q is given twice", k.Value)}
+		}
+		lines[path] = k.Line
+		if ft.Kind() == reflect.Struct && ft != reflect.TypeOf(time.Duration(0)) {
+			if v.Kind != yaml.MappingNode && !(v.Kind == yaml.ScalarNode && v.Tag == "!!null") {
+				return &ValidationError{Key: path, Line: v.Line, Msg: fmt.Sprintf("%s must be a mapping", path)}
+			}
+			if err := checkKeys(v, ft, path, lines); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// ValidationError names the key at fault, its line (0 when the key was not
+// in the file, i.e. a default is at fault) and what is allowed.
+type ValidationError struct {
+	Key  string
+	Line int
+	Msg  string
+}
+
+func (e *ValidationError) Error() string {
+	if e.Line > 0 {
+		return fmt.Sprintf("line %d: %s: %s", e.Line, e.Key, e.Msg)
+	}
+	return fmt.Sprintf("%s: %s", e.Key, e.Msg)
+}
+
+func invalid(key, format string, args ...any) error {
+	return &ValidationError{Key: key, Msg: fmt.Sprintf(format, args...)}
+}
+
+func oneOf(key, value string, allowed ...string) error {
+	if slices.Contains(allowed, value) {
+		return nil
+	}
+	return invalid(key, "%q is not allowed (one of: %s)", value, strings.Join(allowed, ", "))
+}
+
+// KnownStatuses are the server statuses Nova's API can return.
+var KnownStatuses = []string{
+	"ACTIVE", "BUILD", "DELETED", "ERROR", "HARD_REBOOT", "MIGRATING", "PASSWORD",
+	"PAUSED", "REBOOT", "REBUILD", "RESCUE", "RESIZE", "REVERT_RESIZE", "SHELVED",
+	"SHELVED_OFFLOADED", "SHUTOFF", "SOFT_DELETED", "SUSPENDED", "UNKNOWN", "VERIFY_RESIZE",
+}
+
+func (c *Config) validate() error {
+	o := &c.OpenStack
+	if err := oneOf("openstack.interface", o.Interface, "public", "internal", "admin"); err != nil {
+		return err
+	}
+	if err := oneOf("openstack.scope", o.Scope, "host", "all"); err != nil {
+		return err
+	}
+	if o.Scope == "all" && o.Host != "" {
+		return invalid("openstack.host", "is only used with scope host; remove it or set scope: host")
+	}
+	if o.RefreshInterval < time.Second {
+		return invalid("openstack.refresh_interval", "must be at least 1s, got %s", o.RefreshInterval)
+	}
+	if o.Timeout <= 0 {
+		return invalid("openstack.timeout", "must be positive, got %s", o.Timeout)
+	}
+	if o.FullRefreshInterval < o.RefreshInterval {
+		return invalid("openstack.full_refresh_interval", "must be at least refresh_interval (%s), got %s", o.RefreshInterval, o.FullRefreshInterval)
+	}
+	if o.PageSize < 1 || o.PageSize > 10000 {
+		return invalid("openstack.page_size", "must be between 1 and 10000, got %d", o.PageSize)
+	}
+	if o.CAFile != "" {
+		if _, err := os.Stat(o.CAFile); err != nil {
+			return invalid("openstack.ca_file", "cannot be read: %v", err)
+		}
+	}
+	return c.Probe.ICMP.validate()
+}
+
+func (p *ICMP) validate() error {
+	if err := oneOf("probe.icmp.engine", p.Engine, "shared", "pro-bing"); err != nil {
+		return err
+	}
+	if err := oneOf("probe.icmp.mode", p.Mode, "privileged", "unprivileged"); err != nil {
+		return err
+	}
+	if p.Interval < 100*time.Millisecond {
+		return invalid("probe.icmp.interval", "must be at least 100ms, got %s", p.Interval)
+	}
+	if p.Count < 1 || p.Count > 100 {
+		return invalid("probe.icmp.count", "must be between 1 and 100, got %d", p.Count)
+	}
+	if p.Timeout <= 0 || p.Timeout >= p.Interval {
+		return invalid("probe.icmp.timeout", "must be positive and shorter than interval (%s), got %s", p.Interval, p.Timeout)
+	}
+	if p.MaxPacketsPerSecond < 1 {
+		return invalid("probe.icmp.max_packets_per_second", "must be at least 1, got %d", p.MaxPacketsPerSecond)
+	}
+	if len(p.Statuses) == 0 {
+		return invalid("probe.icmp.statuses", "must name at least one status (e.g. ACTIVE)")
+	}
+	for _, s := range p.Statuses {
+		if err := oneOf("probe.icmp.statuses", s, KnownStatuses...); err != nil {
+			return err
+		}
+	}
+	if len(p.AddressTypes) == 0 {
+		return invalid("probe.icmp.address_types", "must name at least one of fixed, floating")
+	}
+	for _, t := range p.AddressTypes {
+		if err := oneOf("probe.icmp.address_types", t, "fixed", "floating"); err != nil {
+			return err
+		}
+	}
+	if len(p.IPVersions) == 0 {
+		return invalid("probe.icmp.ip_versions", "must name at least one of 4, 6")
+	}
+	for _, v := range p.IPVersions {
+		if v != 4 && v != 6 {
+			return invalid("probe.icmp.ip_versions", "%d is not allowed (one of: 4, 6)", v)
+		}
+	}
+	if len(p.RTTBuckets) == 0 {
+		return invalid("probe.icmp.rtt_buckets", "must have at least one bucket")
+	}
+	for i, b := range p.RTTBuckets {
+		if b <= 0 || (i > 0 && b <= p.RTTBuckets[i-1]) {
+			return invalid("probe.icmp.rtt_buckets", "must be positive and strictly increasing, got %v", p.RTTBuckets)
+		}
+	}
+	return nil
+}
+
+// WantsAddress reports whether an address of the given type and network is
+// selected for probing by this configuration.
+func (p *ICMP) WantsAddress(addr netip.Addr, addrType, network string) bool {
+	if !slices.Contains(p.AddressTypes, addrType) {
+		return false
+	}
+	if len(p.Networks) > 0 && !slices.Contains(p.Networks, network) {
+		return false
+	}
+	version := 4
+	if addr.Is6() && !addr.Is4In6() {
+		version = 6
+	}
+	return slices.Contains(p.IPVersions, version)
+}
+
+// WantsStatus reports whether servers in this Nova status are probed.
+func (p *ICMP) WantsStatus(status string) bool {
+	return slices.Contains(p.Statuses, status)
+}
+
+// OptedOut reports whether server metadata asks not to be probed.
+func (p *ICMP) OptedOut(metadata map[string]string) bool {
+	if p.OptOutMetadataKey == "" {
+		return false
+	}
+	v, ok := metadata[p.OptOutMetadataKey]
+	if !ok {
+		return false
+	}
+	switch strings.ToLower(strings.TrimSpace(v)) {
+	case "false", "off", "no", "disabled", "0":
+		return true
+	}
+	return false
+}

@@ -1,0 +1,210 @@
+// Package exporter ties the inventory and the probes together and turns
+// them into Prometheus metrics: Nova → inventory snapshot → targets → probe
+// engine → results → collectors → /metrics. Nothing on the scrape path does
+// I/O; collectors read the latest snapshot and results from memory.
+package exporter
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"reflect"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
+
+	"github.com/openstack-vm-exporter/openstack-vm-exporter/config"
+	"github.com/openstack-vm-exporter/openstack-vm-exporter/inventory"
+	"github.com/openstack-vm-exporter/openstack-vm-exporter/probes"
+)
+
+// Service is a running exporter: the inventory loop, the probe loop, and the
+// registry that exports both.
+type Service struct {
+	logger   *slog.Logger
+	registry *prometheus.Registry
+	inv      *inventory.Inventory
+	prober   *Prober
+
+	mu  sync.Mutex
+	cfg *config.Config
+}
+
+// New builds the service from a validated configuration. It fails only on
+// what no retry can cure: missing credentials, or no permission to open ICMP
+// sockets. An unreachable API is not an error here; the loop retries it.
+func New(cfg *config.Config, logger *slog.Logger) (*Service, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	invOpts, client, err := inventorySetup(cfg, logger)
+	if err != nil {
+		return nil, err
+	}
+	s := &Service{logger: logger, cfg: cfg, inv: inventory.New(invOpts, client)}
+	engine, err := newEngine(cfg.Probe.ICMP, logger)
+	if err != nil {
+		return nil, err
+	}
+	s.prober = NewProber(engine, cfg.Probe.ICMP, s.inv.Snapshot, logger)
+
+	s.registry = prometheus.NewRegistry()
+	s.registry.MustRegister(
+		NewInventoryCollector(s.inv, s.refreshInterval),
+		NewProbeCollector(s.prober),
+		NewRTTCollector(s.prober),
+		versioncollector.NewCollector("openstack_vm_exporter"),
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	return s, nil
+}
+
+func inventorySetup(cfg *config.Config, logger *slog.Logger) (inventory.Options, *inventory.Client, error) {
+	opts := inventory.Options{OpenStack: cfg.OpenStack, Logger: logger}
+	if cfg.Probe.ICMP.OptOutMetadataKey != "" {
+		opts.KeepMetadata = []string{cfg.Probe.ICMP.OptOutMetadataKey}
+	}
+	if cfg.OpenStack.Scope == "host" {
+		opts.Host = cfg.OpenStack.Host
+		if opts.Host == "" {
+			h, err := os.Hostname()
+			if err != nil {
+				return opts, nil, fmt.Errorf("openstack.host is empty and the hostname cannot be read: %w", err)
+			}
+			opts.Host = h
+		}
+	}
+	creds, err := inventory.LoadCredentials(cfg.OpenStack)
+	if err != nil {
+		return opts, nil, err
+	}
+	if creds.TLS.InsecureSkipVerify {
+		logger.Warn("TLS certificate verification of the OpenStack API is OFF (insecure): anyone on the path can read the credentials")
+	}
+	client, err := inventory.NewClient(creds, inventory.ClientOptions{UserAgent: "openstack-vm-exporter"})
+	if err != nil {
+		return opts, nil, err
+	}
+	logger.Info("inventory configured", "credentials", creds.Source, "auth_url", creds.Auth.IdentityEndpoint,
+		"scope", cfg.OpenStack.Scope, "host", opts.Host, "refresh_interval", cfg.OpenStack.RefreshInterval)
+	return opts, client, nil
+}
+
+// EngineOptions derives the probe engine's options from the configuration.
+// Requests to one address are spaced by up to a second, but never so much
+// that a cycle could outlast its interval.
+func EngineOptions(c config.ICMP, logger *slog.Logger) probes.Options {
+	spacing := time.Second
+	if c.Count > 1 {
+		spacing = min(spacing, (c.Interval-c.Timeout)/time.Duration(2*c.Count))
+	}
+	return probes.Options{
+		Privileged:       c.Mode == "privileged",
+		Count:            c.Count,
+		Timeout:          c.Timeout,
+		Spacing:          spacing,
+		PacketsPerSecond: c.MaxPacketsPerSecond,
+		Logger:           logger,
+	}
+}
+
+func newEngine(c config.ICMP, logger *slog.Logger) (probes.Prober, error) {
+	opts := EngineOptions(c, logger)
+	if c.Engine == "pro-bing" {
+		return probes.NewProBing(opts)
+	}
+	return probes.NewShared(opts)
+}
+
+func (s *Service) refreshInterval() float64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cfg.OpenStack.RefreshInterval.Seconds()
+}
+
+// Registry holds every collector of the service.
+func (s *Service) Registry() *prometheus.Registry { return s.registry }
+
+// Inventory returns the inventory.
+func (s *Service) Inventory() *inventory.Inventory { return s.inv }
+
+// Prober returns the prober.
+func (s *Service) Prober() *Prober { return s.prober }
+
+// Ready reports whether the first inventory refresh succeeded.
+func (s *Service) Ready() bool {
+	select {
+	case <-s.inv.Ready():
+		return true
+	default:
+		return false
+	}
+}
+
+// Run runs the inventory and probe loops until ctx ends. Probing starts
+// after the first successful refresh: before it there is nothing to probe.
+func (s *Service) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); s.inv.Run(ctx) }()
+	go func() {
+		defer wg.Done()
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.inv.Ready():
+		}
+		s.prober.Run(ctx)
+	}()
+	wg.Wait()
+	_, engine := s.prober.current()
+	_ = engine.Close()
+}
+
+// Reload applies a new configuration without a restart. Everything that can
+// fail (credentials, sockets) is prepared first; on failure nothing changes
+// and the error says why.
+func (s *Service) Reload(cfg *config.Config) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var invOpts inventory.Options
+	var client *inventory.Client
+	invChanged := !reflect.DeepEqual(cfg.OpenStack, s.cfg.OpenStack) ||
+		cfg.Probe.ICMP.OptOutMetadataKey != s.cfg.Probe.ICMP.OptOutMetadataKey
+	if invChanged {
+		var err error
+		if invOpts, client, err = inventorySetup(cfg, s.logger); err != nil {
+			return err
+		}
+	}
+	var engine probes.Prober
+	old, cur := s.cfg.Probe.ICMP, cfg.Probe.ICMP
+	if old.Engine != cur.Engine || EngineOptions(old, nil) != EngineOptions(cur, nil) {
+		var err error
+		if engine, err = newEngine(cur, s.logger); err != nil {
+			return err
+		}
+	}
+	if invChanged {
+		s.inv.Reconfigure(invOpts, client)
+	}
+	if replaced := s.prober.SetConfig(cur, engine); replaced != nil {
+		// Closing waits for a running cycle to end; do not hold the reload.
+		go replaced.Close()
+	}
+	s.cfg = cfg
+	s.logger.Info("configuration reloaded", "inventory_changed", invChanged, "engine_changed", engine != nil)
+	return nil
+}
+
+// Config returns the configuration in effect.
+func (s *Service) Config() *config.Config {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cfg
+}

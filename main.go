@@ -1,0 +1,172 @@
+// Command openstack-vm-exporter exports the state of OpenStack servers from
+// Nova, and whether their addresses answer ICMP echo, as Prometheus metrics.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/alecthomas/kingpin/v2"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/common/promslog"
+	promslogflag "github.com/prometheus/common/promslog/flag"
+	"github.com/prometheus/common/version"
+	"github.com/prometheus/exporter-toolkit/web"
+	"github.com/prometheus/exporter-toolkit/web/kingpinflag"
+
+	"github.com/openstack-vm-exporter/openstack-vm-exporter/config"
+	"github.com/openstack-vm-exporter/openstack-vm-exporter/exporter"
+)
+
+// defaultListenAddress: 9735 is used by none of the peers (openstack-exporter
+// 9180, blackbox_exporter 9115, smokeping_prober 9374).
+const defaultListenAddress = ":9735"
+
+const exporterName = "openstack_vm_exporter"
+
+func main() {
+	app := kingpin.New("openstack-vm-exporter", "Exports OpenStack server state from Nova and ICMP reachability of every server address.")
+	app.Version(version.Print(exporterName))
+	app.HelpFlag.Short('h')
+	configFile := app.Flag("config.file", "Configuration file (YAML). Without it the built-in defaults apply: credentials from $OS_CLOUD/clouds.yaml or OS_* variables, scope host.").String()
+	logConfig := &promslog.Config{}
+	promslogflag.AddFlags(app, logConfig)
+
+	serve := app.Command("serve", "Run the exporter (the default).").Default()
+	webConfig := kingpinflag.AddFlags(serve, defaultListenAddress)
+	metricsPath := serve.Flag("web.telemetry-path", "Path under which to expose metrics.").Default("/metrics").String()
+	checkConfig := serve.Flag("config.check", "Validate the configuration file and exit.").Bool()
+
+	kingpin.MustParse(app.Parse(os.Args[1:]))
+	logger := promslog.New(logConfig)
+
+	cfg, err := loadConfig(*configFile)
+	if err != nil {
+		logger.Error("invalid configuration", "err", err)
+		os.Exit(1)
+	}
+	if *checkConfig {
+		fmt.Println("configuration is valid")
+		return
+	}
+	if err := runServer(cfg, *configFile, webConfig, *metricsPath, logger); err != nil {
+		logger.Error("exporter stopped", "err", err)
+		os.Exit(1)
+	}
+}
+
+func loadConfig(path string) (*config.Config, error) {
+	if path == "" {
+		return config.Default(), nil
+	}
+	return config.Load(path)
+}
+
+// runServer starts the inventory and probe loops, serves HTTP, reloads the
+// configuration on SIGHUP or POST /-/reload, and stops on SIGINT/SIGTERM.
+func runServer(cfg *config.Config, configFile string, webConfig *web.FlagConfig, metricsPath string, logger *slog.Logger) error {
+	logger.Info("starting openstack-vm-exporter", "version", version.Info(), "build_context", version.BuildContext())
+	svc, err := exporter.New(cfg, logger)
+	if err != nil {
+		return err
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	loopsDone := make(chan struct{})
+	go func() { defer close(loopsDone); svc.Run(ctx) }()
+
+	reload := func() error {
+		next, err := loadConfig(configFile)
+		if err == nil {
+			err = svc.Reload(next)
+		}
+		if err != nil {
+			logger.Error("configuration reload rejected; the previous configuration keeps running", "err", err)
+		}
+		return err
+	}
+
+	mux := http.NewServeMux()
+	mux.Handle(metricsPath, promhttp.HandlerFor(svc.Registry(), promhttp.HandlerOpts{
+		ErrorLog:            slog.NewLogLogger(logger.Handler(), slog.LevelError),
+		ErrorHandling:       promhttp.ContinueOnError,
+		MaxRequestsInFlight: 4,
+		Timeout:             30 * time.Second,
+		EnableOpenMetrics:   true,
+	}))
+	mux.HandleFunc("/-/healthy", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "Healthy")
+	})
+	mux.HandleFunc("/-/ready", func(w http.ResponseWriter, _ *http.Request) {
+		if !svc.Ready() {
+			http.Error(w, "Not ready: no successful inventory refresh yet", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "Ready")
+	})
+	mux.HandleFunc("/-/reload", func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost {
+			w.Header().Set("Allow", http.MethodPost)
+			http.Error(w, "use POST", http.StatusMethodNotAllowed)
+			return
+		}
+		if err := reload(); err != nil {
+			http.Error(w, "reload rejected: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		fmt.Fprintln(w, "Reloaded")
+	})
+	if metricsPath != "/" {
+		landing, err := web.NewLandingPage(web.LandingConfig{
+			Name:        "OpenStack VM Exporter",
+			Description: "Nova server state and ICMP reachability of every server address",
+			Version:     version.Info(),
+			Links: []web.LandingLinks{
+				{Address: metricsPath, Text: "Metrics"},
+				{Address: "/-/healthy", Text: "Health"},
+				{Address: "/-/ready", Text: "Readiness", Description: "ready after the first successful inventory refresh"},
+			},
+		})
+		if err != nil {
+			return err
+		}
+		mux.Handle("/", landing)
+	}
+
+	server := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	signals := make(chan os.Signal, 1)
+	signal.Notify(signals, syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		for sig := range signals {
+			if sig == syscall.SIGHUP {
+				_ = reload()
+				continue
+			}
+			logger.Info("shutting down", "signal", sig.String())
+			stop()
+			shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			_ = server.Shutdown(shutdownCtx)
+			cancel()
+			return
+		}
+	}()
+
+	err = web.ListenAndServe(server, webConfig, logger)
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	stop()
+	select {
+	case <-loopsDone:
+	case <-time.After(10 * time.Second):
+		logger.Warn("loops did not stop within 10s")
+	}
+	return err
+}
