@@ -32,7 +32,8 @@ type OpenStack struct {
 	Cloud string `yaml:"cloud"`
 	// Region overrides the region of the cloud entry or $OS_REGION_NAME.
 	Region string `yaml:"region"`
-	// Interface is the service catalog endpoint interface.
+	// Interface is the service catalog endpoint interface; empty means the
+	// cloud entry's, $OS_INTERFACE, or else public.
 	Interface string `yaml:"interface"`
 	// Scope is "host" (only this hypervisor's servers) or "all".
 	Scope string `yaml:"scope"`
@@ -228,7 +229,7 @@ var KnownStatuses = []string{
 
 func (c *Config) validate() error {
 	o := &c.OpenStack
-	if err := oneOf("openstack.interface", o.Interface, "public", "internal", "admin"); err != nil {
+	if err := oneOf("openstack.interface", o.Interface, "", "public", "internal", "admin"); err != nil {
 		return err
 	}
 	if err := oneOf("openstack.scope", o.Scope, "host", "all"); err != nil {

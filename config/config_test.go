@@ -1,0 +1,216 @@
+package config
+
+import (
+	"net/netip"
+	"os"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+func TestDefaults(t *testing.T) {
+	c, err := Parse(nil)
+	if err != nil {
+		t.Fatalf("empty config: %v", err)
+	}
+	if c.OpenStack.Scope != "host" || c.OpenStack.RefreshInterval != time.Minute || c.OpenStack.PageSize != 1000 {
+		t.Errorf("openstack defaults: %+v", c.OpenStack)
+	}
+	p := c.Probe.ICMP
+	if !p.Enabled || p.Interval != 15*time.Second || p.Count != 3 || p.Mode != "privileged" || p.Engine != "shared" {
+		t.Errorf("probe defaults: %+v", p)
+	}
+	if !reflect.DeepEqual(p.Statuses, []string{"ACTIVE"}) || !reflect.DeepEqual(p.IPVersions, []int{4, 6}) {
+		t.Errorf("probe selection defaults: %+v", p)
+	}
+}
+
+// The example file documents every key with its default: parsing it must
+// give exactly the defaults, and it must name every key the structs have.
+func TestExampleIsDefaultsAndComplete(t *testing.T) {
+	data, err := os.ReadFile("../config.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := Parse(data)
+	if err != nil {
+		t.Fatalf("config.example.yaml: %v", err)
+	}
+	if !reflect.DeepEqual(c, Default()) {
+		t.Errorf("config.example.yaml differs from the defaults:\n%+v\n%+v", c, Default())
+	}
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		t.Fatal(err)
+	}
+	lines := map[string]int{}
+	if err := checkKeys(root.Content[0], reflect.TypeOf(Config{}), "", lines); err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range allKeys(reflect.TypeOf(Config{}), "") {
+		if _, ok := lines[key]; !ok {
+			t.Errorf("config.example.yaml does not document %s", key)
+		}
+	}
+}
+
+func allKeys(t reflect.Type, prefix string) []string {
+	var keys []string
+	for i := 0; i < t.NumField(); i++ {
+		name := strings.Split(t.Field(i).Tag.Get("yaml"), ",")[0]
+		if prefix != "" {
+			name = prefix + "." + name
+		}
+		keys = append(keys, name)
+		if ft := t.Field(i).Type; ft.Kind() == reflect.Struct && ft != reflect.TypeOf(time.Duration(0)) {
+			keys = append(keys, allKeys(ft, name)...)
+		}
+	}
+	return keys
+}
+
+func TestOverrides(t *testing.T) {
+	c, err := Parse([]byte(`
+openstack:
+  cloud: prod
+  scope: all
+  refresh_interval: 2m
+  full_refresh_interval: 30m
+probe:
+  icmp:
+    count: 1
+    interval: 30s
+    networks: [provider]
+    ip_versions: [4]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.OpenStack.Cloud != "prod" || c.OpenStack.Scope != "all" || c.OpenStack.RefreshInterval != 2*time.Minute {
+		t.Errorf("openstack: %+v", c.OpenStack)
+	}
+	if c.Probe.ICMP.Count != 1 || c.Probe.ICMP.Timeout != 2*time.Second || !reflect.DeepEqual(c.Probe.ICMP.Networks, []string{"provider"}) {
+		t.Errorf("probe: %+v", c.Probe.ICMP)
+	}
+}
+
+func TestErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name, yaml string
+		want       []string // substrings of the error
+	}{
+		{"unknown top key", "openstak:\n  scope: all\n", []string{"line 1", `unknown key "openstak"`, "allowed: openstack, probe"}},
+		{"unknown nested key", "probe:\n  icmp:\n    intervall: 5s\n", []string{"line 3", "probe.icmp.intervall", "allowed:", "interval"}},
+		{"duplicate key", "openstack:\n  scope: all\n  scope: host\n", []string{"line 3"}},
+		{"section not a mapping", "openstack: yes\n", []string{"line 1", "openstack must be a mapping"}},
+		{"not a mapping", "- a\n- b\n", []string{"line 1", "mapping"}},
+		{"bad duration", "openstack:\n  timeout: soon\n", []string{"line 2"}},
+		{"bad type", "probe:\n  icmp:\n    count: three\n", []string{"line 3"}},
+		{"bad scope", "openstack:\n  scope: region\n", []string{"line 2", "openstack.scope", `"region"`, "host, all"}},
+		{"host with scope all", "openstack:\n  scope: all\n  host: cmp1\n", []string{"line 3", "openstack.host"}},
+		{"bad interface", "openstack:\n  interface: private\n", []string{"openstack.interface", "public, internal, admin"}},
+		{"refresh too short", "openstack:\n  refresh_interval: 10ms\n", []string{"openstack.refresh_interval", "at least 1s"}},
+		{"full shorter than refresh", "openstack:\n  full_refresh_interval: 30s\n", []string{"openstack.full_refresh_interval"}},
+		{"zero timeout", "openstack:\n  timeout: 0s\n", []string{"openstack.timeout", "positive"}},
+		{"page size", "openstack:\n  page_size: 0\n", []string{"openstack.page_size", "between 1 and 10000"}},
+		{"missing CA", "openstack:\n  ca_file: /nonexistent/ca.pem\n", []string{"openstack.ca_file", "cannot be read"}},
+		{"bad engine", "probe:\n  icmp:\n    engine: fping\n", []string{"probe.icmp.engine", "shared, pro-bing"}},
+		{"bad mode", "probe:\n  icmp:\n    mode: root\n", []string{"probe.icmp.mode", "privileged, unprivileged"}},
+		{"count zero", "probe:\n  icmp:\n    count: 0\n", []string{"probe.icmp.count", "between 1 and 100"}},
+		{"timeout over interval", "probe:\n  icmp:\n    interval: 1s\n    timeout: 2s\n", []string{"line 4", "probe.icmp.timeout", "shorter than interval"}},
+		{"interval too short", "probe:\n  icmp:\n    interval: 10ms\n    timeout: 5ms\n", []string{"probe.icmp.interval"}},
+		{"no statuses", "probe:\n  icmp:\n    statuses: []\n", []string{"probe.icmp.statuses"}},
+		{"bad status", "probe:\n  icmp:\n    statuses: [RUNNING]\n", []string{"probe.icmp.statuses", `"RUNNING"`, "ACTIVE"}},
+		{"bad address type", "probe:\n  icmp:\n    address_types: [public]\n", []string{"probe.icmp.address_types", "fixed, floating"}},
+		{"no address types", "probe:\n  icmp:\n    address_types: []\n", []string{"probe.icmp.address_types"}},
+		{"bad ip version", "probe:\n  icmp:\n    ip_versions: [5]\n", []string{"probe.icmp.ip_versions", "4, 6"}},
+		{"no ip versions", "probe:\n  icmp:\n    ip_versions: []\n", []string{"probe.icmp.ip_versions"}},
+		{"rate", "probe:\n  icmp:\n    max_packets_per_second: 0\n", []string{"probe.icmp.max_packets_per_second"}},
+		{"buckets unsorted", "probe:\n  icmp:\n    rtt_buckets: [0.1, 0.01]\n", []string{"probe.icmp.rtt_buckets", "increasing"}},
+		{"buckets empty", "probe:\n  icmp:\n    rtt_buckets: []\n", []string{"probe.icmp.rtt_buckets"}},
+		{"invalid yaml", "openstack: [\n", []string{"parsing YAML"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse([]byte(tc.yaml))
+			if err == nil {
+				t.Fatal("no error")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestLoadNamesFile(t *testing.T) {
+	_, err := Load("/nonexistent/config.yaml")
+	if err == nil || !strings.Contains(err.Error(), "/nonexistent/config.yaml") {
+		t.Errorf("error %v does not name the file", err)
+	}
+	path := t.TempDir() + "/c.yaml"
+	if err := os.WriteFile(path, []byte("probe:\n  icmp:\n    count: -1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Load(path)
+	if err == nil || !strings.Contains(err.Error(), path+": line 3: probe.icmp.count") {
+		t.Errorf("error %v does not name file, line and key", err)
+	}
+}
+
+func TestAddressSelection(t *testing.T) {
+	p := Default().Probe.ICMP
+	p.Networks = []string{"provider", "public"}
+	p.AddressTypes = []string{"floating", "fixed"}
+	p.IPVersions = []int{4}
+	for _, tc := range []struct {
+		addr, typ, network string
+		want               bool
+	}{
+		{"198.18.0.1", "fixed", "provider", true},
+		{"198.18.0.1", "floating", "public", true},
+		{"198.18.0.1", "fixed", "tenant-net", false},
+		{"2001:2::1", "fixed", "provider", false},
+		{"::ffff:198.18.0.1", "fixed", "provider", true},
+		{"198.18.0.1", "other", "provider", false},
+	} {
+		if got := p.WantsAddress(netip.MustParseAddr(tc.addr), tc.typ, tc.network); got != tc.want {
+			t.Errorf("WantsAddress(%s, %s, %s) = %v, want %v", tc.addr, tc.typ, tc.network, got, tc.want)
+		}
+	}
+	p.IPVersions = []int{6}
+	if !p.WantsAddress(netip.MustParseAddr("2001:2::1"), "fixed", "public") {
+		t.Error("IPv6 address not wanted with ip_versions [6]")
+	}
+	if !p.WantsStatus("ACTIVE") || p.WantsStatus("SHUTOFF") {
+		t.Error("status selection")
+	}
+}
+
+func TestOptOut(t *testing.T) {
+	p := Default().Probe.ICMP
+	for _, tc := range []struct {
+		meta map[string]string
+		want bool
+	}{
+		{nil, false},
+		{map[string]string{"monitoring_icmp": "off"}, true},
+		{map[string]string{"monitoring_icmp": " Disabled "}, true},
+		{map[string]string{"monitoring_icmp": "false"}, true},
+		{map[string]string{"monitoring_icmp": "0"}, true},
+		{map[string]string{"monitoring_icmp": "on"}, false},
+		{map[string]string{"other": "off"}, false},
+	} {
+		if got := p.OptedOut(tc.meta); got != tc.want {
+			t.Errorf("OptedOut(%v) = %v, want %v", tc.meta, got, tc.want)
+		}
+	}
+	p.OptOutMetadataKey = ""
+	if p.OptedOut(map[string]string{"monitoring_icmp": "off"}) {
+		t.Error("opt-out with an empty key")
+	}
+}
