@@ -1,0 +1,334 @@
+package exporter
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
+	"github.com/openstack-vm-exporter/openstack-vm-exporter/config"
+	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/standin"
+	"github.com/openstack-vm-exporter/openstack-vm-exporter/inventory"
+	"github.com/openstack-vm-exporter/openstack-vm-exporter/probes"
+)
+
+// scriptedEngine answers as the test says per address; the real engines are
+// tested against real namespaces in package probes and in the end-to-end test.
+type scriptedEngine struct {
+	mu      sync.Mutex
+	answers map[netip.Addr]probes.Result
+	probed  [][]netip.Addr
+}
+
+func (e *scriptedEngine) Probe(_ context.Context, addrs []netip.Addr) ([]probes.Result, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.probed = append(e.probed, addrs)
+	out := make([]probes.Result, len(addrs))
+	for i, a := range addrs {
+		if r, ok := e.answers[a]; ok {
+			out[i] = r
+		} else {
+			out[i] = probes.Result{Sent: 3}
+		}
+	}
+	return out, nil
+}
+func (e *scriptedEngine) Stats() probes.Stats { return probes.Stats{SendErrors: 2} }
+func (e *scriptedEngine) Close() error        { return nil }
+
+type fixture struct {
+	cloud  *standin.Cloud
+	svc    *Service
+	engine *scriptedEngine
+}
+
+func newFixture(t *testing.T, servers []standin.Server) *fixture {
+	t.Helper()
+	cloud, err := standin.Start("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cloud.Close() })
+	cloud.Put(servers...)
+	for k, v := range cloud.Env() {
+		t.Setenv(k, v)
+	}
+	t.Setenv("OS_CLOUD", "")
+	cfg := config.Default()
+	cfg.OpenStack.Scope = "all"
+	invOpts, client, err := inventorySetup(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	engine := &scriptedEngine{answers: map[netip.Addr]probes.Result{}}
+	svc := &Service{cfg: cfg, inv: inventory.New(invOpts, client)}
+	svc.prober = NewProber(engine, cfg.Probe.ICMP, svc.inv.Snapshot, nil)
+	svc.registry = prometheus.NewPedanticRegistry()
+	svc.registry.MustRegister(NewInventoryCollector(svc.inv, svc.refreshInterval), NewProbeCollector(svc.prober), NewRTTCollector(svc.prober))
+	return &fixture{cloud: cloud, svc: svc, engine: engine}
+}
+
+func (f *fixture) refreshAndProbe(t *testing.T) {
+	t.Helper()
+	if err := f.svc.inv.Refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	f.svc.prober.Cycle(context.Background())
+}
+
+// scrape returns the text exposition and the parsed families.
+func (f *fixture) scrape(t *testing.T) (string, map[string]*dto.MetricFamily) {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	promhttp.HandlerFor(f.svc.registry, promhttp.HandlerOpts{ErrorHandling: promhttp.HTTPErrorOnError}).
+		ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	if rec.Code != 200 {
+		t.Fatalf("scrape: %d %s", rec.Code, rec.Body)
+	}
+	text := rec.Body.String()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(strings.NewReader(text))
+	if err != nil {
+		t.Fatalf("parsing exposition: %v\n%s", err, text)
+	}
+	return text, families
+}
+
+func labelsOf(m *dto.Metric) map[string]string {
+	out := map[string]string{}
+	for _, l := range m.GetLabel() {
+		out[l.GetName()] = l.GetValue()
+	}
+	return out
+}
+
+func find(fams map[string]*dto.MetricFamily, name string, match map[string]string) []*dto.Metric {
+	var out []*dto.Metric
+	for _, m := range fams[name].GetMetric() {
+		l := labelsOf(m)
+		ok := true
+		for k, v := range match {
+			if l[k] != v {
+				ok = false
+			}
+		}
+		if ok {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+var hostileName = "evil\"name\\with{braces}\nnewline and \xff invalid"
+
+func mixedFleet() []standin.Server {
+	old := time.Now().Add(-5 * time.Hour).UTC().Truncate(time.Second)
+	addr := func(a string) []standin.Address { return []standin.Address{{Network: "provider", Addr: a, Type: "fixed"}} }
+	return []standin.Server{
+		{ID: "a-active", Name: "web-1", ProjectID: "p1", Host: "cmp-1", VMState: "active", PowerState: 1,
+			Flavor: "m1.small", ImageID: "img-1", AvailabilityZone: "nova", Updated: old,
+			Addresses: append(addr("198.18.0.1"), standin.Address{Network: "public", Addr: "198.19.0.1", Type: "floating"}, standin.Address{Network: "provider", Addr: "2001:2::1", Type: "fixed"})},
+		{ID: "b-error", Name: "db-1", ProjectID: "p2", Host: "cmp-1", VMState: "error", PowerState: 4, Flavor: "m1.large", Updated: old, Addresses: addr("198.18.0.2")},
+		{ID: "c-shutoff", Name: "batch", ProjectID: "p1", Host: "cmp-2", VMState: "stopped", PowerState: 4, Flavor: "m1.small", Addresses: addr("198.18.0.3")},
+		{ID: "d-build", Name: "new", ProjectID: "p1", VMState: "building", Flavor: "m1.small"},
+		{ID: "e-migrating", Name: "moving", ProjectID: "p3", Host: "cmp-2", VMState: "active", TaskState: "migrating", PowerState: 1, Flavor: "m1.small", Addresses: addr("198.18.0.5")},
+		{ID: "f-hostile", Name: hostileName, ProjectID: "p1", Host: "cmp-1", VMState: "active", PowerState: 1, Flavor: "m1.small",
+			Addresses: []standin.Address{{Network: "net \"q\"", Addr: "198.18.0.6", Type: "fixed"}, {Network: "provider", Addr: "not-an-ip", Type: "fixed"}}},
+		{ID: "g-optout", Name: "quiet", ProjectID: "p1", Host: "cmp-1", VMState: "active", PowerState: 1, Flavor: "m1.small",
+			Metadata: map[string]string{"monitoring_icmp": "off"}, Addresses: addr("198.18.0.7")},
+		{ID: "h-dup", Name: "twin", ProjectID: "p9", Host: "cmp-1", VMState: "active", PowerState: 1, Flavor: "m1.small", Addresses: addr("198.18.0.1")},
+	}
+}
+
+func TestMetricContract(t *testing.T) {
+	f := newFixture(t, mixedFleet())
+	f.cloud.SetService("cmp-2", "DOWN")
+	f.engine.answers[netip.MustParseAddr("198.18.0.1")] = probes.Result{Sent: 3, Received: 3,
+		RTTs: []time.Duration{300 * time.Microsecond, 400 * time.Microsecond, 2 * time.Millisecond}}
+	f.engine.answers[netip.MustParseAddr("2001:2::1")] = probes.Result{Sent: 3, Received: 1, RTTs: []time.Duration{time.Millisecond}}
+	f.refreshAndProbe(t)
+	text, fams := f.scrape(t)
+
+	status := find(fams, "openstack_vm_status", map[string]string{"id": "b-error"})
+	if len(status) != 1 {
+		t.Fatalf("openstack_vm_status for b-error: %v", status)
+	}
+	want := map[string]string{"id": "b-error", "name": "db-1", "project_id": "p2", "host": "cmp-1",
+		"status": "ERROR", "vm_state": "error", "task_state": "", "power_state": "shutdown"}
+	if got := labelsOf(status[0]); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("status labels %v, want %v", got, want)
+	}
+	for id, st := range map[string]string{"a-active": "ACTIVE", "c-shutoff": "SHUTOFF", "d-build": "BUILD", "e-migrating": "MIGRATING"} {
+		if len(find(fams, "openstack_vm_status", map[string]string{"id": id, "status": st})) != 1 {
+			t.Errorf("%s not %s", id, st)
+		}
+	}
+	if m := find(fams, "openstack_vm_status", map[string]string{"id": "e-migrating"}); len(m) != 1 || labelsOf(m[0])["task_state"] != "migrating" {
+		t.Error("task_state of the migrating server")
+	}
+	info := find(fams, "openstack_vm_info", map[string]string{"id": "a-active"})
+	if len(info) != 1 || labelsOf(info[0])["flavor"] != "m1.small" || labelsOf(info[0])["image_id"] != "img-1" || labelsOf(info[0])["availability_zone"] != "nova" {
+		t.Errorf("info: %v", info)
+	}
+	since := find(fams, "openstack_vm_status_since_timestamp_seconds", map[string]string{"id": "b-error"})
+	if len(since) != 1 || time.Since(time.Unix(int64(since[0].GetGauge().GetValue()), 0)) < 4*time.Hour {
+		t.Errorf("status since of b-error: %v", since)
+	}
+	if len(find(fams, "openstack_vm_compute_host_status", map[string]string{"host": "cmp-2", "host_status": "DOWN"})) != 1 ||
+		len(find(fams, "openstack_vm_compute_host_status", map[string]string{"host": "cmp-1", "host_status": "UP"})) != 1 {
+		t.Errorf("host status: %v", fams["openstack_vm_compute_host_status"])
+	}
+
+	// Probed: ACTIVE servers, valid addresses, not opted out.
+	up := fams["openstack_vm_icmp_up"].GetMetric()
+	got := map[string]float64{}
+	for _, m := range up {
+		l := labelsOf(m)
+		got[l["id"]+"/"+l["network"]+"/"+l["address"]] = m.GetGauge().GetValue()
+	}
+	wantUp := map[string]float64{
+		"a-active/provider/198.18.0.1": 1, "a-active/public/198.19.0.1": 0, "a-active/provider/2001:2::1": 1,
+		"f-hostile/net \"q\"/198.18.0.6": 0, "h-dup/provider/198.18.0.1": 1,
+	}
+	if fmt.Sprint(got) != fmt.Sprint(wantUp) {
+		t.Errorf("icmp_up %v, want %v", got, wantUp)
+	}
+	// A shared address is probed once.
+	if n := len(f.engine.probed[0]); n != 4 {
+		t.Errorf("%d addresses probed, want 4 distinct", n)
+	}
+	sent := find(fams, "openstack_vm_icmp_packets_sent_total", map[string]string{"id": "a-active", "address": "2001:2::1"})
+	recv := find(fams, "openstack_vm_icmp_packets_received_total", map[string]string{"id": "a-active", "address": "2001:2::1"})
+	if len(sent) != 1 || sent[0].GetCounter().GetValue() != 3 || len(recv) != 1 || recv[0].GetCounter().GetValue() != 1 {
+		t.Errorf("packet counters %v %v", sent, recv)
+	}
+	rtt := find(fams, "openstack_vm_icmp_rtt_seconds", map[string]string{"id": "a-active", "address": "198.18.0.1"})
+	if len(rtt) != 1 || rtt[0].GetHistogram().GetSampleCount() != 3 || len(rtt[0].GetHistogram().GetBucket()) != 13 {
+		t.Errorf("rtt histogram %v", rtt)
+	}
+	for name, want := range map[string]float64{
+		"openstack_vm_api_up": 1, "openstack_vm_inventory_servers": 8, "openstack_vm_probe_targets": 5,
+		"openstack_vm_probe_invalid_addresses": 1, "openstack_vm_probe_duplicate_addresses": 1,
+		"openstack_vm_probe_interval_seconds": 15, "openstack_vm_api_refresh_interval_seconds": 60,
+	} {
+		if m := fams[name].GetMetric(); len(m) != 1 || m[0].GetGauge().GetValue() != want {
+			t.Errorf("%s = %v, want %v", name, m, want)
+		}
+	}
+	if len(find(fams, "openstack_vm_api_errors_total", nil)) != len(inventory.Reasons) {
+		t.Error("not every error reason is present from the start")
+	}
+	if m := find(fams, "openstack_vm_probe_errors_total", map[string]string{"reason": "send"}); len(m) != 1 || m[0].GetCounter().GetValue() != 2 {
+		t.Errorf("probe send errors %v", m)
+	}
+	// The hostile name survives, escaped, as valid UTF-8.
+	if len(find(fams, "openstack_vm_status", map[string]string{"name": strings.ToValidUTF8(hostileName, "\uFFFD")})) != 1 {
+		t.Error("hostile name not exported faithfully")
+	}
+	promtoolCheckMetrics(t, text)
+}
+
+// promtoolCheckMetrics runs the real promtool over the exposition.
+func promtoolCheckMetrics(t *testing.T, text string) {
+	t.Helper()
+	path, err := exec.LookPath("promtool")
+	if err != nil {
+		t.Fatal("promtool not found: install it with `apt-get install -y prometheus` (scripts/setup.sh does)")
+	}
+	cmd := exec.Command(path, "check", "metrics")
+	cmd.Stdin = strings.NewReader(text)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Errorf("promtool check metrics: %v\n%s", err, out)
+	}
+}
+
+func TestSeriesDisappear(t *testing.T) {
+	f := newFixture(t, mixedFleet())
+	f.refreshAndProbe(t)
+	_, fams := f.scrape(t)
+	if len(find(fams, "openstack_vm_icmp_up", map[string]string{"id": "a-active"})) != 3 {
+		t.Fatal("setup: a-active not probed")
+	}
+	f.cloud.Delete("a-active")
+	f.cloud.Update("f-hostile", func(s *standin.Server) { s.Addresses = s.Addresses[1:] })
+	f.cloud.Update("h-dup", func(s *standin.Server) { s.Name = "renamed" })
+	f.refreshAndProbe(t)
+	_, fams = f.scrape(t)
+	for _, name := range []string{"openstack_vm_status", "openstack_vm_info", "openstack_vm_status_since_timestamp_seconds",
+		"openstack_vm_icmp_up", "openstack_vm_icmp_packets_sent_total", "openstack_vm_icmp_rtt_seconds"} {
+		if m := find(fams, name, map[string]string{"id": "a-active"}); len(m) != 0 {
+			t.Errorf("%s of the deleted server still served: %v", name, m)
+		}
+	}
+	if m := find(fams, "openstack_vm_icmp_up", map[string]string{"id": "f-hostile"}); len(m) != 0 {
+		t.Errorf("removed address still served: %v", m)
+	}
+	if len(find(fams, "openstack_vm_icmp_up", map[string]string{"id": "h-dup", "name": "twin"})) != 0 ||
+		len(find(fams, "openstack_vm_icmp_up", map[string]string{"id": "h-dup", "name": "renamed"})) != 1 {
+		t.Error("renamed server's series not replaced")
+	}
+}
+
+// A scrape never waits for the API, even when it hangs.
+func TestScrapeDoesNotWaitForAPI(t *testing.T) {
+	f := newFixture(t, mixedFleet())
+	f.refreshAndProbe(t)
+	f.cloud.SetFault(func(*http.Request) *standin.Failure { return &standin.Failure{Hang: true} })
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go f.svc.inv.Refresh(ctx)
+	time.Sleep(200 * time.Millisecond)
+	start := time.Now()
+	_, fams := f.scrape(t)
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("scrape took %v while the API hangs", took)
+	}
+	if len(fams["openstack_vm_status"].GetMetric()) != 8 {
+		t.Error("last inventory not served while the API hangs")
+	}
+}
+
+func TestDisabledProbing(t *testing.T) {
+	f := newFixture(t, mixedFleet())
+	f.refreshAndProbe(t)
+	cfg := f.svc.cfg.Probe.ICMP
+	cfg.Enabled = false
+	f.svc.prober.SetConfig(cfg, nil)
+	f.svc.prober.Cycle(context.Background())
+	_, fams := f.scrape(t)
+	if len(fams["openstack_vm_icmp_up"].GetMetric()) != 0 {
+		t.Error("probe series with probing disabled")
+	}
+}
+
+func TestMetricsDocumented(t *testing.T) {
+	doc, err := os.ReadFile("../docs/metrics.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFixture(t, mixedFleet())
+	f.refreshAndProbe(t)
+	_, fams := f.scrape(t)
+	for name := range fams {
+		if !bytes.Contains(doc, []byte("`"+name+"`")) {
+			t.Errorf("%s is not documented in docs/metrics.md", name)
+		}
+	}
+}
