@@ -23,6 +23,7 @@ import (
 
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/config"
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/exporter"
+	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/demo"
 )
 
 // defaultListenAddress: 9735 is used by none of the peers (openstack-exporter
@@ -44,8 +45,19 @@ func main() {
 	metricsPath := serve.Flag("web.telemetry-path", "Path under which to expose metrics.").Default("/metrics").String()
 	checkConfig := serve.Flag("config.check", "Validate the configuration file and exit.").Bool()
 
-	kingpin.MustParse(app.Parse(os.Args[1:]))
+	demoCmd := app.Command("demo", "Run the exporter against a built-in demo cloud on 127.0.0.1 (no OpenStack needed).")
+	demoWebConfig := kingpinflag.AddFlags(demoCmd, "127.0.0.1:9735")
+
+	command := kingpin.MustParse(app.Parse(os.Args[1:]))
 	logger := promslog.New(logConfig)
+
+	if command == demoCmd.FullCommand() {
+		if err := runDemo(demoWebConfig, logger); err != nil {
+			logger.Error("demo stopped", "err", err)
+			os.Exit(1)
+		}
+		return
+	}
 
 	cfg, err := loadConfig(*configFile)
 	if err != nil {
@@ -60,6 +72,26 @@ func main() {
 		logger.Error("exporter stopped", "err", err)
 		os.Exit(1)
 	}
+}
+
+// runDemo starts the demo cloud and serves the exporter on it.
+func runDemo(webConfig *web.FlagConfig, logger *slog.Logger) error {
+	cloud, cfg, err := demo.StartCloud()
+	if err != nil {
+		return err
+	}
+	defer cloud.Close()
+	demo.ChooseICMPMode(cfg, logger)
+	addr := (*webConfig.WebListenAddresses)[0]
+	fmt.Printf(`
+openstack-vm-exporter demo
+  demo cloud (a Keystone and Nova stand-in, not a real cloud): %s
+  metrics:  http://%s/metrics
+  try:      curl -s http://%s/metrics | grep -E '^openstack_vm_(status|icmp_up)'
+Stop with Ctrl-C.
+
+`, cloud.URL, addr, addr)
+	return runServer(cfg, "", webConfig, "/metrics", logger)
 }
 
 func loadConfig(path string) (*config.Config, error) {

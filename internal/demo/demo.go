@@ -1,0 +1,70 @@
+package demo
+
+import (
+	_ "embed"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/openstack-vm-exporter/openstack-vm-exporter/config"
+	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/standin"
+	"github.com/openstack-vm-exporter/openstack-vm-exporter/probes"
+)
+
+// Config is the exporter configuration of the demo: the whole demo cloud,
+// refreshed and probed often so that something happens while you watch.
+//
+//go:embed demo.yaml
+var Config []byte
+
+// Cloud is a running demo cloud.
+type Cloud struct {
+	*standin.Cloud
+}
+
+// StartCloud serves the demo cloud on 127.0.0.1 and points the OS_*
+// variables of this process at it, so the exporter finds it the way it
+// finds a real cloud.
+func StartCloud() (*Cloud, *config.Config, error) {
+	sc, err := standin.Start("127.0.0.1:0")
+	if err != nil {
+		return nil, nil, fmt.Errorf("starting the demo cloud: %w", err)
+	}
+	sc.Password = "demo-password"
+	sc.Put(Fleet(time.Now())...)
+	for host, state := range ServiceStates() {
+		sc.SetService(host, state)
+	}
+	os.Unsetenv("OS_CLOUD")
+	for k, v := range sc.Env() {
+		os.Setenv(k, v)
+	}
+	cfg, err := config.Parse(Config)
+	if err != nil {
+		sc.Close()
+		return nil, nil, fmt.Errorf("demo configuration: %w", err)
+	}
+	return &Cloud{sc}, cfg, nil
+}
+
+// ChooseICMPMode picks a mode this process may use: raw sockets as root,
+// datagram sockets where ping_group_range allows, and otherwise turns
+// probing off with the reason, so the demo still shows the inventory.
+func ChooseICMPMode(cfg *config.Config, logger *slog.Logger) {
+	for _, mode := range []string{"privileged", "unprivileged"} {
+		p, err := probes.NewShared(probes.Options{Privileged: mode == "privileged"})
+		if err == nil {
+			p.Close()
+			cfg.Probe.ICMP.Mode = mode
+			return
+		}
+		if !errors.Is(err, probes.ErrPermission) {
+			logger.Warn("ICMP socket", "mode", mode, "err", err)
+		}
+	}
+	cfg.Probe.ICMP.Enabled = false
+	logger.Warn("ICMP probing is off in this demo: run it as root, or allow ICMP datagram sockets with " +
+		"`sudo sysctl -w net.ipv4.ping_group_range=\"0 2147483647\"`")
+}
