@@ -139,7 +139,9 @@ var hostileName = "evil\"name\\with{braces}\nnewline and \xff invalid"
 
 func mixedFleet() []standin.Server {
 	old := time.Now().Add(-5 * time.Hour).UTC().Truncate(time.Second)
-	addr := func(a string) []standin.Address { return []standin.Address{{Network: "provider", Addr: a, Type: "fixed"}} }
+	addr := func(a string) []standin.Address {
+		return []standin.Address{{Network: "provider", Addr: a, Type: "fixed"}}
+	}
 	return []standin.Server{
 		{ID: "a-active", Name: "web-1", ProjectID: "p1", Host: "cmp-1", VMState: "active", PowerState: 1,
 			Flavor: "m1.small", ImageID: "img-1", AvailabilityZone: "nova", Updated: old,
