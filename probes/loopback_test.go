@@ -1,0 +1,149 @@
+package probes
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Loopback tests need nothing but root: every 127.0.0.0/8 address and ::1
+// answer on this machine. Namespace tests (lab_test.go) cover loss, delay and
+// silence.
+
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Fatal("ICMP tests need root (raw sockets and network namespaces); run the suite as root, as CI does")
+	}
+}
+
+func engines(t *testing.T, opts Options) map[string]Prober {
+	t.Helper()
+	out := map[string]Prober{}
+	shared, err := NewShared(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out["shared"] = shared
+	pb, err := NewProBing(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out["pro-bing"] = pb
+	t.Cleanup(func() {
+		for _, p := range out {
+			p.Close()
+		}
+	})
+	return out
+}
+
+func TestLoopbackAnswers(t *testing.T) {
+	requireRoot(t)
+	addrs := []netip.Addr{
+		netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("127.0.3.4"),
+		netip.MustParseAddr("::1"), netip.MustParseAddr("::ffff:127.0.0.9"),
+		netip.MustParseAddr("127.0.3.4"), // the same address twice: both answered
+	}
+	for name, p := range engines(t, Options{Privileged: true, Count: 3, Timeout: time.Second, Spacing: 20 * time.Millisecond}) {
+		t.Run(name, func(t *testing.T) {
+			res, err := p.Probe(context.Background(), addrs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(res) != len(addrs) {
+				t.Fatalf("%d results for %d addresses", len(res), len(addrs))
+			}
+			for i, r := range res {
+				if r.Sent != 3 || r.Received != 3 || len(r.RTTs) != 3 {
+					t.Errorf("%s: %+v", addrs[i], r)
+				}
+				for _, rtt := range r.RTTs {
+					if rtt <= 0 || rtt > time.Second {
+						t.Errorf("%s: rtt %v", addrs[i], rtt)
+					}
+				}
+			}
+			// A second cycle starts clean.
+			res, err = p.Probe(context.Background(), addrs[:1])
+			if err != nil || res[0].Received != 3 {
+				t.Errorf("second cycle: %+v %v", res, err)
+			}
+		})
+	}
+}
+
+func TestEmptyCycle(t *testing.T) {
+	requireRoot(t)
+	for name, p := range engines(t, Options{Privileged: true}) {
+		res, err := p.Probe(context.Background(), nil)
+		if err != nil || len(res) != 0 {
+			t.Errorf("%s: %v %v", name, res, err)
+		}
+	}
+}
+
+// A healthy cycle ends when the last reply arrives, not after the timeout.
+func TestCycleEndsEarly(t *testing.T) {
+	requireRoot(t)
+	p, err := NewShared(Options{Privileged: true, Count: 2, Timeout: 5 * time.Second, Spacing: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	start := time.Now()
+	if _, err := p.Probe(context.Background(), []netip.Addr{netip.MustParseAddr("127.0.0.1")}); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("cycle took %v with every reply in", took)
+	}
+}
+
+func TestCancel(t *testing.T) {
+	requireRoot(t)
+	p, err := NewShared(Options{Privileged: true, Count: 3, Spacing: time.Second, Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err = p.Probe(ctx, []netip.Addr{netip.MustParseAddr("127.0.0.1")})
+	if !errors.Is(err, context.DeadlineExceeded) || time.Since(start) > time.Second {
+		t.Errorf("cancel: %v after %v", err, time.Since(start))
+	}
+}
+
+func TestUnprivilegedPermissionError(t *testing.T) {
+	requireRoot(t)
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ping_group_range")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Fields(string(b))[0] != "1" {
+		t.Skipf("ping_group_range is %q here: datagram sockets are allowed; the namespace tests check the error", b)
+	}
+	_, err = NewShared(Options{Privileged: false})
+	if !errors.Is(err, ErrPermission) || !strings.Contains(err.Error(), "ping_group_range") || !strings.Contains(err.Error(), "sysctl -w") {
+		t.Errorf("error does not say how to grant the permission: %v", err)
+	}
+}
+
+func TestClosedProber(t *testing.T) {
+	requireRoot(t)
+	p, err := NewShared(Options{Privileged: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+	p.Close()
+	if _, err := p.Probe(context.Background(), []netip.Addr{netip.MustParseAddr("127.0.0.1")}); err == nil {
+		t.Error("probe on a closed prober")
+	}
+}
