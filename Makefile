@@ -1,0 +1,34 @@
+# Build, test and release openstack-vm-exporter.
+#   make build    static binary with version information
+#   make test     the whole test suite (scripts/test.sh, as CI runs it)
+#   make cross    linux/amd64 and linux/arm64 binaries and SHA256SUMS in dist/
+BINARY   := openstack-vm-exporter
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo unknown)
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+BRANCH   ?= $(shell git rev-parse --abbrev-ref HEAD 2>/dev/null || echo unknown)
+VERSION_PKG := github.com/prometheus/common/version
+LDFLAGS  := -s -w \
+	-X $(VERSION_PKG).Version=$(VERSION) \
+	-X $(VERSION_PKG).Revision=$(REVISION) \
+	-X $(VERSION_PKG).Branch=$(BRANCH) \
+	-X $(VERSION_PKG).BuildUser=$(shell id -un 2>/dev/null)@$(shell hostname 2>/dev/null) \
+	-X $(VERSION_PKG).BuildDate=$(shell date -u +%Y%m%d-%H:%M:%S)
+GOFLAGS_BUILD := -trimpath -tags netgo,osusergo
+
+.PHONY: build test cross clean
+build:
+	CGO_ENABLED=0 go build $(GOFLAGS_BUILD) -ldflags "$(LDFLAGS)" -o $(BINARY) .
+
+test:
+	./scripts/test.sh
+
+cross:
+	mkdir -p dist
+	for arch in amd64 arm64; do \
+		CGO_ENABLED=0 GOOS=linux GOARCH=$$arch go build $(GOFLAGS_BUILD) -ldflags "$(LDFLAGS)" \
+			-o dist/$(BINARY)-$(VERSION).linux-$$arch . || exit 1; \
+	done
+	cd dist && sha256sum $(BINARY)-$(VERSION).linux-* > SHA256SUMS
+
+clean:
+	rm -rf $(BINARY) dist

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The whole test suite: what CI runs (.ci/run) and what a developer runs.
+# Installs what is missing first (scripts/setup.sh). Needs root: the ICMP and
+# end-to-end tests create network namespaces and raw sockets; they fail, never
+# skip, without it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="/usr/local/go/bin:$PATH"
+
+./scripts/setup.sh
+
+echo "== gofmt"
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+if [[ -n "$unformatted" ]]; then
+  echo "gofmt would change:"; echo "$unformatted"; exit 1
+fi
+
+echo "== go vet"
+go vet ./...
+
+echo "== go build"
+go build -o /dev/null .
+
+echo "== go test -race"
+go test -race -count=1 -timeout 15m ./...
