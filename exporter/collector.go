@@ -161,7 +161,8 @@ func (c *ProbeCollector) Collect(ch chan<- prometheus.Metric) {
 	p.mu.RUnlock()
 
 	ch <- prometheus.MustNewConstMetric(probeTargetsDesc, prometheus.GaugeValue, float64(h.Targets))
-	ch <- prometheus.MustNewConstMetric(probeIntervalDesc, prometheus.GaugeValue, h.Interval.Seconds())
+	cfg, _ := p.current()
+	ch <- prometheus.MustNewConstMetric(probeIntervalDesc, prometheus.GaugeValue, cfg.Interval.Seconds())
 	ch <- prometheus.MustNewConstMetric(probeDurationDesc, prometheus.GaugeValue, h.LastDuration.Seconds())
 	last := 0.0
 	if !h.LastCycleEnd.IsZero() {

@@ -34,7 +34,6 @@ type Prober struct {
 // ProbeHealth is the state of the probe loop.
 type ProbeHealth struct {
 	Targets       int
-	Interval      time.Duration
 	LastDuration  time.Duration
 	LastCycleEnd  time.Time
 	Cycles        uint64
@@ -57,7 +56,6 @@ func NewProber(engine probes.Prober, cfg config.ICMP, inv func() *inventory.Snap
 		logger = slog.New(slog.DiscardHandler)
 	}
 	p := &Prober{engine: engine, inv: inv, logger: logger, cfg: cfg, targets: map[key]*targetState{}}
-	p.health.Interval = cfg.Interval
 	return p
 }
 
@@ -188,7 +186,6 @@ func (p *Prober) Cycle(ctx context.Context) {
 		}
 	}
 	p.health.Targets = len(sel.Targets)
-	p.health.Interval = cfg.Interval
 	p.health.LastDuration = took
 	p.health.LastCycleEnd = time.Now()
 	p.health.Cycles++
