@@ -44,6 +44,7 @@ func main() {
 	webConfig := kingpinflag.AddFlags(serve, defaultListenAddress)
 	metricsPath := serve.Flag("web.telemetry-path", "Path under which to expose metrics.").Default("/metrics").String()
 	checkConfig := serve.Flag("config.check", "Validate the configuration file and exit.").Bool()
+	hostOverride := serve.Flag("openstack.host", "Nova host of this hypervisor; overrides openstack.host of the file (e.g. a Kubernetes node name).").String()
 
 	demoCmd := app.Command("demo", "Run the exporter against a built-in demo cloud on 127.0.0.1 (no OpenStack needed).")
 	demoWebConfig := kingpinflag.AddFlags(demoCmd, "127.0.0.1:9735")
@@ -59,7 +60,8 @@ func main() {
 		return
 	}
 
-	cfg, err := loadConfig(*configFile)
+	load := func() (*config.Config, error) { return loadConfig(*configFile, *hostOverride) }
+	cfg, err := load()
 	if err != nil {
 		logger.Error("invalid configuration", "err", err)
 		os.Exit(1)
@@ -68,7 +70,7 @@ func main() {
 		fmt.Println("configuration is valid")
 		return
 	}
-	if err := runServer(cfg, *configFile, webConfig, *metricsPath, logger); err != nil {
+	if err := runServer(cfg, load, webConfig, *metricsPath, logger); err != nil {
 		logger.Error("exporter stopped", "err", err)
 		os.Exit(1)
 	}
@@ -91,19 +93,31 @@ openstack-vm-exporter demo
 Stop with Ctrl-C.
 
 `, cloud.URL, addr, addr)
-	return runServer(cfg, "", webConfig, "/metrics", logger)
+	return runServer(cfg, func() (*config.Config, error) { return cfg, nil }, webConfig, "/metrics", logger)
 }
 
-func loadConfig(path string) (*config.Config, error) {
-	if path == "" {
-		return config.Default(), nil
+// loadConfig reads the file (or takes the defaults) and applies the host
+// given on the command line.
+func loadConfig(path, host string) (*config.Config, error) {
+	cfg := config.Default()
+	if path != "" {
+		var err error
+		if cfg, err = config.Load(path); err != nil {
+			return nil, err
+		}
 	}
-	return config.Load(path)
+	if host != "" {
+		if cfg.OpenStack.Scope != "host" {
+			return nil, fmt.Errorf("--openstack.host is given but openstack.scope is %q", cfg.OpenStack.Scope)
+		}
+		cfg.OpenStack.Host = host
+	}
+	return cfg, nil
 }
 
 // runServer starts the inventory and probe loops, serves HTTP, reloads the
 // configuration on SIGHUP or POST /-/reload, and stops on SIGINT/SIGTERM.
-func runServer(cfg *config.Config, configFile string, webConfig *web.FlagConfig, metricsPath string, logger *slog.Logger) error {
+func runServer(cfg *config.Config, load func() (*config.Config, error), webConfig *web.FlagConfig, metricsPath string, logger *slog.Logger) error {
 	logger.Info("starting openstack-vm-exporter", "version", version.Info(), "build_context", version.BuildContext())
 	svc, err := exporter.New(cfg, logger)
 	if err != nil {
@@ -115,7 +129,7 @@ func runServer(cfg *config.Config, configFile string, webConfig *web.FlagConfig,
 	go func() { defer close(loopsDone); svc.Run(ctx) }()
 
 	reload := func() error {
-		next, err := loadConfig(configFile)
+		next, err := load()
 		if err == nil {
 			err = svc.Reload(next)
 		}

@@ -1,0 +1,316 @@
+// Package deploy holds the deployment files (systemd, Kubernetes, Prometheus
+// scrape configs); its tests check them, and the Dockerfile at the root,
+// against the real binary and the real schemas.
+package deploy
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/moby/buildkit/frontend/dockerfile/parser"
+	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/yaml"
+
+	"github.com/openstack-vm-exporter/openstack-vm-exporter/config"
+)
+
+var root = ".."
+
+var builtBinary, buildDir string
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if buildDir != "" {
+		os.RemoveAll(buildDir)
+	}
+	os.Exit(code)
+}
+
+// binary builds the exporter once per test run.
+func binary(t *testing.T) string {
+	t.Helper()
+	if builtBinary != "" {
+		return builtBinary
+	}
+	var err error
+	if buildDir, err = os.MkdirTemp("", "ovmx-deploy-"); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(buildDir, "openstack-vm-exporter")
+	cmd := exec.Command("go", "build", "-o", out, ".")
+	cmd.Dir = root
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, b)
+	}
+	builtBinary = out
+	return out
+}
+
+// flagsOf lists every long flag the binary accepts, from --help-long.
+func flagsOf(t *testing.T, bin string) map[string]bool {
+	t.Helper()
+	out, _ := exec.Command(bin, "--help-long").CombinedOutput()
+	flags := map[string]bool{}
+	for _, m := range regexp.MustCompile(`--(?:\[no-\])?([a-z][a-z0-9.-]+)`).FindAllStringSubmatch(string(out), -1) {
+		flags[m[1]] = true
+	}
+	if !flags["config.file"] || !flags["web.listen-address"] {
+		t.Fatalf("could not read the binary's flags:\n%s", out)
+	}
+	return flags
+}
+
+func checkFlags(t *testing.T, where string, args []string, flags map[string]bool) {
+	t.Helper()
+	for _, a := range args {
+		if !strings.HasPrefix(a, "--") {
+			continue
+		}
+		name := strings.SplitN(strings.TrimPrefix(a, "--"), "=", 2)[0]
+		if !flags[name] {
+			t.Errorf("%s passes --%s, which the binary does not have", where, name)
+		}
+	}
+}
+
+func TestDockerfile(t *testing.T) {
+	f, err := os.Open(filepath.Join(root, "Dockerfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	res, err := parser.Parse(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type stage struct {
+		from   string
+		instrs map[string][]string // instruction → arguments joined
+	}
+	var stages []*stage
+	var goBuild string
+	for _, n := range res.AST.Children {
+		instr := strings.ToLower(n.Value)
+		var args []string
+		for a := n.Next; a != nil; a = a.Next {
+			args = append(args, a.Value)
+		}
+		if instr == "from" {
+			stages = append(stages, &stage{from: args[0], instrs: map[string][]string{}})
+			continue
+		}
+		if len(stages) == 0 {
+			continue
+		}
+		s := stages[len(stages)-1]
+		s.instrs[instr] = append(s.instrs[instr], strings.Join(args, " "))
+		if instr == "run" && strings.Contains(n.Original, "go build") {
+			goBuild = strings.Join(args, " ")
+		}
+		if instr == "entrypoint" || instr == "cmd" {
+			if !n.Attributes["json"] {
+				t.Errorf("%s is not in exec (JSON) form: signals would not reach the exporter", strings.ToUpper(instr))
+			}
+		}
+	}
+	if len(stages) != 2 {
+		t.Fatalf("%d stages, want a build and a runtime stage", len(stages))
+	}
+	final := stages[1]
+	if !strings.Contains(final.from, "distroless") && !strings.Contains(final.from, "scratch") {
+		t.Errorf("runtime image %q is not minimal", final.from)
+	}
+	if u := final.instrs["user"]; len(u) != 1 || strings.HasPrefix(u[0], "0") || strings.HasPrefix(u[0], "root") {
+		t.Errorf("runtime USER %v is not an unprivileged user", u)
+	}
+	if e := final.instrs["expose"]; len(e) != 1 || e[0] != "9735" {
+		t.Errorf("EXPOSE %v, want the default port 9735", e)
+	}
+	if c := strings.Join(final.instrs["copy"], " "); !strings.Contains(c, "config.example.yaml") {
+		t.Errorf("config.example.yaml is not copied as the default config: %v", c)
+	}
+	if !strings.Contains(strings.Join(stages[0].instrs["run"], " "), "setcap cap_net_raw+ep") {
+		t.Error("the binary gets no CAP_NET_RAW file capability")
+	}
+	bin := binary(t)
+	flags := flagsOf(t, bin)
+	entry := strings.Join(final.instrs["entrypoint"], " ") + " " + strings.Join(final.instrs["cmd"], " ")
+	checkFlags(t, "Dockerfile ENTRYPOINT/CMD", strings.Fields(entry), flags)
+	if !strings.Contains(entry, "--config.file=/etc/openstack-vm-exporter/config.yaml") {
+		t.Errorf("CMD does not use the copied config: %s", entry)
+	}
+
+	// Build with the Dockerfile's own line, as the image would.
+	if goBuild == "" {
+		t.Fatal("no go build line in the Dockerfile")
+	}
+	line := strings.NewReplacer("${VERSION}", "9.9.9-test", "${REVISION}", "abc", "${BRANCH}", "main", "/out/", t.TempDir()+"/").Replace(goBuild)
+	cmd := exec.Command("sh", "-c", line)
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("the Dockerfile's build line fails: %v\n%s\n%s", err, line, out)
+	}
+	out := regexp.MustCompile(`-o (\S+)`).FindStringSubmatch(line)[1]
+	v, err := exec.Command(out, "--version").CombinedOutput()
+	if err != nil || !strings.Contains(string(v), "9.9.9-test") || !strings.Contains(string(v), "abc") {
+		t.Errorf("binary built by the Dockerfile's line reports %q (%v)", v, err)
+	}
+	// The Makefile builds the same way.
+	mk, _ := os.ReadFile(filepath.Join(root, "Makefile"))
+	if !bytes.Contains(mk, []byte("-trimpath -tags netgo,osusergo")) || !strings.Contains(goBuild, "-trimpath -tags netgo,osusergo") {
+		t.Error("the Dockerfile and the Makefile build differently")
+	}
+}
+
+func TestSystemdUnit(t *testing.T) {
+	analyze, err := exec.LookPath("systemd-analyze")
+	if err != nil {
+		t.Fatal("systemd-analyze not found (Debian package systemd)")
+	}
+	unit, err := os.ReadFile("systemd/openstack-vm-exporter.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"DynamicUser=yes", "AmbientCapabilities=CAP_NET_RAW", "CapabilityBoundingSet=CAP_NET_RAW",
+		"ProtectSystem=strict", "NoNewPrivileges=yes", "Restart=on-failure", "ExecReload=", "EnvironmentFile="} {
+		if !bytes.Contains(unit, []byte(want)) {
+			t.Errorf("unit lacks %s", want)
+		}
+	}
+	bin := binary(t)
+	var args []string
+	for _, l := range strings.Split(strings.ReplaceAll(string(unit), "\\\n", " "), "\n") {
+		if strings.HasPrefix(l, "ExecStart=") {
+			args = strings.Fields(strings.TrimPrefix(l, "ExecStart="))
+		}
+	}
+	checkFlags(t, "ExecStart", args, flagsOf(t, bin))
+	dir := t.TempDir()
+	patched := strings.ReplaceAll(string(unit), "/usr/local/bin/openstack-vm-exporter", bin)
+	path := filepath.Join(dir, "openstack-vm-exporter.service")
+	if err := os.WriteFile(path, []byte(patched), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(analyze, "verify", path).CombinedOutput()
+	if err != nil || len(bytes.TrimSpace(out)) > 0 {
+		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
+	}
+}
+
+// splitYAML splits a multi-document YAML file.
+func splitYAML(t *testing.T, path string) [][]byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var docs [][]byte
+	for _, d := range regexp.MustCompile(`(?m)^---\s*$`).Split(string(b), -1) {
+		if strings.TrimSpace(regexp.MustCompile(`(?m)^#.*$`).ReplaceAllString(d, "")) != "" {
+			docs = append(docs, []byte(d))
+		}
+	}
+	return docs
+}
+
+func TestKubernetesManifests(t *testing.T) {
+	flags := flagsOf(t, binary(t))
+	kinds := map[string]int{}
+	for _, file := range []string{"kubernetes/daemonset.yaml", "kubernetes/servicemonitor.yaml", "kubernetes/prometheusrule.yaml"} {
+		for _, doc := range splitYAML(t, file) {
+			var meta struct{ Kind string }
+			if err := yaml.Unmarshal(doc, &meta); err != nil {
+				t.Fatalf("%s: %v", file, err)
+			}
+			kinds[meta.Kind]++
+			// Strict decoding into the API types: an unknown or misplaced
+			// field is an error, as it is for the API server.
+			var obj any
+			switch meta.Kind {
+			case "DaemonSet":
+				ds := &appsv1.DaemonSet{}
+				obj = ds
+				if err := yaml.UnmarshalStrict(doc, ds); err != nil {
+					t.Fatalf("%s DaemonSet: %v", file, err)
+				}
+				spec := ds.Spec.Template.Spec
+				if !spec.HostNetwork {
+					t.Error("DaemonSet without host network: ICMP would leave from the pod, not the hypervisor")
+				}
+				c := spec.Containers[0]
+				checkFlags(t, "DaemonSet args", c.Args, flags)
+				if c.SecurityContext == nil || len(c.SecurityContext.Capabilities.Add) != 1 || c.SecurityContext.Capabilities.Add[0] != "NET_RAW" {
+					t.Errorf("container capabilities %+v, want only NET_RAW", c.SecurityContext)
+				}
+				if !strings.Contains(strings.Join(c.Args, " "), "--openstack.host=$(NODE_NAME)") {
+					t.Error("the node name is not passed as the Nova host")
+				}
+				if ds.Spec.Selector == nil || ds.Spec.Selector.MatchLabels["app.kubernetes.io/name"] != ds.Spec.Template.Labels["app.kubernetes.io/name"] {
+					t.Error("selector does not match the pod template")
+				}
+			case "ConfigMap":
+				cm := &corev1.ConfigMap{}
+				obj = cm
+				if err := yaml.UnmarshalStrict(doc, cm); err != nil {
+					t.Fatalf("%s ConfigMap: %v", file, err)
+				}
+				if _, err := config.Parse([]byte(cm.Data["config.yaml"])); err != nil {
+					t.Errorf("ConfigMap config.yaml: %v", err)
+				}
+			case "Service":
+				obj = &corev1.Service{}
+			case "ServiceAccount":
+				obj = &corev1.ServiceAccount{}
+			case "ServiceMonitor":
+				obj = &monitoringv1.ServiceMonitor{}
+			case "PrometheusRule":
+				obj = &monitoringv1.PrometheusRule{}
+			default:
+				t.Errorf("%s: unexpected kind %q", file, meta.Kind)
+				continue
+			}
+			if err := yaml.UnmarshalStrict(doc, obj); err != nil {
+				t.Errorf("%s %s: %v", file, meta.Kind, err)
+			}
+		}
+	}
+	for _, k := range []string{"DaemonSet", "ConfigMap", "Service", "ServiceAccount", "ServiceMonitor", "PrometheusRule"} {
+		if kinds[k] != 1 {
+			t.Errorf("%d %s manifests, want 1", kinds[k], k)
+		}
+	}
+}
+
+func TestPrometheusScrapeConfig(t *testing.T) {
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		t.Fatal("promtool not found: apt-get install -y prometheus")
+	}
+	b, err := os.ReadFile("prometheus/prometheus.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules, _ := filepath.Abs(filepath.Join(root, "alerts", "openstack-vm-exporter.rules.yml"))
+	dir := t.TempDir()
+	cfg := strings.ReplaceAll(string(b), "/etc/prometheus/rules/openstack-vm-exporter.rules.yml", rules)
+	path := filepath.Join(dir, "prometheus.yml")
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(promtool, "check", "config", path).CombinedOutput()
+	if err != nil {
+		t.Errorf("promtool check config: %v\n%s", err, out)
+	}
+	for _, want := range []string{"static_configs", "file_sd_configs", "openstack_sd_configs", "role: hypervisor"} {
+		if !strings.Contains(cfg, want) {
+			t.Errorf("scrape examples lack %s", want)
+		}
+	}
+}
