@@ -1,0 +1,154 @@
+package probes
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/netlab"
+)
+
+// The lab tests probe real namespaces: TestLab builds the lab and runs this
+// test binary again inside the hypervisor namespace (ip netns exec), where
+// TestLabChild probes. Both engines open their sockets from whatever thread
+// runs, so the whole process must live in the namespace.
+
+var (
+	labAnswer  = []netip.Addr{netip.MustParseAddr("198.18.0.1"), netip.MustParseAddr("198.18.0.2"), netip.MustParseAddr("2001:2::1")}
+	labLossy   = netip.MustParseAddr("198.18.1.1")
+	labSlow    = []netip.Addr{netip.MustParseAddr("198.18.2.1"), netip.MustParseAddr("2001:2::2:1")}
+	labDead    = netip.MustParseAddr("198.18.3.1")
+	labRemoved = netip.MustParseAddr("198.18.0.9")
+)
+
+const slowDelay = 80 * time.Millisecond
+
+func TestLab(t *testing.T) {
+	if os.Getenv("PROBES_LAB_CHILD") != "" {
+		return // this process is the child
+	}
+	lab := netlab.New(t)
+	for b, addrs := range map[netlab.Behaviour][]netip.Addr{
+		netlab.Answer: append(labAnswer, labRemoved), netlab.Lossy: {labLossy}, netlab.Slow: labSlow, netlab.Dead: {labDead},
+	} {
+		if err := lab.Add(b, addrs...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := lab.Remove(labRemoved); err != nil {
+		t.Fatal(err)
+	}
+	lab.SetDelay(slowDelay)
+	if err := lab.SetLoss(50); err != nil {
+		t.Fatal(err)
+	}
+	child := func(t *testing.T, scenario string) {
+		args := append(lab.ExecPrefix(), os.Args[0], "-test.run=^TestLabChild$", "-test.v", "-test.count=1")
+		cmd := exec.Command(args[0], args[1:]...)
+		cmd.Env = append(os.Environ(), "PROBES_LAB_CHILD="+scenario)
+		out, err := cmd.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "--- PASS: TestLabChild") {
+			t.Errorf("%s in the hypervisor namespace: %v\n%s", scenario, err, out)
+		}
+	}
+	for _, engine := range []string{"shared", "pro-bing"} {
+		t.Run(engine+"/privileged", func(t *testing.T) { child(t, engine+"/privileged") })
+	}
+	// Unprivileged: first without ping_group_range (the error must say how
+	// to fix it), then with it.
+	t.Run("unprivileged-denied", func(t *testing.T) { child(t, "shared/unprivileged-denied") })
+	if err := lab.EnableUnprivilegedPing(); err != nil {
+		t.Fatal(err)
+	}
+	for _, engine := range []string{"shared", "pro-bing"} {
+		t.Run(engine+"/unprivileged", func(t *testing.T) { child(t, engine+"/unprivileged") })
+	}
+}
+
+func TestLabChild(t *testing.T) {
+	scenario := os.Getenv("PROBES_LAB_CHILD")
+	if scenario == "" {
+		return // runs inside the lab, started by TestLab
+	}
+	engine, mode, _ := strings.Cut(scenario, "/")
+	opts := Options{Privileged: mode == "privileged", Count: 4, Timeout: 500 * time.Millisecond, Spacing: 20 * time.Millisecond}
+	newEngine := func() (Prober, error) {
+		if engine == "pro-bing" {
+			return NewProBing(opts)
+		}
+		return NewShared(opts)
+	}
+	p, err := newEngine()
+	if mode == "unprivileged-denied" {
+		if !errors.Is(err, ErrPermission) || !strings.Contains(err.Error(), "ping_group_range") {
+			t.Fatalf("unprivileged without ping_group_range: %v", err)
+		}
+		return
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+
+	addrs := append(append([]netip.Addr{}, labAnswer...), labSlow...)
+	addrs = append(addrs, labDead, labRemoved)
+	res, err := p.Probe(context.Background(), addrs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	byAddr := map[netip.Addr]Result{}
+	for i, a := range addrs {
+		byAddr[a] = res[i]
+	}
+	for _, a := range labAnswer {
+		if r := byAddr[a]; r.Sent != 4 || r.Received != 4 {
+			t.Errorf("answering %s: %+v", a, r)
+		}
+	}
+	for _, a := range labSlow {
+		r := byAddr[a]
+		if r.Received != 4 {
+			t.Errorf("slow %s: %+v", a, r)
+		}
+		for _, rtt := range r.RTTs {
+			if rtt < slowDelay || rtt > slowDelay+60*time.Millisecond {
+				t.Errorf("slow %s: rtt %v, want about %v", a, rtt, slowDelay)
+			}
+		}
+	}
+	for _, a := range []netip.Addr{labDead, labRemoved} {
+		if r := byAddr[a]; r.Sent != 4 || r.Received != 0 {
+			t.Errorf("silent %s: %+v (a false reply)", a, r)
+		}
+	}
+
+	// Loss: 50% of echo requests dropped; over 200 the share received must
+	// be near half, never all or none.
+	lossOpts := opts
+	lossOpts.Count, lossOpts.Spacing = 100, time.Millisecond
+	opts = lossOpts
+	lp, err := newEngine()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lp.Close()
+	received, sent := 0, 0
+	for i := 0; i < 2; i++ {
+		res, err := lp.Probe(context.Background(), []netip.Addr{labLossy})
+		if err != nil {
+			t.Fatal(err)
+		}
+		received += res[0].Received
+		sent += res[0].Sent
+	}
+	if sent != 200 || received < 60 || received > 140 {
+		t.Errorf("lossy at 50%%: %d of %d received", received, sent)
+	}
+	fmt.Printf("%s: lossy %d/%d received\n", scenario, received, sent)
+}
