@@ -160,6 +160,7 @@ func mixedFleet() []standin.Server {
 
 func TestMetricContract(t *testing.T) {
 	f := newFixture(t, mixedFleet())
+	f.cloud.SetService("cmp-1", "UP")
 	f.cloud.SetService("cmp-2", "DOWN")
 	f.engine.answers[netip.MustParseAddr("198.18.0.1")] = probes.Result{Sent: 3, Received: 3,
 		RTTs: []time.Duration{300 * time.Microsecond, 400 * time.Microsecond, 2 * time.Millisecond}}

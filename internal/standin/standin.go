@@ -591,15 +591,8 @@ func (c *Cloud) render(buf *bytes.Buffer, s *Server, services map[string]string)
 		})
 	}
 	obj["addresses"] = addrs
-	if s.Host != "" {
-		st := services[s.Host]
-		if st == "" {
-			st = "UP"
-		}
-		obj["host_status"] = st
-	} else {
-		obj["host_status"] = ""
-	}
+	// Nova says "" for a host without a compute service record.
+	obj["host_status"] = services[s.Host]
 	obj["links"] = []map[string]string{
 		{"rel": "self", "href": c.URL + "/compute/v2.1/servers/" + s.ID},
 		{"rel": "bookmark", "href": c.URL + "/compute/servers/" + s.ID},

@@ -1,0 +1,498 @@
+#!/usr/bin/python3
+"""A real Keystone and the real Nova compute API on 127.0.0.1 with sqlite.
+
+Run with Debian's /usr/bin/python3 (python3-keystone, python3-nova).
+Subcommands (DIR is the lab's working directory):
+  init DIR TEMPLATE          databases and keys, copied from TEMPLATE if it
+                             exists, else built and saved there
+  keystone DIR PORT          serve Keystone
+  nova DIR PORT              serve the Nova compute API
+  neutron PORT               serve a Neutron stand-in: GET /v2.0/ports -> []
+  register DIR               users, services and endpoints (Keystone up)
+  seed DIR                   servers from JSON on stdin
+  update DIR                 changes from JSON on stdin
+  service DIR HOST STATE     compute service of HOST: UP, DOWN, MAINTENANCE
+Ports are read from DIR/ports.json, written by the Go side.
+"""
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import urllib.request
+import uuid as uuidlib
+from datetime import datetime, timezone
+from socketserver import ThreadingMixIn
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+PASSWORD = "lab-admin-password"
+NOVA_PASSWORD = "lab-nova-password"
+READER_PASSWORD = "lab-reader-password"
+
+
+def ports(d):
+    with open(os.path.join(d, "ports.json")) as f:
+        return json.load(f)
+
+
+def write(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def keystone_conf(d):
+    p = ports(d)
+    write(os.path.join(d, "keystone.conf"), f"""[DEFAULT]
+debug = false
+[database]
+connection = sqlite:///{d}/keystone.db
+[token]
+provider = fernet
+expiration = {p['token_expiration']}
+[fernet_tokens]
+key_repository = {d}/fernet-keys
+[credential]
+key_repository = {d}/credential-keys
+[cache]
+enabled = false
+[identity]
+# Cheap password hashes: every login of a test checks one.
+password_hash_rounds = 4
+""")
+
+
+def nova_conf(d):
+    p = ports(d)
+    auth = f"""auth_type = password
+auth_url = http://127.0.0.1:{p['keystone']}/v3
+project_domain_name = Default
+user_domain_name = Default
+project_name = service
+username = nova
+password = {NOVA_PASSWORD}
+region_name = RegionOne
+"""
+    write(os.path.join(d, "nova.conf"), f"""[DEFAULT]
+transport_url = fake://
+host = lab-api
+state_path = {d}
+# Services stay up however long a test runs; DOWN is set with forced_down.
+service_down_time = 86400
+[api]
+auth_strategy = keystone
+[api_database]
+connection = sqlite:///{d}/nova_api.db
+[database]
+connection = sqlite:///{d}/nova_cell1.db
+[keystone_authtoken]
+www_authenticate_uri = http://127.0.0.1:{p['keystone']}/v3
+{auth}# Validate every token with Keystone: revocation must bite at once.
+token_cache_time = -1
+[neutron]
+{auth}endpoint_override = http://127.0.0.1:{p['neutron']}
+[placement]
+{auth}[oslo_concurrency]
+lock_path = {d}/locks
+[oslo_policy]
+enforce_scope = false
+enforce_new_defaults = false
+""")
+    write(os.path.join(d, "api-paste.ini"), """[composite:osapi_compute]
+use = call:nova.api.openstack.urlmap:urlmap_factory
+/: oscomputeversions
+/v2.1: oscomputeversion_v2
+/v2.1/+: openstack_compute_api_v21
+
+[composite:openstack_compute_api_v21]
+use = call:nova.api.auth:pipeline_factory_v21
+keystone = compute_req_id faultwrap sizelimit authtoken keystonecontext osapi_compute_app_v21
+
+[filter:compute_req_id]
+paste.filter_factory = nova.api.compute_req_id:ComputeReqIdMiddleware.factory
+[filter:faultwrap]
+paste.filter_factory = nova.api.openstack:FaultWrapper.factory
+[filter:sizelimit]
+paste.filter_factory = oslo_middleware:RequestBodySizeLimiter.factory
+[filter:authtoken]
+paste.filter_factory = keystonemiddleware.auth_token:filter_factory
+[filter:keystonecontext]
+paste.filter_factory = nova.api.auth:NovaKeystoneContext.factory
+[app:osapi_compute_app_v21]
+paste.app_factory = nova.api.openstack.compute:APIRouterV21.factory
+[pipeline:oscomputeversions]
+pipeline = faultwrap oscomputeversionapp
+[pipeline:oscomputeversion_v2]
+pipeline = compute_req_id faultwrap oscomputeversionapp_v2
+[app:oscomputeversionapp]
+paste.app_factory = nova.api.openstack.compute.versions:Versions.factory
+[app:oscomputeversionapp_v2]
+paste.app_factory = nova.api.openstack.compute.versions:VersionsV2.factory
+""")
+
+
+STATE_FILES = ["keystone.db", "nova_api.db", "nova_cell0.db", "nova_cell1.db", "fernet-keys", "credential-keys"]
+
+
+def init(d, template):
+    """Databases and keys: copied from the template when there is one."""
+    os.makedirs(os.path.join(d, "locks"), exist_ok=True)
+    keystone_conf(d)
+    nova_conf(d)
+    if template and os.path.exists(os.path.join(template, "origin.json")):
+        for name in STATE_FILES:
+            src = os.path.join(template, name)
+            if os.path.isdir(src):
+                shutil.copytree(src, os.path.join(d, name))
+            else:
+                shutil.copy(src, os.path.join(d, name))
+        relocate(d, template)
+        print("warm")
+        return
+    km = ["keystone-manage", "--config-file", os.path.join(d, "keystone.conf")]
+    p = ports(d)
+    for args in (["db_sync"], ["fernet_setup", "--keystone-user", "root", "--keystone-group", "root"],
+                 ["credential_setup", "--keystone-user", "root", "--keystone-group", "root"],
+                 ["bootstrap", "--bootstrap-password", PASSWORD, "--bootstrap-region-id", "RegionOne",
+                  "--bootstrap-admin-url", f"http://127.0.0.1:{p['keystone']}/v3/",
+                  "--bootstrap-internal-url", f"http://127.0.0.1:{p['keystone']}/v3/",
+                  "--bootstrap-public-url", f"http://127.0.0.1:{p['keystone']}/v3/"]):
+        r = subprocess.run(km + args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if r.returncode != 0:
+            raise SystemExit(f"keystone-manage {args[0]} failed:\n{r.stdout[-3000:]}")
+    wal(os.path.join(d, "keystone.db"))
+    nova_manage(d, ["api_db", "sync"])
+    nova_manage(d, ["cell_v2", "map_cell0", "--database_connection", f"sqlite:///{d}/nova_cell0.db"])
+    nova_manage(d, ["cell_v2", "create_cell", "--name", "cell1", "--database_connection",
+                    f"sqlite:///{d}/nova_cell1.db", "--transport-url", "fake://"])
+    nova_manage(d, ["db", "sync"])
+    for db in ("nova_api.db", "nova_cell0.db", "nova_cell1.db"):
+        wal(os.path.join(d, db))
+    print("cold")
+
+
+def save_template(d, template):
+    """Keep the registered lab as the template of the next ones. Written
+    aside and renamed, so that labs starting in parallel never see half."""
+    tmp = f"{template}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    for name in STATE_FILES:
+        src, dst = os.path.join(d, name), os.path.join(tmp, name)
+        if os.path.isdir(src):
+            shutil.copytree(src, dst)
+        else:
+            checkpoint(src)
+            shutil.copy(src, dst)
+    p = ports(d)
+    write(os.path.join(tmp, "origin.json"), json.dumps({"dir": d, "keystone": p["keystone"], "nova": p["nova"], "neutron": p["neutron"]}))
+    try:
+        os.rename(tmp, template)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def relocate(d, template):
+    """Point what a template recorded (paths, ports) at this lab."""
+    with open(os.path.join(template, "origin.json")) as f:
+        origin = json.load(f)
+    p = ports(d)
+    c = sqlite3.connect(os.path.join(d, "nova_api.db"))
+    c.execute("UPDATE cell_mappings SET database_connection = replace(database_connection, ?, ?)", (origin["dir"], d))
+    c.commit()
+    c.close()
+    c = sqlite3.connect(os.path.join(d, "keystone.db"))
+    for svc in ("keystone", "nova", "neutron"):
+        c.execute("UPDATE endpoint SET url = replace(url, ?, ?)",
+                  (f"127.0.0.1:{origin[svc]}/", f"127.0.0.1:{p[svc]}/"))
+        c.execute("UPDATE endpoint SET url = ? WHERE url = ?",
+                  (f"http://127.0.0.1:{p[svc]}", f"http://127.0.0.1:{origin[svc]}"))
+    c.commit()
+    c.close()
+
+
+def wal(path):
+    c = sqlite3.connect(path)
+    c.execute("PRAGMA journal_mode=WAL")
+    c.close()
+
+
+def checkpoint(path):
+    c = sqlite3.connect(path)
+    c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    c.close()
+
+
+def nova_manage(d, args):
+    env = dict(os.environ)
+    r = subprocess.run([sys.executable, "-c", "import sys; from nova.cmd import manage; sys.argv[0]='nova-manage'; sys.exit(manage.main())",
+                        "--config-file", os.path.join(d, "nova.conf")] + args,
+                       env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if r.returncode not in (0,):
+        raise SystemExit(f"nova-manage {' '.join(args)} failed ({r.returncode}):\n{r.stdout[-3000:]}")
+
+
+class ThreadingServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class QuietHandler(WSGIRequestHandler):
+    def log_message(self, fmt, *args):
+        sys.stderr.write("%s %s\n" % (self.address_string(), fmt % args))
+
+
+def serve(app, port):
+    httpd = make_server("127.0.0.1", int(port), app, server_class=ThreadingServer, handler_class=QuietHandler)
+    print("serving", flush=True)
+    httpd.serve_forever()
+
+
+def serve_keystone(d, port):
+    os.environ["OS_KEYSTONE_CONFIG_DIR"] = d
+    os.environ["OS_KEYSTONE_CONFIG_FILES"] = "keystone.conf"
+    from keystone.server import wsgi
+    serve(wsgi.initialize_public_application(), port)
+
+
+def serve_nova(d, port):
+    # Nova runs on eventlet: patch before anything imports sockets or
+    # threads, and serve with eventlet's WSGI server, as nova-api does.
+    import eventlet
+    eventlet.monkey_patch()
+    import eventlet.wsgi
+    os.environ["OS_NOVA_CONFIG_DIR"] = d
+    # The first file is the paste configuration.
+    os.environ["OS_NOVA_CONFIG_FILES"] = "api-paste.ini;nova.conf"
+    from nova.api.openstack.compute import wsgi
+    app = wsgi.init_application()
+    sock = eventlet.listen(("127.0.0.1", int(port)))
+    print("serving", flush=True)
+    eventlet.wsgi.server(sock, app, log=sys.stderr, log_output=True)
+
+
+def serve_neutron(port):
+    def app(environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        body = {"ports": []} if path.endswith("/ports") or path.endswith("/ports.json") else \
+            {"versions": [{"id": "v2.0", "status": "CURRENT", "links": []}]}
+        data = json.dumps(body).encode()
+        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
+        return [data]
+    serve(app, port)
+
+
+def api(method, url, body=None, token=None):
+    req = urllib.request.Request(url, method=method, data=json.dumps(body).encode() if body is not None else None)
+    req.add_header("Content-Type", "application/json")
+    if token:
+        req.add_header("X-Auth-Token", token)
+    with urllib.request.urlopen(req) as resp:
+        data = resp.read()
+        return resp.headers, (json.loads(data) if data else None)
+
+
+def register(d):
+    """Users, projects, services and endpoints, through Keystone's API."""
+    p = ports(d)
+    ks = f"http://127.0.0.1:{p['keystone']}/v3"
+    headers, _ = api("POST", ks + "/auth/tokens", {"auth": {
+        "identity": {"methods": ["password"], "password": {"user": {"name": "admin", "domain": {"id": "default"}, "password": PASSWORD}}},
+        "scope": {"project": {"name": "admin", "domain": {"id": "default"}}}}})
+    tok = headers["X-Subject-Token"]
+
+    def find(kind, name):
+        _, r = api("GET", f"{ks}/{kind}?name={name}", token=tok)
+        return r[kind][0]["id"] if r[kind] else None
+
+    def ensure(kind, singular, body):
+        existing = find(kind, body["name"])
+        if existing:
+            return existing
+        _, r = api("POST", f"{ks}/{kind}", {singular: body}, token=tok)
+        return r[singular]["id"]
+
+    service_project = ensure("projects", "project", {"name": "service", "domain_id": "default"})
+    demo_project = ensure("projects", "project", {"name": "lab-project", "domain_id": "default"})
+    admin_role = find("roles", "admin")
+    reader_role = ensure("roles", "role", {"name": "reader"})
+    member_role = ensure("roles", "role", {"name": "member"})
+    nova_user = ensure("users", "user", {"name": "nova", "domain_id": "default", "password": NOVA_PASSWORD})
+    api("PUT", f"{ks}/projects/{service_project}/users/{nova_user}/roles/{admin_role}", token=tok)
+    reader = ensure("users", "user", {"name": "lab-reader", "domain_id": "default", "password": READER_PASSWORD})
+    api("PUT", f"{ks}/projects/{demo_project}/users/{reader}/roles/{reader_role}", token=tok)
+    api("PUT", f"{ks}/projects/{demo_project}/users/{reader}/roles/{member_role}", token=tok)
+    for name, typ, url in (("nova", "compute", f"http://127.0.0.1:{p['nova']}/v2.1"),
+                           ("neutron", "network", f"http://127.0.0.1:{p['neutron']}")):
+        svc = ensure("services", "service", {"name": name, "type": typ})
+        for iface in ("public", "internal", "admin"):
+            api("POST", f"{ks}/endpoints", {"endpoint": {"service_id": svc, "interface": iface, "region_id": "RegionOne", "url": url}}, token=tok)
+    print(json.dumps({"admin_password": PASSWORD, "reader_password": READER_PASSWORD}))
+
+
+def nova_env(d):
+    os.environ["OS_NOVA_DISABLE_EVENTLET_PATCHING"] = "1"
+    import nova.conf  # noqa: F401
+    from nova import config, context, objects
+    config.parse_args([], default_config_files=[os.path.join(d, "nova.conf")])
+    objects.register_all()
+    ctxt = context.get_admin_context()
+    cell = next(c for c in objects.CellMappingList.get_all(ctxt) if c.name == "cell1")
+    return ctxt, cell, objects, context
+
+
+def parse_time(s):
+    if not s:
+        return None
+    return datetime.fromisoformat(s.replace("Z", "+00:00")).astimezone(timezone.utc).replace(tzinfo=None)
+
+
+def seed(d):
+    servers = json.load(sys.stdin)
+    ctxt, cell, objects, context = nova_env(d)
+    from nova.network import model as nw
+    flavors = {}
+
+    def flavor(name):
+        if name not in flavors:
+            try:
+                flavors[name] = objects.Flavor.get_by_name(ctxt, name)
+            except Exception:
+                f = objects.Flavor(context=ctxt, name=name, memory_mb=512, vcpus=1, root_gb=1, ephemeral_gb=0,
+                                   swap=0, flavorid=str(uuidlib.uuid4()), is_public=True, extra_specs={})
+                f.create()
+                flavors[name] = f
+        return flavors[name]
+
+    stamps = []
+    with context.target_cell(ctxt, cell) as cctxt:
+        for s in servers:
+            vifs = []
+            by_net = {}
+            for a in s.get("addresses") or []:
+                by_net.setdefault(a["network"], []).append(a)
+            for i, (net, addrs) in enumerate(by_net.items()):
+                subnets = {4: nw.Subnet(cidr="198.18.0.0/15", ips=[]), 6: nw.Subnet(cidr="2001:2::/48", ips=[])}
+                fixed = None
+                for a in addrs:
+                    version = 6 if ":" in a["address"] else 4
+                    if a.get("type") == "floating" and fixed is not None:
+                        fixed.add_floating_ip(nw.IP(address=a["address"], type="floating"))
+                        continue
+                    fixed = nw.FixedIP(address=a["address"])
+                    subnets[version]["ips"].append(fixed)
+                vifs.append(nw.VIF(id=str(uuidlib.uuid4()), address=a.get("mac") or "fa:16:3e:00:%02x:%02x" % (i // 256, i % 256),
+                                   network=nw.Network(id=str(uuidlib.uuid4()), label=net,
+                                                      subnets=[sn for sn in subnets.values() if sn["ips"]])))
+            fl = flavor(s.get("flavor") or "m1.small")
+            inst = objects.Instance(context=cctxt)
+            inst.uuid = s.get("id") or str(uuidlib.uuid4())
+            inst.project_id = s.get("project_id") or "lab-project"
+            inst.user_id = s.get("user_id") or "lab-user"
+            inst.display_name = s.get("name") or inst.uuid
+            inst.hostname = "vm"
+            inst.host = s.get("host") or None
+            inst.node = s.get("node") or s.get("host") or None
+            inst.vm_state = s.get("vm_state") or "active"
+            inst.task_state = s.get("task_state") or None
+            inst.power_state = s.get("power_state", 1)
+            inst.availability_zone = s.get("availability_zone") or "nova"
+            inst.image_ref = s.get("image_ref") or ""
+            inst.flavor = fl
+            inst.instance_type_id = fl.id
+            inst.memory_mb, inst.vcpus, inst.root_gb, inst.ephemeral_gb = fl.memory_mb, fl.vcpus, fl.root_gb, 0
+            inst.metadata = s.get("metadata") or {}
+            inst.system_metadata = {}
+            inst.info_cache = objects.InstanceInfoCache(network_info=nw.NetworkInfo(vifs))
+            inst.launched_at = datetime.now(timezone.utc)
+            inst.create()
+            objects.InstanceMapping(context=ctxt, instance_uuid=inst.uuid, cell_mapping=cell,
+                                    project_id=inst.project_id, user_id=inst.user_id).create()
+            if s.get("updated_at"):
+                stamps.append((inst.uuid, s["updated_at"]))
+            print(inst.uuid, flush=True)
+    set_updated(d, stamps)
+
+
+def set_updated(d, stamps):
+    """Backdate updated_at: a server stuck for hours, as a test wants it."""
+    if not stamps:
+        return
+    c = sqlite3.connect(os.path.join(d, "nova_cell1.db"), timeout=30)
+    for uuid, ts in stamps:
+        c.execute("UPDATE instances SET updated_at = ? WHERE uuid = ?", (parse_time(ts).strftime("%Y-%m-%d %H:%M:%S.%f"), uuid))
+    c.commit()
+    c.close()
+
+
+def update(d):
+    changes = json.load(sys.stdin)
+    ctxt, cell, objects, context = nova_env(d)
+    stamps = []
+    with context.target_cell(ctxt, cell) as cctxt:
+        for ch in changes:
+            inst = objects.Instance.get_by_uuid(cctxt, ch["id"])
+            if ch.get("delete"):
+                # As nova-compute deletes: the state first, then the row.
+                inst.vm_state, inst.task_state = "deleted", None
+                inst.save()
+                inst.destroy()
+                continue
+            for field in ("vm_state", "task_state", "power_state", "host", "node", "display_name"):
+                if field in ch:
+                    setattr(inst, field, ch[field] if ch[field] != "" else None)
+            if "host" in ch and "node" not in ch:
+                inst.node = ch["host"] or None
+            inst.save()
+            if ch.get("updated_at"):
+                stamps.append((inst.uuid, ch["updated_at"]))
+    set_updated(d, stamps)
+
+
+def service(d, host, state):
+    ctxt, cell, objects, context = nova_env(d)
+    from oslo_utils import timeutils
+    with context.target_cell(ctxt, cell) as cctxt:
+        try:
+            svc = objects.Service.get_by_args(cctxt, host, "nova-compute")
+        except Exception:
+            svc = objects.Service(context=cctxt, host=host, binary="nova-compute", topic="compute", report_count=1)
+            svc.create()
+        svc.disabled = state == "MAINTENANCE"
+        svc.disabled_reason = "lab maintenance" if svc.disabled else None
+        svc.forced_down = state == "DOWN"
+        svc.last_seen_up = timeutils.utcnow()
+        svc.save()
+    try:
+        objects.HostMapping.get_by_host(ctxt, host)
+    except Exception:
+        objects.HostMapping(context=ctxt, host=host, cell_mapping=cell).create()
+
+
+def main():
+    cmd, args = sys.argv[1], sys.argv[2:]
+    # oslo.config reads sys.argv when the services start: hide ours.
+    sys.argv = sys.argv[:1]
+    if cmd == "init":
+        init(args[0], args[1] if len(args) > 1 else "")
+    elif cmd == "keystone":
+        serve_keystone(args[0], args[1])
+    elif cmd == "nova":
+        serve_nova(args[0], args[1])
+    elif cmd == "neutron":
+        serve_neutron(args[0])
+    elif cmd == "register":
+        register(args[0])
+        if len(args) > 1 and args[1]:
+            save_template(args[0], args[1])
+    elif cmd == "seed":
+        seed(args[0])
+    elif cmd == "update":
+        update(args[0])
+    elif cmd == "service":
+        service(args[0], args[1], args[2])
+    else:
+        raise SystemExit("unknown command " + cmd)
+
+
+if __name__ == "__main__":
+    main()
