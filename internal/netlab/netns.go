@@ -1,9 +1,13 @@
 package netlab
 
 import (
+	"context"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"runtime"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -55,4 +59,19 @@ func enter(ns string) (back func() error, err error) {
 		defer orig.Close()
 		return unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET)
 	}, nil
+}
+
+// HTTPClient returns a client whose connections are opened inside the
+// hypervisor namespace: it reaches services on that namespace's loopback.
+func (l *Lab) HTTPClient() *http.Client {
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var c net.Conn
+		err := l.Do(func() error {
+			var err error
+			c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
+			return err
+		})
+		return c, err
+	}
+	return &http.Client{Transport: &http.Transport{DialContext: dial}, Timeout: 60 * time.Second}
 }

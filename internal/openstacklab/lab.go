@@ -55,6 +55,9 @@ type Options struct {
 	NetNS string
 	// TokenExpiration is Keystone's [token] expiration (default 1h).
 	TokenExpiration time.Duration
+	// HTTPClient reaches the services (with NetNS: a client that dials
+	// from inside the namespace); default http.DefaultClient.
+	HTTPClient *http.Client
 }
 
 // Lab is a running Keystone and Nova.
@@ -126,6 +129,9 @@ func Start(ctx context.Context, opts Options) (*Lab, error) {
 	begin := time.Now()
 	if opts.TokenExpiration <= 0 {
 		opts.TokenExpiration = time.Hour
+	}
+	if opts.HTTPClient == nil {
+		opts.HTTPClient = http.DefaultClient
 	}
 	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
 		return nil, err
@@ -274,12 +280,10 @@ func (l *Lab) serve(ctx context.Context, name, url string, args ...string) error
 }
 
 func (l *Lab) answers(url string) bool {
-	if l.opts.NetNS != "" {
-		// The service listens on the namespace's loopback.
-		return exec.Command("ip", "netns", "exec", l.opts.NetNS, "curl", "-s", "-o", "/dev/null", "--max-time", "1", url).Run() == nil
-	}
-	c := http.Client{Timeout: time.Second}
-	resp, err := c.Get(url)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	resp, err := l.opts.HTTPClient.Do(req)
 	if err != nil {
 		return false
 	}
@@ -406,7 +410,7 @@ func (l *Lab) Token(ctx context.Context) (string, error) {
 		AdminPassword + `"}}},"scope":{"project":{"name":"admin","domain":{"id":"default"}}}}}`
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, l.AuthURL()+"/auth/tokens", strings.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := l.opts.HTTPClient.Do(req)
 	if err != nil {
 		return "", err
 	}
@@ -426,7 +430,7 @@ func (l *Lab) RevokeToken(ctx context.Context, token string) error {
 	req, _ := http.NewRequestWithContext(ctx, http.MethodDelete, l.AuthURL()+"/auth/tokens", nil)
 	req.Header.Set("X-Auth-Token", admin)
 	req.Header.Set("X-Subject-Token", token)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := l.opts.HTTPClient.Do(req)
 	if err != nil {
 		return err
 	}
@@ -447,7 +451,7 @@ func (l *Lab) Get(ctx context.Context, token, microversion, path string) (int, [
 	if microversion != "" {
 		req.Header.Set("OpenStack-API-Version", "compute "+microversion)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := l.opts.HTTPClient.Do(req)
 	if err != nil {
 		return 0, nil, err
 	}
