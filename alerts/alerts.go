@@ -1,0 +1,160 @@
+// Package alerts holds the known issues of OpenStack VMs as Prometheus
+// rules: one template (rules.yml.tmpl) and one file of thresholds
+// (params.yaml). Render writes the rules users load; Rules gives the same
+// rules to the one-shot report, so that both always detect the same issues.
+package alerts
+
+import (
+	"bytes"
+	_ "embed"
+	"fmt"
+	"os"
+	"strings"
+	"text/template"
+
+	"gopkg.in/yaml.v3"
+)
+
+//go:generate go run ./gen -o openstack-vm-exporter.rules.yml
+
+var (
+	//go:embed rules.yml.tmpl
+	rulesTemplate string
+	//go:embed params.yaml
+	defaultParams []byte
+)
+
+// Params are the thresholds, windows and selectors of the rules; params.yaml
+// documents each.
+type Params struct {
+	RunbookBaseURL    string `yaml:"runbook_base_url"`
+	JobSelector       string `yaml:"job_selector"`
+	ICMPExtraSelector string `yaml:"icmp_extra_selector"`
+
+	ErrorSeconds         int `yaml:"error_seconds"`
+	BuildSeconds         int `yaml:"build_seconds"`
+	TaskStateSeconds     int `yaml:"task_state_seconds"`
+	ResizeConfirmSeconds int `yaml:"resize_confirm_seconds"`
+	PowerMismatchSeconds int `yaml:"power_mismatch_seconds"`
+	PausedSeconds        int `yaml:"paused_seconds"`
+
+	ICMPHistoryWindow       string  `yaml:"icmp_history_window"`
+	UnreachableFor          string  `yaml:"unreachable_for"`
+	LossThreshold           float64 `yaml:"loss_threshold"`
+	LossWindow              string  `yaml:"loss_window"`
+	LossFor                 string  `yaml:"loss_for"`
+	LatencyThresholdSeconds float64 `yaml:"latency_threshold_seconds"`
+	LatencyWindow           string  `yaml:"latency_window"`
+	LatencyFor              string  `yaml:"latency_for"`
+	HostUnreachableShare    float64 `yaml:"host_unreachable_share"`
+	HostUnreachableMinVMs   int     `yaml:"host_unreachable_min_vms"`
+	HostUnreachableFor      string  `yaml:"host_unreachable_for"`
+
+	HostDownFor        string `yaml:"host_down_for"`
+	HostMaintenanceFor string `yaml:"host_maintenance_for"`
+
+	APIDownFor      string `yaml:"api_down_for"`
+	StaleIntervals  int    `yaml:"stale_intervals"`
+	ProbeOverrunFor string `yaml:"probe_overrun_for"`
+	ExporterDownFor string `yaml:"exporter_down_for"`
+}
+
+// DefaultParams returns the values of params.yaml.
+func DefaultParams() Params {
+	var p Params
+	if err := decodeStrict(defaultParams, &p); err != nil {
+		panic("alerts: params.yaml: " + err.Error())
+	}
+	return p
+}
+
+// LoadParams reads a file of overrides: the keys it names replace the
+// defaults; an unknown key is an error.
+func LoadParams(path string) (Params, error) {
+	p := DefaultParams()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return p, err
+	}
+	if err := decodeStrict(b, &p); err != nil {
+		return p, fmt.Errorf("%s: %w", path, err)
+	}
+	return p, nil
+}
+
+func decodeStrict(b []byte, v any) error {
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(v); err != nil && err.Error() != "EOF" {
+		return err
+	}
+	return nil
+}
+
+// Render writes the rule file for these parameters.
+func Render(p Params) ([]byte, error) {
+	t, err := template.New("rules").Delims("[[", "]]").Funcs(template.FuncMap{
+		"inState": func(p Params, sel string) any {
+			return struct {
+				P   Params
+				Sel string
+			}{p, sel}
+		},
+		// window writes a range selector: "[[[" would not lex.
+		"window": func(d string) string { return "[" + d + "]" },
+	}).Parse(rulesTemplate)
+	if err != nil {
+		return nil, err
+	}
+	var b bytes.Buffer
+	if err := t.Execute(&b, p); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
+}
+
+// Group is a rule group.
+type Group struct {
+	Name  string `yaml:"name"`
+	Rules []Rule `yaml:"rules"`
+}
+
+// Rule is a recording rule (Record set) or an alerting rule (Alert set).
+type Rule struct {
+	Record      string            `yaml:"record"`
+	Alert       string            `yaml:"alert"`
+	Expr        string            `yaml:"expr"`
+	For         string            `yaml:"for"`
+	Labels      map[string]string `yaml:"labels"`
+	Annotations map[string]string `yaml:"annotations"`
+}
+
+// Rules renders and parses the rules.
+func Rules(p Params) ([]Group, error) {
+	b, err := Render(p)
+	if err != nil {
+		return nil, err
+	}
+	var f struct {
+		Groups []Group `yaml:"groups"`
+	}
+	if err := yaml.Unmarshal(b, &f); err != nil {
+		return nil, err
+	}
+	for gi := range f.Groups {
+		for ri := range f.Groups[gi].Rules {
+			r := &f.Groups[gi].Rules[ri]
+			r.Expr = strings.TrimSpace(r.Expr)
+		}
+	}
+	return f.Groups, nil
+}
+
+// HistoryRecordings are the recording rules that need Prometheus's history
+// ("answered ICMP before"), with what the one-shot report, which has one
+// snapshot and no history, uses instead: every address it probed counts as
+// one that answered before, so an address that does not answer now is
+// reported, with a note that the report cannot tell whether it ever did.
+var HistoryRecordings = map[string]string{
+	"openstack_vm_address:icmp_answered:history": "max without (instance, job) (openstack_vm_icmp_up) * 0 + 1",
+}
