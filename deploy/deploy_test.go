@@ -18,6 +18,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/openstack-vm-exporter/openstack-vm-exporter/alerts"
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/config"
 )
 
@@ -312,5 +313,20 @@ func TestPrometheusScrapeConfig(t *testing.T) {
 		if !strings.Contains(cfg, want) {
 			t.Errorf("scrape examples lack %s", want)
 		}
+	}
+}
+
+// The PrometheusRule is generated from alerts/, never edited by hand.
+func TestPrometheusRuleInSync(t *testing.T) {
+	want, err := alerts.PrometheusRule(alerts.DefaultParams())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile("kubernetes/prometheusrule.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Error("deploy/kubernetes/prometheusrule.yaml differs from the alert rules: run `go generate ./alerts`")
 	}
 }
