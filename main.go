@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -21,9 +22,12 @@ import (
 	"github.com/prometheus/exporter-toolkit/web"
 	"github.com/prometheus/exporter-toolkit/web/kingpinflag"
 
+	"github.com/openstack-vm-exporter/openstack-vm-exporter/alerts"
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/config"
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/exporter"
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/demo"
+	"github.com/openstack-vm-exporter/openstack-vm-exporter/probes"
+	"github.com/openstack-vm-exporter/openstack-vm-exporter/report"
 )
 
 // defaultListenAddress: 9735 is used by none of the peers (openstack-exporter
@@ -49,8 +53,22 @@ func main() {
 	demoCmd := app.Command("demo", "Run the exporter against a built-in demo cloud on 127.0.0.1 (no OpenStack needed).")
 	demoWebConfig := kingpinflag.AddFlags(demoCmd, "127.0.0.1:9735")
 
+	reportCmd := app.Command("report", "Check the known issues once (one inventory refresh, one probe cycle) and print them. Exits 2 when a critical issue is found.")
+	reportFormat := reportCmd.Flag("format", "Output format.").Short('f').Default("table").Enum("table", "json", "html")
+	reportOutput := reportCmd.Flag("output", "Write to this file instead of standard output.").Short('o').String()
+	reportList := reportCmd.Flag("list", "List the known issues checked, and exit.").Bool()
+	reportParams := reportCmd.Flag("alerts.params", "YAML file overriding alerts/params.yaml (thresholds), as for the rules.").String()
+	reportHost := reportCmd.Flag("openstack.host", "Nova host; overrides openstack.host of the file.").String()
+
 	command := kingpin.MustParse(app.Parse(os.Args[1:]))
 	logger := promslog.New(logConfig)
+
+	if command == reportCmd.FullCommand() {
+		os.Exit(runReport(reportOptions{
+			configFile: *configFile, host: *reportHost, format: *reportFormat, output: *reportOutput,
+			list: *reportList, paramsFile: *reportParams,
+		}, logger))
+	}
 
 	if command == demoCmd.FullCommand() {
 		if err := runDemo(demoWebConfig, logger); err != nil {
@@ -74,6 +92,88 @@ func main() {
 		logger.Error("exporter stopped", "err", err)
 		os.Exit(1)
 	}
+}
+
+type reportOptions struct {
+	configFile, host, format, output, paramsFile string
+	list                                         bool
+}
+
+// runReport runs the one-shot report and returns the exit status: 0, 2
+// when a critical issue was found, 1 when the report could not be made.
+func runReport(o reportOptions, logger *slog.Logger) int {
+	params := alerts.DefaultParams()
+	if o.paramsFile != "" {
+		var err error
+		if params, err = alerts.LoadParams(o.paramsFile); err != nil {
+			logger.Error("alert parameters", "err", err)
+			return 1
+		}
+	}
+	out := io.Writer(os.Stdout)
+	if o.output != "" {
+		f, err := os.Create(o.output)
+		if err != nil {
+			logger.Error("report output", "err", err)
+			return 1
+		}
+		defer f.Close()
+		out = f
+	}
+	if o.list {
+		checks, err := report.Catalogue(params, runbooks())
+		if err == nil {
+			err = report.WriteCatalogue(out, checks)
+		}
+		if err != nil {
+			logger.Error("listing the checks", "err", err)
+			return 1
+		}
+		return 0
+	}
+	cfg, err := loadConfig(o.configFile, o.host)
+	if err != nil {
+		logger.Error("invalid configuration", "err", err)
+		return 1
+	}
+	svc, err := exporter.New(cfg, logger)
+	if errors.Is(err, probes.ErrPermission) {
+		logger.Warn("no ICMP probing in this report", "err", err)
+		cfg.Probe.ICMP.Enabled = false
+		svc, err = exporter.New(cfg, logger)
+	}
+	if err != nil {
+		logger.Error("setting up", "err", err)
+		return 1
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.OpenStack.Timeout+cfg.Probe.ICMP.Interval+time.Minute)
+	defer cancel()
+	snap, err := report.Collect(ctx, svc)
+	if err != nil {
+		logger.Error("collecting", "err", err)
+		return 1
+	}
+	r, err := report.Build(ctx, snap, params, runbooks())
+	if err != nil {
+		logger.Error("evaluating the known issues", "err", err)
+		return 1
+	}
+	switch o.format {
+	case "json":
+		err = r.WriteJSON(out)
+	case "html":
+		err = r.WriteHTML(out)
+	default:
+		err = r.WriteTable(out)
+	}
+	if err != nil {
+		logger.Error("writing the report", "err", err)
+		return 1
+	}
+	if r.Critical > 0 {
+		return 2
+	}
+	return 0
 }
 
 // runDemo starts the demo cloud and serves the exporter on it.

@@ -74,9 +74,11 @@ func (p *Prober) SetConfig(cfg config.ICMP, engine probes.Prober) (old probes.Pr
 	p.cfg = cfg
 	if engine != nil {
 		old, p.engine = p.engine, engine
-		st := old.Stats()
-		p.retired.SendErrors += st.SendErrors
-		p.retired.SocketErrors += st.SocketErrors
+		if old != nil {
+			st := old.Stats()
+			p.retired.SendErrors += st.SendErrors
+			p.retired.SocketErrors += st.SocketErrors
+		}
 	}
 	return old
 }
@@ -121,7 +123,7 @@ func (p *Prober) Run(ctx context.Context) {
 // Cycle probes every selected address once and records the outcome.
 func (p *Prober) Cycle(ctx context.Context) {
 	cfg, engine := p.current()
-	if !cfg.Enabled {
+	if !cfg.Enabled || engine == nil {
 		p.mu.Lock()
 		p.targets = map[key]*targetState{}
 		p.health.Targets = 0
@@ -205,9 +207,13 @@ func (p *Prober) Health() ProbeHealth {
 func (p *Prober) EngineStats() probes.Stats {
 	p.cfgMu.Lock()
 	defer p.cfgMu.Unlock()
-	st := p.engine.Stats()
-	st.SendErrors += p.retired.SendErrors
-	st.SocketErrors += p.retired.SocketErrors
+	st := p.retired
+	if p.engine == nil {
+		return st
+	}
+	cur := p.engine.Stats()
+	st.SendErrors += cur.SendErrors
+	st.SocketErrors += cur.SocketErrors
 	return st
 }
 

@@ -46,9 +46,11 @@ func New(cfg *config.Config, logger *slog.Logger) (*Service, error) {
 		return nil, err
 	}
 	s := &Service{logger: logger, cfg: cfg, inv: inventory.New(invOpts, client)}
-	engine, err := newEngine(cfg.Probe.ICMP, logger)
-	if err != nil {
-		return nil, err
+	var engine probes.Prober
+	if cfg.Probe.ICMP.Enabled {
+		if engine, err = newEngine(cfg.Probe.ICMP, logger); err != nil {
+			return nil, err
+		}
 	}
 	s.prober = NewProber(engine, cfg.Probe.ICMP, s.inv.Snapshot, logger)
 
@@ -162,8 +164,9 @@ func (s *Service) Run(ctx context.Context) {
 		s.prober.Run(ctx)
 	}()
 	wg.Wait()
-	_, engine := s.prober.current()
-	_ = engine.Close()
+	if _, engine := s.prober.current(); engine != nil {
+		_ = engine.Close()
+	}
 }
 
 // Reload applies a new configuration without a restart. Everything that can
@@ -184,7 +187,8 @@ func (s *Service) Reload(cfg *config.Config) error {
 	}
 	var engine probes.Prober
 	old, cur := s.cfg.Probe.ICMP, cfg.Probe.ICMP
-	if old.Engine != cur.Engine || EngineOptions(old, nil) != EngineOptions(cur, nil) {
+	_, running := s.prober.current()
+	if cur.Enabled && (running == nil || old.Engine != cur.Engine || EngineOptions(old, nil) != EngineOptions(cur, nil)) {
 		var err error
 		if engine, err = newEngine(cur, s.logger); err != nil {
 			return err

@@ -1,0 +1,292 @@
+package report
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"html/template"
+	"io"
+	"io/fs"
+	"regexp"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/openstack-vm-exporter/openstack-vm-exporter/alerts"
+	"github.com/openstack-vm-exporter/openstack-vm-exporter/exporter"
+)
+
+// Report is what one run found.
+type Report struct {
+	Generated time.Time `json:"generated"`
+	Servers   int       `json:"servers"`
+	Probed    int       `json:"probed_addresses"`
+	Findings  []Finding `json:"findings"`
+	// Critical counts the findings of severity critical.
+	Critical int `json:"critical"`
+}
+
+// Collect refreshes the inventory once, runs one probe cycle, and gathers
+// the exporter's metrics before and after the cycle.
+func Collect(ctx context.Context, svc *exporter.Service) (Snapshot, error) {
+	if err := svc.Inventory().Refresh(ctx); err != nil {
+		return Snapshot{}, fmt.Errorf("reading the inventory: %w", err)
+	}
+	before, err := svc.Registry().Gather()
+	if err != nil {
+		return Snapshot{}, err
+	}
+	beforeAt := time.Now()
+	svc.Prober().Cycle(ctx)
+	// The counters need two distinct instants, whatever the cycle took.
+	time.Sleep(time.Until(beforeAt.Add(time.Second)))
+	after, err := svc.Registry().Gather()
+	if err != nil {
+		return Snapshot{}, err
+	}
+	return Snapshot{Before: before, After: after, BeforeAt: beforeAt, AfterAt: time.Now(), StatusBackfill: true}, nil
+}
+
+// Build evaluates the snapshot and attaches each finding's runbook
+// mitigation from runbooks (a folder of <AlertName>.md).
+func Build(ctx context.Context, snap Snapshot, params alerts.Params, runbooks fs.FS) (*Report, error) {
+	findings, err := Evaluate(ctx, snap, params)
+	if err != nil {
+		return nil, err
+	}
+	r := &Report{Generated: snap.AfterAt.UTC(), Findings: findings}
+	for _, fam := range snap.After {
+		switch fam.GetName() {
+		case "openstack_vm_inventory_servers":
+			r.Servers = int(fam.GetMetric()[0].GetGauge().GetValue())
+		case "openstack_vm_probe_targets":
+			r.Probed = int(fam.GetMetric()[0].GetGauge().GetValue())
+		}
+	}
+	for i := range r.Findings {
+		f := &r.Findings[i]
+		f.Mitigation = section(runbooks, f.Alert, "Mitigation")
+		if f.Severity == "critical" {
+			r.Critical++
+		}
+	}
+	return r, nil
+}
+
+// section returns the text of a runbook's "## <name>" section.
+func section(runbooks fs.FS, alert, name string) string {
+	if runbooks == nil {
+		return ""
+	}
+	b, err := fs.ReadFile(runbooks, alert+".md")
+	if err != nil {
+		return ""
+	}
+	var out strings.Builder
+	in := false
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "## ") {
+			in = strings.TrimSpace(strings.TrimPrefix(line, "## ")) == name
+			continue
+		}
+		if in {
+			out.WriteString(line + "\n")
+		}
+	}
+	return strings.TrimSpace(out.String())
+}
+
+// Check is one known issue of the catalogue.
+type Check struct {
+	Alert      string `json:"alert"`
+	Severity   string `json:"severity"`
+	Detects    string `json:"detects"`
+	RunbookURL string `json:"runbook_url"`
+}
+
+var catalogueRow = regexp.MustCompile(`^\| \[(\w+)\]\(\w+\.md\) \| \w+ \| (.+) \|$`)
+
+// Catalogue lists the known issues checked, as detek's plan did: the alert
+// rules, with the one-line description of the runbooks' index.
+func Catalogue(params alerts.Params, runbooks fs.FS) ([]Check, error) {
+	groups, err := alerts.Rules(params)
+	if err != nil {
+		return nil, err
+	}
+	detects := map[string]string{}
+	if runbooks != nil {
+		if b, err := fs.ReadFile(runbooks, "README.md"); err == nil {
+			for _, line := range strings.Split(string(b), "\n") {
+				if m := catalogueRow.FindStringSubmatch(line); m != nil {
+					detects[m[1]] = m[2]
+				}
+			}
+		}
+	}
+	var out []Check
+	for _, g := range groups {
+		for _, r := range g.Rules {
+			if r.Alert == "" {
+				continue
+			}
+			out = append(out, Check{Alert: r.Alert, Severity: r.Labels["severity"], Detects: detects[r.Alert], RunbookURL: r.Annotations["runbook_url"]})
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool { return severityRank(out[i].Severity) < severityRank(out[j].Severity) })
+	return out, nil
+}
+
+// WriteTable writes the report for a terminal.
+func (r *Report) WriteTable(w io.Writer) error {
+	fmt.Fprintf(w, "openstack-vm-exporter report, %s: %d servers, %d probed addresses, %d known issues (%d critical)\n\n",
+		r.Generated.Format(time.RFC3339), r.Servers, r.Probed, len(r.Findings), r.Critical)
+	if len(r.Findings) == 0 {
+		fmt.Fprintln(w, "No known issue found.")
+		return nil
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "SEVERITY\tISSUE\tSERVER\tID\tPROJECT\tHOST\tADDRESS\tSUMMARY")
+	for _, f := range r.Findings {
+		l := f.Labels
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", f.Severity, f.Alert, oneLine(l["name"]), l["id"], l["project_id"],
+			orDash(l["host"]), orDash(l["address"]), oneLine(f.Summary))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	seen := map[string]bool{}
+	for _, f := range r.Findings {
+		if seen[f.Alert] {
+			continue
+		}
+		seen[f.Alert] = true
+		fmt.Fprintf(w, "\n== %s (%s)\nRunbook: %s\n", f.Alert, f.Severity, f.RunbookURL)
+		for _, n := range f.Notes {
+			fmt.Fprintf(w, "Note: %s\n", n)
+		}
+		if f.Mitigation != "" {
+			fmt.Fprintf(w, "Mitigation:\n%s\n", indent(f.Mitigation))
+		}
+	}
+	return nil
+}
+
+// WriteJSON writes the report as JSON.
+func (r *Report) WriteJSON(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(r)
+}
+
+// WriteHTML writes the report as one self-contained HTML page; every value
+// is escaped by html/template.
+func (r *Report) WriteHTML(w io.Writer) error {
+	return htmlPage.Execute(w, r)
+}
+
+// WriteCatalogue writes the list of checks as a table.
+func WriteCatalogue(w io.Writer, checks []Check) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ISSUE\tSEVERITY\tDETECTS\tRUNBOOK")
+	for _, c := range checks {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", c.Alert, c.Severity, c.Detects, c.RunbookURL)
+	}
+	return tw.Flush()
+}
+
+// oneLine keeps a table row on one line whatever a server's name holds.
+func oneLine(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if r == '\n' || r == '\r' || r == '\t' {
+			return ' '
+		}
+		if r < 0x20 || r == 0x7f {
+			return '?'
+		}
+		return r
+	}, s)
+	if len(s) > 80 {
+		s = s[:77] + "..."
+	}
+	return s
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func indent(s string) string {
+	return "  " + strings.ReplaceAll(s, "\n", "\n  ")
+}
+
+var htmlPage = template.Must(template.New("report").Funcs(template.FuncMap{
+	"sevclass": func(s string) string { return "sev-" + s },
+}).Parse(`<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>OpenStack VM known issues — {{.Generated.Format "2006-01-02 15:04 MST"}}</title>
+<style>
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem; color: #1d1d1f; background: #fafafa; }
+h1 { font-size: 1.5rem; margin-bottom: .2rem; }
+.meta { color: #555; margin-bottom: 1.5rem; }
+.summary { display: flex; gap: 1rem; margin-bottom: 1.5rem; }
+.card { background: #fff; border: 1px solid #ddd; border-radius: 8px; padding: .8rem 1.2rem; min-width: 8rem; }
+.card b { display: block; font-size: 1.6rem; }
+table { border-collapse: collapse; width: 100%; background: #fff; margin-bottom: 2rem; }
+th, td { text-align: left; padding: .45rem .6rem; border-bottom: 1px solid #eee; vertical-align: top; font-size: .9rem; }
+th { background: #f0f0f3; }
+.sev-critical { color: #fff; background: #c62828; }
+.sev-warning { color: #1d1d1f; background: #ffca28; }
+.sev-info { color: #fff; background: #1e88e5; }
+.badge { border-radius: 4px; padding: .1rem .4rem; font-size: .8rem; white-space: nowrap; }
+details { background: #fff; border: 1px solid #ddd; border-radius: 8px; padding: .6rem 1rem; margin-bottom: .8rem; }
+summary { cursor: pointer; font-weight: 600; }
+pre { white-space: pre-wrap; background: #f5f5f7; padding: .8rem; border-radius: 6px; font-size: .85rem; }
+.note { color: #6a4f00; font-size: .85rem; }
+code { font-size: .85rem; }
+</style>
+</head>
+<body>
+<h1>OpenStack VM known issues</h1>
+<div class="meta">Generated {{.Generated.Format "2006-01-02 15:04:05 MST"}} by openstack-vm-exporter report</div>
+<div class="summary">
+  <div class="card"><b>{{.Servers}}</b>servers</div>
+  <div class="card"><b>{{.Probed}}</b>probed addresses</div>
+  <div class="card"><b>{{len .Findings}}</b>known issues</div>
+  <div class="card"><b>{{.Critical}}</b>critical</div>
+</div>
+{{if .Findings}}
+<table>
+<thead><tr><th>Severity</th><th>Issue</th><th>Server</th><th>ID</th><th>Project</th><th>Host</th><th>Address</th><th>What</th></tr></thead>
+<tbody>
+{{range .Findings}}<tr>
+<td><span class="badge {{sevclass .Severity}}">{{.Severity}}</span></td>
+<td><a href="{{.RunbookURL}}">{{.Alert}}</a></td>
+<td>{{index .Labels "name"}}</td><td><code>{{index .Labels "id"}}</code></td><td>{{index .Labels "project_id"}}</td>
+<td>{{index .Labels "host"}}</td><td>{{index .Labels "address"}}</td>
+<td>{{.Description}}{{range .Notes}}<div class="note">{{.}}</div>{{end}}</td>
+</tr>
+{{end}}</tbody>
+</table>
+<h2>How to fix</h2>
+{{range $i, $f := .Findings}}{{if $f.Mitigation}}
+<details{{if eq $i 0}} open{{end}}><summary>{{$f.Alert}} — {{index $f.Labels "name"}}{{index $f.Labels "host"}}</summary>
+<p><a href="{{$f.RunbookURL}}">Runbook</a></p>
+<pre>{{$f.Mitigation}}</pre>
+</details>{{end}}{{end}}
+{{else}}
+<p>No known issue found.</p>
+{{end}}
+</body>
+</html>
+`))
