@@ -46,8 +46,8 @@ type Finding struct {
 // Snapshot is the exporter's metrics gathered twice: before and after one
 // probe cycle, so that counters have a rate.
 type Snapshot struct {
-	Before, After       []*dto.MetricFamily
-	BeforeAt, AfterAt   time.Time
+	Before, After     []*dto.MetricFamily
+	BeforeAt, AfterAt time.Time
 	// StatusBackfill gives each server's state series a history since
 	// openstack_vm_status_since_timestamp_seconds (capped at 3 hours), so
 	// rules that measure a state's duration from Prometheus's history see

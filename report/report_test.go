@@ -40,7 +40,9 @@ func collect(t *testing.T) (Snapshot, map[string]string) {
 	t.Cleanup(func() { cloud.Close() })
 	now := time.Now().UTC().Truncate(time.Second)
 	ago := func(d time.Duration) time.Time { return now.Add(-d) }
-	addr := func(a string) []standin.Address { return []standin.Address{{Network: "provider", Addr: a, Type: "fixed"}} }
+	addr := func(a string) []standin.Address {
+		return []standin.Address{{Network: "provider", Addr: a, Type: "fixed"}}
+	}
 	servers := []standin.Server{
 		{ID: "s-error", Name: "broken", Host: "cmp-1", VMState: "error", PowerState: 4, Updated: ago(3 * time.Hour)},
 		{ID: "s-error-new", Name: "just-broken", Host: "cmp-1", VMState: "error", PowerState: 4, Updated: ago(time.Minute)},
