@@ -32,12 +32,13 @@ type Params struct {
 	JobSelector       string `yaml:"job_selector"`
 	ICMPExtraSelector string `yaml:"icmp_extra_selector"`
 
-	ErrorSeconds         int `yaml:"error_seconds"`
-	BuildSeconds         int `yaml:"build_seconds"`
-	TaskStateSeconds     int `yaml:"task_state_seconds"`
-	ResizeConfirmSeconds int `yaml:"resize_confirm_seconds"`
-	PowerMismatchSeconds int `yaml:"power_mismatch_seconds"`
-	PausedSeconds        int `yaml:"paused_seconds"`
+	StateFor             string `yaml:"state_for"`
+	ErrorSeconds         int    `yaml:"error_seconds"`
+	BuildSeconds         int    `yaml:"build_seconds"`
+	TaskStateSeconds     int    `yaml:"task_state_seconds"`
+	ResizeConfirmSeconds int    `yaml:"resize_confirm_seconds"`
+	PowerMismatchSeconds int    `yaml:"power_mismatch_seconds"`
+	PausedSeconds        int    `yaml:"paused_seconds"`
 
 	ICMPHistoryWindow       string  `yaml:"icmp_history_window"`
 	UnreachableFor          string  `yaml:"unreachable_for"`
