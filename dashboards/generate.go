@@ -21,6 +21,9 @@ const (
 	hostSel = `job=~"$job", host=~"$host"`
 	jobSel  = `job=~"$job"`
 	vmSel   = `job=~"$job", host=~"$host", id=~"$vm"`
+	// The rules fold job and instance away: ALERTS has neither.
+	alertSel   = `host=~"$host"`
+	alertVMSel = `host=~"$host", id=~"$vm"`
 )
 
 type target struct {
@@ -145,7 +148,7 @@ func dashboard(uid, title, desc string, panels []panel, vars ...map[string]any) 
 		"templating": map[string]any{"list": list},
 		"annotations": map[string]any{"list": []any{map[string]any{
 			"name": "Known issues", "datasource": promDS, "enable": true, "iconColor": "red",
-			"expr": `ALERTS{alertname=~"OpenStack.*", alertstate="firing", ` + hostSel + `}`, "step": "60s",
+			"expr": `ALERTS{alertname=~"OpenStack.*", alertstate="firing", ` + alertSel + `}`, "step": "60s",
 			"titleFormat": "{{alertname}}", "textFormat": "{{name}} {{id}} on {{host}}", "useValueForTime": false,
 		}}},
 		"links": []any{
@@ -177,14 +180,14 @@ func fleet() map[string]any {
 		stat("ACTIVE", "Servers whose Nova status is ACTIVE.", `count(max by (id) (openstack_vm_status{status="ACTIVE", `+sel+`})) or vector(0)`, "none", 4, 1, thresholds("green", nil)),
 		stat("ERROR", "Servers in ERROR: see OpenStackVMInError.", `count(max by (id) (openstack_vm_status{status="ERROR", `+sel+`})) or vector(0)`, "none", 8, 1, thresholds("green", nil, "red", 1)),
 		stat("Unreachable addresses", "Addresses that answered ICMP in the last day and do not answer now.", `count(`+unreachable+`) or vector(0)`, "none", 12, 1, thresholds("green", nil, "red", 1)),
-		stat("Known issues firing", "Alerts of the bundled rules firing now.", `count(ALERTS{alertname=~"OpenStack.*", alertstate="firing", `+hostSel+`}) or vector(0)`, "none", 16, 1, thresholds("green", nil, "orange", 1)),
+		stat("Known issues firing", "Alerts of the bundled rules firing now.", `count(ALERTS{alertname=~"OpenStack.*", alertstate="firing", `+alertSel+`}) or vector(0)`, "none", 16, 1, thresholds("green", nil, "orange", 1)),
 		stat("Compute hosts down", "Hosts whose nova-compute service Nova reports DOWN or UNKNOWN.", `count(max by (host) (openstack_vm_compute_host_status{host_status=~"DOWN|UNKNOWN", `+hostSel+`})) or vector(0)`, "none", 20, 1, thresholds("green", nil, "red", 1)),
 		table("Known issues now", "Every firing alert of the bundled rules; click a row for its runbook.", 0, 5, 24, 8, "none",
 			[]any{map[string]any{"id": "organize", "options": map[string]any{
 				"excludeByName": map[string]bool{"Time": true, "Value": true, "__name__": true, "alertstate": true, "job": true, "instance": true},
 				"indexByName":   map[string]int{"severity": 0, "alertname": 1, "name": 2, "id": 3, "host": 4, "project_id": 5},
 			}}}, runbookLink,
-			target{Expr: `ALERTS{alertname=~"OpenStack.*", alertstate="firing", ` + hostSel + `}`}),
+			target{Expr: `ALERTS{alertname=~"OpenStack.*", alertstate="firing", ` + alertSel + `}`}),
 		timeseries("Servers by status", "Servers per Nova status over time.", "none", 0, 13, 12, 8, true,
 			target{Expr: `count by (status) (max by (id, status) (openstack_vm_status{` + sel + `}))`, LegendFormat: "{{status}}"}),
 		table("Servers by host and status", "How many servers each host holds, per status.", 12, 13, 12, 8, "none",
@@ -233,7 +236,7 @@ func host() map[string]any {
 		stat("Servers on the host", "Servers Nova places on the selected hosts.", `count(max by (id) (openstack_vm_status{`+hostSel+`})) or vector(0)`, "none", 0, 1, thresholds("blue", nil)),
 		stat("Compute service", "1 when Nova reports the host's nova-compute UP.", `max(openstack_vm_compute_host_status{host_status="UP", `+hostSel+`}) or vector(0)`, "bool_yes_no", 4, 1, thresholds("red", nil, "green", 1)),
 		stat("Addresses answering", "Share of the host's probed addresses that answered in the last cycle.", `avg(max by (id, address) (openstack_vm_icmp_up{`+hostSel+`}))`, "percentunit", 8, 1, thresholds("red", nil, "orange", 0.5, "green", 0.99)),
-		stat("Known issues firing", "Alerts of the bundled rules firing for these hosts.", `count(ALERTS{alertname=~"OpenStack.*", alertstate="firing", `+hostSel+`}) or vector(0)`, "none", 12, 1, thresholds("green", nil, "orange", 1)),
+		stat("Known issues firing", "Alerts of the bundled rules firing for these hosts.", `count(ALERTS{alertname=~"OpenStack.*", alertstate="firing", `+alertSel+`}) or vector(0)`, "none", 12, 1, thresholds("green", nil, "orange", 1)),
 		stat("Probe cycle", "Duration of the last probe cycle of the hosts' exporters.", `max(openstack_vm_probe_cycle_duration_seconds{`+jobSel+`})`, "s", 16, 1, thresholds("green", nil)),
 		stat("Inventory age", "Seconds since the last successful inventory refresh.", `max(time() - openstack_vm_api_last_success_timestamp_seconds{`+jobSel+`})`, "s", 20, 1, thresholds("green", nil, "orange", 300, "red", 900)),
 		table("Servers on the host", "Every server of the selected hosts: state, time in state, reachability. Click a row to drill down.", 0, 5, 24, 10, "none",
@@ -259,7 +262,7 @@ func host() map[string]any {
 			target{Expr: `histogram_quantile(0.95, sum by (name, address, le) (rate(openstack_vm_icmp_rtt_seconds_bucket{` + vmSel + `}[$__rate_interval])))`, LegendFormat: "p95 {{name}} {{address}}"}),
 		table("Known issues of the server", "Firing alerts for the selected servers; click for the runbook.", 0, 38, 24, 6, "none",
 			[]any{map[string]any{"id": "organize", "options": map[string]any{"excludeByName": map[string]bool{"Time": true, "Value": true, "__name__": true, "alertstate": true}}}}, runbookLink,
-			target{Expr: `ALERTS{alertname=~"OpenStack.*", alertstate="firing", ` + vmSel + `}`}),
+			target{Expr: `ALERTS{alertname=~"OpenStack.*", alertstate="firing", ` + alertVMSel + `}`}),
 	}
 	vm := variable("vm", "Server", `query_result(max by (id, name) (openstack_vm_status{job=~"$job", host=~"$host"}))`, true)
 	vm["regex"] = `/id="(?<value>[^"]+)".*name="(?<text>[^"]*)"/`
