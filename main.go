@@ -52,6 +52,7 @@ func main() {
 
 	demoCmd := app.Command("demo", "Run the exporter against a built-in demo cloud on 127.0.0.1 (no OpenStack needed).")
 	demoWebConfig := kingpinflag.AddFlags(demoCmd, "127.0.0.1:9735")
+	demoPrometheus := demoCmd.Flag("demo.prometheus-address", "Where the demo's Prometheus listens (started when Debian's prometheus is installed); empty: none.").Default("127.0.0.1:19090").String()
 
 	reportCmd := app.Command("report", "Check the known issues once (one inventory refresh, one probe cycle) and print them. Exits 2 when a critical issue is found.")
 	reportFormat := reportCmd.Flag("format", "Output format.").Short('f').Default("table").Enum("table", "json", "html")
@@ -59,6 +60,7 @@ func main() {
 	reportList := reportCmd.Flag("list", "List the known issues checked, and exit.").Bool()
 	reportParams := reportCmd.Flag("alerts.params", "YAML file overriding alerts/params.yaml (thresholds), as for the rules.").String()
 	reportHost := reportCmd.Flag("openstack.host", "Nova host; overrides openstack.host of the file.").String()
+	reportDemo := reportCmd.Flag("demo", "Report on the built-in demo cloud instead of a real one.").Bool()
 
 	command := kingpin.MustParse(app.Parse(os.Args[1:]))
 	logger := promslog.New(logConfig)
@@ -66,12 +68,12 @@ func main() {
 	if command == reportCmd.FullCommand() {
 		os.Exit(runReport(reportOptions{
 			configFile: *configFile, host: *reportHost, format: *reportFormat, output: *reportOutput,
-			list: *reportList, paramsFile: *reportParams,
+			list: *reportList, paramsFile: *reportParams, demo: *reportDemo,
 		}, logger))
 	}
 
 	if command == demoCmd.FullCommand() {
-		if err := runDemo(demoWebConfig, logger); err != nil {
+		if err := runDemo(demoWebConfig, *demoPrometheus, logger); err != nil {
 			logger.Error("demo stopped", "err", err)
 			os.Exit(1)
 		}
@@ -96,7 +98,7 @@ func main() {
 
 type reportOptions struct {
 	configFile, host, format, output, paramsFile string
-	list                                         bool
+	list, demo                                   bool
 }
 
 // runReport runs the one-shot report and returns the exit status: 0, 2
@@ -132,6 +134,14 @@ func runReport(o reportOptions, logger *slog.Logger) int {
 		return 0
 	}
 	cfg, err := loadConfig(o.configFile, o.host)
+	if o.demo {
+		var cloud *demo.Cloud
+		cloud, cfg, err = demo.StartCloud()
+		if err == nil {
+			defer cloud.Close()
+			demo.ChooseICMPMode(cfg, logger)
+		}
+	}
 	if err != nil {
 		logger.Error("invalid configuration", "err", err)
 		return 1
@@ -177,7 +187,7 @@ func runReport(o reportOptions, logger *slog.Logger) int {
 }
 
 // runDemo starts the demo cloud and serves the exporter on it.
-func runDemo(webConfig *web.FlagConfig, logger *slog.Logger) error {
+func runDemo(webConfig *web.FlagConfig, promAddr string, logger *slog.Logger) error {
 	cloud, cfg, err := demo.StartCloud()
 	if err != nil {
 		return err
@@ -185,14 +195,32 @@ func runDemo(webConfig *web.FlagConfig, logger *slog.Logger) error {
 	defer cloud.Close()
 	demo.ChooseICMPMode(cfg, logger)
 	addr := (*webConfig.WebListenAddresses)[0]
+	prometheusLine := "  (install Debian's prometheus package to see the alerts fire in a Prometheus)"
+	if promAddr != "" {
+		dir, err := os.MkdirTemp("", "openstack-vm-exporter-demo-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		stack, err := demo.StartPrometheus(context.Background(), dir, promAddr, addr)
+		if err != nil {
+			logger.Warn("the demo's Prometheus did not start", "err", err)
+		}
+		if stack != nil {
+			defer stack.Close()
+			prometheusLine = fmt.Sprintf("  alerts:   http://%s/alerts  (the known issues fire within a minute)\n  query:    http://%s/graph?g0.expr=ALERTS", promAddr, promAddr)
+		}
+	}
 	fmt.Printf(`
 openstack-vm-exporter demo
   demo cloud (a Keystone and Nova stand-in, not a real cloud): %s
   metrics:  http://%s/metrics
   try:      curl -s http://%s/metrics | grep -E '^openstack_vm_(status|icmp_up)'
+%s
+  report:   openstack-vm-exporter report --demo   (the same known issues, once, as a table)
 Stop with Ctrl-C.
 
-`, cloud.URL, addr, addr)
+`, cloud.URL, addr, addr, prometheusLine)
 	return runServer(cfg, func() (*config.Config, error) { return cfg, nil }, webConfig, "/metrics", logger)
 }
 

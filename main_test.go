@@ -13,6 +13,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"io"
@@ -88,7 +89,13 @@ func freeAddr(t *testing.T) string {
 func startBinary(t *testing.T, env map[string]string, args ...string) *running {
 	t.Helper()
 	addr := freeAddr(t)
-	cmd := exec.Command(binary, append([]string{"--web.listen-address=" + addr, "--log.level=debug"}, args...)...)
+	// A subcommand comes first: its flags follow it.
+	var argv []string
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		argv, args = []string{args[0]}, args[1:]
+	}
+	argv = append(argv, "--web.listen-address="+addr, "--log.level=debug")
+	cmd := exec.Command(binary, append(argv, args...)...)
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir()}
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)
@@ -428,5 +435,61 @@ func TestSecretsNeverLeak(t *testing.T) {
 			i := strings.Index(all, secret)
 			t.Errorf("secret %q leaked: ...%s...", secret, all[max(0, i-200):min(len(all), i+100)])
 		}
+	}
+}
+
+// The README's first command ends in `openstack-vm-exporter demo`: the demo
+// cloud, the exporter on it, and a Prometheus whose bundled rules fire on the
+// demo's known issues.
+func TestDemo(t *testing.T) {
+	promAddr := freeAddr(t)
+	r := startBinary(t, nil, "demo", "--demo.prometheus-address="+promAddr)
+	base := "http://" + r.addr
+	waitFor(t, 30*time.Second, "demo metrics", func() string {
+		_, body := get(nil, base+"/metrics")
+		if !strings.Contains(body, `status="ERROR"`) || !strings.Contains(body, "openstack_vm_icmp_up{") {
+			return "no demo fleet yet"
+		}
+		return ""
+	})
+	waitFor(t, 90*time.Second, "the demo's known issues firing in Prometheus", func() string {
+		_, body := get(nil, "http://"+promAddr+`/api/v1/query?query=count(ALERTS{alertstate="firing"})`)
+		if !strings.Contains(body, `"value"`) {
+			return body
+		}
+		var n int
+		if i := strings.LastIndex(body, `,"`); i > 0 {
+			fmt.Sscanf(body[i+2:], "%d", &n)
+		}
+		if n < 6 {
+			return fmt.Sprintf("%d alerts firing", n)
+		}
+		return ""
+	})
+	if !strings.Contains(r.output.String(), "http://"+promAddr+"/alerts") {
+		t.Errorf("the demo does not say where to look:\n%s", r.output)
+	}
+	_ = r.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-r.done:
+		r.done <- err
+	case <-time.After(20 * time.Second):
+		t.Fatal("the demo did not stop on SIGTERM")
+	}
+	if code, _ := get(nil, "http://"+promAddr+"/-/ready"); code != 0 {
+		t.Error("the demo's Prometheus still runs after the demo stopped")
+	}
+}
+
+func TestReportDemoExitStatus(t *testing.T) {
+	out, err := exec.Command(binary, "report", "--demo", "-f", "json").Output()
+	if err != nil {
+		t.Fatalf("report --demo: %v", err)
+	}
+	var r struct {
+		Findings []struct{ Alert string } `json:"findings"`
+	}
+	if err := json.Unmarshal(out, &r); err != nil || len(r.Findings) < 6 {
+		t.Errorf("report --demo: %v, %d findings\n%s", err, len(r.Findings), out)
 	}
 }

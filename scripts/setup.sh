@@ -10,13 +10,19 @@ cd "$(dirname "$0")/.."
 
 packages=(
   prometheus              # promtool, and the Prometheus of the end-to-end test and demo
-  prometheus-alertmanager # Alertmanager and amtool
-  iproute2                # ip netns, veth
-  nftables                # packet loss in the lab
-  python3-keystone        # a real Keystone on loopback
-  python3-nova            # the real Nova API on loopback
   ca-certificates
 )
+# SETUP_PROFILE=demo installs only what the demo needs.
+if [[ "${SETUP_PROFILE:-test}" != demo ]]; then
+  packages+=(
+    prometheus-alertmanager # Alertmanager and amtool
+    iproute2                # ip netns, veth
+    nftables                # packet loss in the lab
+    python3-keystone        # a real Keystone on loopback
+    python3-nova            # the real Nova API on loopback
+    systemd                 # systemd-analyze verify for the unit file
+  )
+fi
 if [[ "${WITH_BENCH_PEERS:-0}" == 1 ]]; then
   packages+=(fping prometheus-smokeping-prober prometheus-blackbox-exporter)
 fi

@@ -1,12 +1,17 @@
 package demo
 
 import (
+	"context"
 	_ "embed"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"time"
+
+	"github.com/openstack-vm-exporter/openstack-vm-exporter/alerts"
+	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/promstack"
 
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/config"
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/standin"
@@ -18,6 +23,11 @@ import (
 //
 //go:embed demo.yaml
 var Config []byte
+
+// AlertParams shortens the rules' waits for the demo's Prometheus.
+//
+//go:embed alerts-params.yaml
+var AlertParams []byte
 
 // Cloud is a running demo cloud.
 type Cloud struct {
@@ -67,4 +77,37 @@ func ChooseICMPMode(cfg *config.Config, logger *slog.Logger) {
 	cfg.Probe.ICMP.Enabled = false
 	logger.Warn("ICMP probing is off in this demo: run it as root, or allow ICMP datagram sockets with " +
 		"`sudo sysctl -w net.ipv4.ping_group_range=\"0 2147483647\"`")
+}
+
+// StartPrometheus starts Debian's Prometheus, if installed, scraping the
+// demo exporter with the bundled rules (their waits shortened): the demo's
+// known issues then show as firing alerts. It returns nil, nil when
+// Prometheus is not installed.
+func StartPrometheus(ctx context.Context, dir, listen, exporter string) (*promstack.Stack, error) {
+	if _, err := os.Stat(promstack.PrometheusBinary); err != nil {
+		return nil, nil
+	}
+	path := filepath.Join(dir, "demo-alerts-params.yaml")
+	if err := os.WriteFile(path, AlertParams, 0o644); err != nil {
+		return nil, err
+	}
+	params, err := alerts.LoadParams(path)
+	if err != nil {
+		return nil, err
+	}
+	rules, err := alerts.Render(params)
+	if err != nil {
+		return nil, err
+	}
+	rulesFile := filepath.Join(dir, "rules.yml")
+	if err := os.WriteFile(rulesFile, rules, 0o644); err != nil {
+		return nil, err
+	}
+	stack := promstack.New(promstack.Options{Dir: dir})
+	if _, err := stack.StartPrometheus(ctx, listen,
+		promstack.PrometheusConfig(5*time.Second, "openstack-vm-exporter", exporter, rulesFile, "")); err != nil {
+		stack.Close()
+		return nil, err
+	}
+	return stack, nil
 }
