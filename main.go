@@ -268,12 +268,11 @@ func runServer(cfg *config.Config, load func() (*config.Config, error), webConfi
 	}
 
 	mux := http.NewServeMux()
-	mux.Handle(metricsPath, promhttp.HandlerFor(svc.Registry(), promhttp.HandlerOpts{
+	mux.Handle(metricsPath, svc.Handler(promhttp.HandlerOpts{
 		ErrorLog:            slog.NewLogLogger(logger.Handler(), slog.LevelError),
 		ErrorHandling:       promhttp.ContinueOnError,
 		MaxRequestsInFlight: 4,
 		Timeout:             30 * time.Second,
-		EnableOpenMetrics:   true,
 	}))
 	mux.HandleFunc("/-/healthy", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "Healthy")

@@ -1,24 +1,26 @@
 package exporter
 
 import (
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/inventory"
 )
 
 var (
-	serverLabels = []string{"id", "name", "project_id", "host"}
+	serverLabelNames = []string{"id", "name", "project_id", "host"}
 	targetLabels = []string{"id", "name", "project_id", "host", "network", "address"}
 
 	statusDesc = prometheus.NewDesc("openstack_vm_status",
 		"Nova state of the server; always 1.",
-		append(serverLabels[:4:4], "status", "vm_state", "task_state", "power_state"), nil)
+		append(serverLabelNames[:4:4], "status", "vm_state", "task_state", "power_state"), nil)
 	infoDesc = prometheus.NewDesc("openstack_vm_info",
 		"Descriptive data of the server; always 1.",
-		append(serverLabels[:4:4], "availability_zone", "flavor", "image_id"), nil)
+		append(serverLabelNames[:4:4], "availability_zone", "flavor", "image_id"), nil)
 	statusSinceDesc = prometheus.NewDesc("openstack_vm_status_since_timestamp_seconds",
 		"When the server's current status and task state began, as a Unix time.",
-		serverLabels, nil)
+		serverLabelNames, nil)
 	hostStatusDesc = prometheus.NewDesc("openstack_vm_compute_host_status",
 		"Compute service state Nova reports for the host; always 1.",
 		[]string{"host", "host_status"}, nil)
@@ -67,30 +69,21 @@ var (
 		"Probed addresses that more than one server has; each is probed once and reported for every server.", nil, nil)
 )
 
-// InventoryCollector exports the snapshot and the refresh loop's health.
-// It reads only memory: a scrape never waits for the API.
-type InventoryCollector struct {
-	inv      *inventory.Inventory
-	interval func() float64
+// ServerCollector exports the per-server families of the snapshot. It reads
+// only memory: a scrape never waits for the API.
+type ServerCollector struct {
+	inv *inventory.Inventory
 }
 
-// NewInventoryCollector exports inv; interval returns the configured
-// refresh interval in seconds.
-func NewInventoryCollector(inv *inventory.Inventory, interval func() float64) *InventoryCollector {
-	return &InventoryCollector{inv: inv, interval: interval}
-}
-
-// Describe sends every descriptor.
-func (c *InventoryCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{statusDesc, infoDesc, statusSinceDesc, hostStatusDesc,
-		apiUpDesc, apiLastSuccessDesc, apiDurationDesc, apiIntervalDesc, apiRefreshesDesc,
-		apiErrorsDesc, apiRequestsDesc, apiBytesDesc, inventoryServersDesc} {
+// Describe sends the descriptors.
+func (c *ServerCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{statusDesc, infoDesc, statusSinceDesc, hostStatusDesc} {
 		ch <- d
 	}
 }
 
 // Collect sends the snapshot's series.
-func (c *InventoryCollector) Collect(ch chan<- prometheus.Metric) {
+func (c *ServerCollector) Collect(ch chan<- prometheus.Metric) {
 	snap := c.inv.Snapshot()
 	for i := range snap.Servers {
 		s := &snap.Servers[i]
@@ -104,15 +97,31 @@ func (c *InventoryCollector) Collect(ch chan<- prometheus.Metric) {
 	for host, st := range snap.HostStatus {
 		ch <- prometheus.MustNewConstMetric(hostStatusDesc, prometheus.GaugeValue, 1, host, st)
 	}
-	ch <- prometheus.MustNewConstMetric(inventoryServersDesc, prometheus.GaugeValue, float64(len(snap.Servers)))
+}
 
+// HealthCollector exports the state of the refresh and probe loops.
+type HealthCollector struct {
+	inv      *inventory.Inventory
+	prober   *Prober
+	interval func() float64
+}
+
+// Describe sends every descriptor.
+func (c *HealthCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{apiUpDesc, apiLastSuccessDesc, apiDurationDesc, apiIntervalDesc, apiRefreshesDesc,
+		apiErrorsDesc, apiRequestsDesc, apiBytesDesc, inventoryServersDesc, probeTargetsDesc,
+		probeIntervalDesc, probeDurationDesc, probeLastCycleDesc, probeOverrunsDesc, probeErrorsDesc,
+		probeInvalidDesc, probeDuplicateDesc} {
+		ch <- d
+	}
+}
+
+// Collect sends the loops' state.
+func (c *HealthCollector) Collect(ch chan<- prometheus.Metric) {
+	ch <- prometheus.MustNewConstMetric(inventoryServersDesc, prometheus.GaugeValue, float64(len(c.inv.Snapshot().Servers)))
 	h := c.inv.Health()
 	ch <- prometheus.MustNewConstMetric(apiUpDesc, prometheus.GaugeValue, boolFloat(h.Up))
-	last := 0.0
-	if !h.LastSuccess.IsZero() {
-		last = float64(h.LastSuccess.UnixMilli()) / 1000
-	}
-	ch <- prometheus.MustNewConstMetric(apiLastSuccessDesc, prometheus.GaugeValue, last)
+	ch <- prometheus.MustNewConstMetric(apiLastSuccessDesc, prometheus.GaugeValue, unixOrZero(h.LastSuccess))
 	ch <- prometheus.MustNewConstMetric(apiDurationDesc, prometheus.GaugeValue, h.LastDuration.Seconds())
 	ch <- prometheus.MustNewConstMetric(apiIntervalDesc, prometheus.GaugeValue, c.interval())
 	for kind, n := range h.Refreshes {
@@ -123,31 +132,47 @@ func (c *InventoryCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(apiRequestsDesc, prometheus.CounterValue, float64(h.Requests))
 	ch <- prometheus.MustNewConstMetric(apiBytesDesc, prometheus.CounterValue, float64(h.Bytes))
+
+	p := c.prober
+	ph := p.Health()
+	cfg, _ := p.current()
+	ch <- prometheus.MustNewConstMetric(probeTargetsDesc, prometheus.GaugeValue, float64(ph.Targets))
+	ch <- prometheus.MustNewConstMetric(probeIntervalDesc, prometheus.GaugeValue, cfg.Interval.Seconds())
+	ch <- prometheus.MustNewConstMetric(probeDurationDesc, prometheus.GaugeValue, ph.LastDuration.Seconds())
+	ch <- prometheus.MustNewConstMetric(probeLastCycleDesc, prometheus.GaugeValue, unixOrZero(ph.LastCycleEnd))
+	ch <- prometheus.MustNewConstMetric(probeOverrunsDesc, prometheus.CounterValue, float64(ph.Overruns))
+	st := p.EngineStats()
+	ch <- prometheus.MustNewConstMetric(probeErrorsDesc, prometheus.CounterValue, float64(st.SendErrors), "send")
+	ch <- prometheus.MustNewConstMetric(probeErrorsDesc, prometheus.CounterValue, float64(st.SocketErrors), "socket")
+	ch <- prometheus.MustNewConstMetric(probeInvalidDesc, prometheus.GaugeValue, float64(ph.InvalidAddrs))
+	ch <- prometheus.MustNewConstMetric(probeDuplicateDesc, prometheus.GaugeValue, float64(ph.DuplicateAddr))
 }
 
-// ProbeCollector exports the per-address probe results and the probe
-// loop's health.
-type ProbeCollector struct {
+func unixOrZero(t time.Time) float64 {
+	if t.IsZero() {
+		return 0
+	}
+	return float64(t.UnixMilli()) / 1000
+}
+
+// TargetCollector exports the per-address families (the RTT histograms are
+// the RTTCollector's).
+type TargetCollector struct {
 	p *Prober
 }
 
-// NewProbeCollector exports p.
-func NewProbeCollector(p *Prober) *ProbeCollector { return &ProbeCollector{p: p} }
-
-// Describe sends every descriptor.
-func (c *ProbeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{icmpUpDesc, icmpSentDesc, icmpReceivedDesc, probeTargetsDesc,
-		probeIntervalDesc, probeDurationDesc, probeLastCycleDesc, probeOverrunsDesc, probeErrorsDesc,
-		probeInvalidDesc, probeDuplicateDesc} {
+// Describe sends the descriptors.
+func (c *TargetCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{icmpUpDesc, icmpSentDesc, icmpReceivedDesc} {
 		ch <- d
 	}
 }
 
-// Collect sends the probe series.
-func (c *ProbeCollector) Collect(ch chan<- prometheus.Metric) {
-	p := c.p
-	p.mu.RLock()
-	for _, st := range p.targets {
+// Collect sends the per-address series.
+func (c *TargetCollector) Collect(ch chan<- prometheus.Metric) {
+	c.p.mu.RLock()
+	defer c.p.mu.RUnlock()
+	for _, st := range c.p.targets {
 		t := &st.target
 		addr := t.Addr.String()
 		ch <- prometheus.MustNewConstMetric(icmpUpDesc, prometheus.GaugeValue, st.up,
@@ -157,24 +182,6 @@ func (c *ProbeCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(icmpReceivedDesc, prometheus.CounterValue, float64(st.received),
 			t.ServerID, t.Name, t.ProjectID, t.Host, t.Network, addr)
 	}
-	h := p.health
-	p.mu.RUnlock()
-
-	ch <- prometheus.MustNewConstMetric(probeTargetsDesc, prometheus.GaugeValue, float64(h.Targets))
-	cfg, _ := p.current()
-	ch <- prometheus.MustNewConstMetric(probeIntervalDesc, prometheus.GaugeValue, cfg.Interval.Seconds())
-	ch <- prometheus.MustNewConstMetric(probeDurationDesc, prometheus.GaugeValue, h.LastDuration.Seconds())
-	last := 0.0
-	if !h.LastCycleEnd.IsZero() {
-		last = float64(h.LastCycleEnd.UnixMilli()) / 1000
-	}
-	ch <- prometheus.MustNewConstMetric(probeLastCycleDesc, prometheus.GaugeValue, last)
-	ch <- prometheus.MustNewConstMetric(probeOverrunsDesc, prometheus.CounterValue, float64(h.Overruns))
-	st := p.EngineStats()
-	ch <- prometheus.MustNewConstMetric(probeErrorsDesc, prometheus.CounterValue, float64(st.SendErrors), "send")
-	ch <- prometheus.MustNewConstMetric(probeErrorsDesc, prometheus.CounterValue, float64(st.SocketErrors), "socket")
-	ch <- prometheus.MustNewConstMetric(probeInvalidDesc, prometheus.GaugeValue, float64(h.InvalidAddrs))
-	ch <- prometheus.MustNewConstMetric(probeDuplicateDesc, prometheus.GaugeValue, float64(h.DuplicateAddr))
 }
 
 func boolFloat(b bool) float64 {
@@ -192,8 +199,6 @@ type RTTCollector struct {
 	p *Prober
 }
 
-// NewRTTCollector exports p's histograms.
-func NewRTTCollector(p *Prober) *RTTCollector { return &RTTCollector{p: p} }
 
 // Describe sends nothing: the descriptors vary with the targets.
 func (c *RTTCollector) Describe(chan<- *prometheus.Desc) {}

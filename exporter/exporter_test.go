@@ -10,12 +10,12 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -58,7 +58,7 @@ type fixture struct {
 	engine *scriptedEngine
 }
 
-func newFixture(t *testing.T, servers []standin.Server) *fixture {
+func newFixture(t testing.TB, servers []standin.Server) *fixture {
 	t.Helper()
 	cloud, err := standin.Start("127.0.0.1:0")
 	if err != nil {
@@ -79,8 +79,7 @@ func newFixture(t *testing.T, servers []standin.Server) *fixture {
 	engine := &scriptedEngine{answers: map[netip.Addr]probes.Result{}}
 	svc := &Service{cfg: cfg, inv: inventory.New(invOpts, client)}
 	svc.prober = NewProber(engine, cfg.Probe.ICMP, svc.inv.Snapshot, nil)
-	svc.registry = prometheus.NewPedanticRegistry()
-	svc.registry.MustRegister(NewInventoryCollector(svc.inv, svc.refreshInterval), NewProbeCollector(svc.prober), NewRTTCollector(svc.prober))
+	svc.registries()
 	return &fixture{cloud: cloud, svc: svc, engine: engine}
 }
 
@@ -96,7 +95,7 @@ func (f *fixture) refreshAndProbe(t *testing.T) {
 func (f *fixture) scrape(t *testing.T) (string, map[string]*dto.MetricFamily) {
 	t.Helper()
 	rec := httptest.NewRecorder()
-	promhttp.HandlerFor(f.svc.registry, promhttp.HandlerOpts{ErrorHandling: promhttp.HTTPErrorOnError}).
+	f.svc.Handler(promhttp.HandlerOpts{ErrorHandling: promhttp.HTTPErrorOnError}).
 		ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
 	if rec.Code != 200 {
 		t.Fatalf("scrape: %d %s", rec.Code, rec.Body)
@@ -110,7 +109,7 @@ func (f *fixture) scrape(t *testing.T) (string, map[string]*dto.MetricFamily) {
 	return text, families
 }
 
-func labelsOf(m *dto.Metric) map[string]string {
+func metricLabels(m *dto.Metric) map[string]string {
 	out := map[string]string{}
 	for _, l := range m.GetLabel() {
 		out[l.GetName()] = l.GetValue()
@@ -121,7 +120,7 @@ func labelsOf(m *dto.Metric) map[string]string {
 func find(fams map[string]*dto.MetricFamily, name string, match map[string]string) []*dto.Metric {
 	var out []*dto.Metric
 	for _, m := range fams[name].GetMetric() {
-		l := labelsOf(m)
+		l := metricLabels(m)
 		ok := true
 		for k, v := range match {
 			if l[k] != v {
@@ -174,7 +173,7 @@ func TestMetricContract(t *testing.T) {
 	}
 	want := map[string]string{"id": "b-error", "name": "db-1", "project_id": "p2", "host": "cmp-1",
 		"status": "ERROR", "vm_state": "error", "task_state": "", "power_state": "shutdown"}
-	if got := labelsOf(status[0]); fmt.Sprint(got) != fmt.Sprint(want) {
+	if got := metricLabels(status[0]); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("status labels %v, want %v", got, want)
 	}
 	for id, st := range map[string]string{"a-active": "ACTIVE", "c-shutoff": "SHUTOFF", "d-build": "BUILD", "e-migrating": "MIGRATING"} {
@@ -182,11 +181,11 @@ func TestMetricContract(t *testing.T) {
 			t.Errorf("%s not %s", id, st)
 		}
 	}
-	if m := find(fams, "openstack_vm_status", map[string]string{"id": "e-migrating"}); len(m) != 1 || labelsOf(m[0])["task_state"] != "migrating" {
+	if m := find(fams, "openstack_vm_status", map[string]string{"id": "e-migrating"}); len(m) != 1 || metricLabels(m[0])["task_state"] != "migrating" {
 		t.Error("task_state of the migrating server")
 	}
 	info := find(fams, "openstack_vm_info", map[string]string{"id": "a-active"})
-	if len(info) != 1 || labelsOf(info[0])["flavor"] != "m1.small" || labelsOf(info[0])["image_id"] != "img-1" || labelsOf(info[0])["availability_zone"] != "nova" {
+	if len(info) != 1 || metricLabels(info[0])["flavor"] != "m1.small" || metricLabels(info[0])["image_id"] != "img-1" || metricLabels(info[0])["availability_zone"] != "nova" {
 		t.Errorf("info: %v", info)
 	}
 	since := find(fams, "openstack_vm_status_since_timestamp_seconds", map[string]string{"id": "b-error"})
@@ -202,7 +201,7 @@ func TestMetricContract(t *testing.T) {
 	up := fams["openstack_vm_icmp_up"].GetMetric()
 	got := map[string]float64{}
 	for _, m := range up {
-		l := labelsOf(m)
+		l := metricLabels(m)
 		got[l["id"]+"/"+l["network"]+"/"+l["address"]] = m.GetGauge().GetValue()
 	}
 	wantUp := map[string]float64{
@@ -333,5 +332,69 @@ func TestMetricsDocumented(t *testing.T) {
 		if !bytes.Contains(doc, []byte("`"+name+"`")) {
 			t.Errorf("%s is not documented in docs/metrics.md", name)
 		}
+	}
+}
+
+// The text writer and client_golang's generic path must expose exactly the
+// same series and values.
+func TestTextWriterMatchesGenericPath(t *testing.T) {
+	f := newFixture(t, mixedFleet())
+	f.cloud.SetService("cmp-2", "DOWN")
+	f.engine.answers[netip.MustParseAddr("198.18.0.1")] = probes.Result{Sent: 3, Received: 2,
+		RTTs: []time.Duration{300 * time.Microsecond, 40 * time.Millisecond}}
+	f.refreshAndProbe(t)
+	f.refreshAndProbe(t)
+	parse := func(req *http.Request, h http.Handler) map[string][]string {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		parser := expfmt.NewTextParser(model.UTF8Validation)
+		fams, err := parser.TextToMetricFamilies(rec.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string][]string{}
+		for name, fam := range fams {
+			if strings.HasPrefix(name, "go_") || strings.HasPrefix(name, "process_") {
+				continue
+			}
+			for _, m := range fam.GetMetric() {
+				m.TimestampMs = nil
+				out[name] = append(out[name], m.String())
+			}
+			sort.Strings(out[name])
+		}
+		return out
+	}
+	req := httptest.NewRequest(http.MethodGet, "/metrics", nil)
+	fast := parse(req, f.svc.Handler(promhttp.HandlerOpts{}))
+	generic := parse(req, promhttp.HandlerFor(f.svc.registry, promhttp.HandlerOpts{}))
+	if len(fast) < 20 {
+		t.Fatalf("only %d families", len(fast))
+	}
+	for name := range generic {
+		if strings.Join(fast[name], "\n") != strings.Join(generic[name], "\n") {
+			t.Errorf("%s differs:\ntext writer: %v\ngeneric:     %v", name, fast[name], generic[name])
+		}
+	}
+	for name := range fast {
+		if _, ok := generic[name]; !ok {
+			t.Errorf("%s only in the text writer's output", name)
+		}
+	}
+	// Gzip is honoured.
+	gz := httptest.NewRequest(http.MethodGet, "/metrics", nil)
+	gz.Header.Set("Accept-Encoding", "gzip")
+	rec := httptest.NewRecorder()
+	f.svc.Handler(promhttp.HandlerOpts{}).ServeHTTP(rec, gz)
+	if rec.Header().Get("Content-Encoding") != "gzip" || !bytes.HasPrefix(rec.Body.Bytes(), []byte{0x1f, 0x8b}) {
+		t.Error("gzip not honoured")
+	}
+	// A scraper asking for protobuf gets the native histogram.
+	pb := httptest.NewRequest(http.MethodGet, "/metrics", nil)
+	pb.Header.Set("Accept", "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited")
+	rec = httptest.NewRecorder()
+	f.svc.Handler(promhttp.HandlerOpts{}).ServeHTTP(rec, pb)
+	if !strings.Contains(rec.Header().Get("Content-Type"), "protobuf") {
+		t.Errorf("protobuf not served: %s", rec.Header().Get("Content-Type"))
 	}
 }

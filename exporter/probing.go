@@ -44,10 +44,39 @@ type ProbeHealth struct {
 
 type targetState struct {
 	target   Target
+	labels   []byte // escaped, for the text writer
 	up       float64
 	sent     uint64
 	received uint64
-	rtt      prometheus.Histogram
+	// The RTT twice: client_golang's histogram (native buckets, protobuf
+	// path) and the classic buckets the text writer reads without copies.
+	rtt     prometheus.Histogram
+	bounds  []float64
+	le      []string
+	buckets []uint64 // not cumulative
+	sum     float64
+	count   uint64
+}
+
+func newTargetState(t Target, bounds []float64) *targetState {
+	return &targetState{
+		target: t, rtt: newRTTHistogram(t, bounds),
+		labels: labelsOf("id", t.ServerID, "name", t.Name, "project_id", t.ProjectID, "host", t.Host,
+			"network", t.Network, "address", t.Addr.String()),
+		bounds: bounds, le: leLabels(bounds), buckets: make([]uint64, len(bounds)),
+	}
+}
+
+func (st *targetState) observe(seconds float64) {
+	st.rtt.Observe(seconds)
+	for i, b := range st.bounds {
+		if seconds <= b {
+			st.buckets[i]++
+			break
+		}
+	}
+	st.sum += seconds
+	st.count++
 }
 
 // NewProber returns a prober over the snapshots inv returns.
@@ -169,7 +198,7 @@ func (p *Prober) Cycle(ctx context.Context) {
 		r := results[i]
 		st := p.targets[k]
 		if st == nil {
-			st = &targetState{target: t, rtt: newRTTHistogram(t, cfg.RTTBuckets)}
+			st = newTargetState(t, cfg.RTTBuckets)
 			p.targets[k] = st
 		}
 		st.sent += uint64(r.Sent)
@@ -179,7 +208,7 @@ func (p *Prober) Cycle(ctx context.Context) {
 			st.up = 1
 		}
 		for _, rtt := range r.RTTs {
-			st.rtt.Observe(rtt.Seconds())
+			st.observe(rtt.Seconds())
 		}
 	}
 	for k := range p.targets {

@@ -25,8 +25,12 @@ import (
 // Service is a running exporter: the inventory loop, the probe loop, and the
 // registry that exports both.
 type Service struct {
-	logger   *slog.Logger
+	logger *slog.Logger
+	// registry holds every collector; small only those the text writer
+	// does not write itself (the exporter's health, Go, process, build).
 	registry *prometheus.Registry
+	small    *prometheus.Registry
+	labels   serverLabels
 	inv      *inventory.Inventory
 	prober   *Prober
 
@@ -54,11 +58,7 @@ func New(cfg *config.Config, logger *slog.Logger) (*Service, error) {
 	}
 	s.prober = NewProber(engine, cfg.Probe.ICMP, s.inv.Snapshot, logger)
 
-	s.registry = prometheus.NewRegistry()
-	s.registry.MustRegister(
-		NewInventoryCollector(s.inv, s.refreshInterval),
-		NewProbeCollector(s.prober),
-		NewRTTCollector(s.prober),
+	s.registries(
 		versioncollector.NewCollector("openstack_vm_exporter"),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -95,6 +95,18 @@ func inventorySetup(cfg *config.Config, logger *slog.Logger) (inventory.Options,
 	logger.Info("inventory configured", "credentials", creds.Source, "auth_url", creds.Auth.IdentityEndpoint,
 		"scope", cfg.OpenStack.Scope, "host", opts.Host, "refresh_interval", cfg.OpenStack.RefreshInterval)
 	return opts, client, nil
+}
+
+// registries builds both registries with the service's collectors and the
+// extra ones given.
+func (s *Service) registries(extra ...prometheus.Collector) {
+	health := &HealthCollector{inv: s.inv, prober: s.prober, interval: s.refreshInterval}
+	s.small = prometheus.NewRegistry()
+	s.small.MustRegister(append([]prometheus.Collector{health}, extra...)...)
+	s.registry = prometheus.NewRegistry()
+	s.registry.MustRegister(append([]prometheus.Collector{
+		health, &ServerCollector{inv: s.inv}, &TargetCollector{p: s.prober}, &RTTCollector{p: s.prober},
+	}, extra...)...)
 }
 
 // EngineOptions derives the probe engine's options from the configuration.

@@ -1,0 +1,297 @@
+package exporter
+
+import (
+	"compress/gzip"
+	"io"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/common/expfmt"
+
+	"github.com/openstack-vm-exporter/openstack-vm-exporter/inventory"
+)
+
+// The per-server and per-address families are most of /metrics: with
+// 10,000 servers and their RTT histograms, some 200,000 lines. Gathering them
+// through client_golang's generic path costs close to a second per scrape
+// (a protobuf object per sample, sorting, validation); written directly from
+// the snapshot and the probe results, with each series' labels escaped once,
+// a scrape costs tens of milliseconds. The generic path still serves
+// protobuf, for scrapers that want native histograms.
+
+// Handler serves /metrics: the text format written directly, or, to a
+// scraper that asks for protobuf, the registry through promhttp.
+func (s *Service) Handler(opts promhttp.HandlerOpts) http.Handler {
+	generic := promhttp.HandlerFor(s.registry, opts)
+	inFlight := make(chan struct{}, max(opts.MaxRequestsInFlight, 1))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// As promhttp does: too many scrapes at once get 503, not a queue.
+		select {
+		case inFlight <- struct{}{}:
+			defer func() { <-inFlight }()
+		default:
+			http.Error(w, "too many concurrent scrapes", http.StatusServiceUnavailable)
+			return
+		}
+		if strings.Contains(r.Header.Get("Accept"), "application/vnd.google.protobuf") {
+			generic.ServeHTTP(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", string(expfmt.NewFormat(expfmt.TypeTextPlain)))
+		out := io.Writer(w)
+		if gzipAccepted(r.Header.Get("Accept-Encoding")) {
+			w.Header().Set("Content-Encoding", "gzip")
+			w.Header().Add("Vary", "Accept-Encoding")
+			gz := gzipPool.Get().(*gzip.Writer)
+			gz.Reset(w)
+			defer func() {
+				gz.Close()
+				gzipPool.Put(gz)
+			}()
+			out = gz
+		}
+		if err := s.WriteText(out); err != nil && opts.ErrorLog != nil {
+			opts.ErrorLog.Println("writing metrics:", err)
+		}
+	})
+}
+
+var gzipPool = sync.Pool{New: func() any {
+	// Speed over ratio: the exposition is very repetitive anyway.
+	gz, _ := gzip.NewWriterLevel(io.Discard, gzip.BestSpeed)
+	return gz
+}}
+
+func gzipAccepted(header string) bool {
+	for _, part := range strings.Split(header, ",") {
+		enc, q, _ := strings.Cut(strings.TrimSpace(part), ";")
+		if strings.TrimSpace(enc) == "gzip" && !strings.Contains(strings.ReplaceAll(q, " ", ""), "q=0") {
+			return true
+		}
+	}
+	return false
+}
+
+// WriteText writes every family in the text exposition format: the large
+// families directly, the exporter's own (health, Go, process, build) through
+// the registry that holds them.
+func (s *Service) WriteText(w io.Writer) error {
+	tw := &textWriter{w: w, buf: make([]byte, 0, 64<<10)}
+	s.writeServers(tw)
+	s.prober.writeTargets(tw)
+	if err := tw.flush(); err != nil {
+		return err
+	}
+	families, err := s.small.Gather()
+	for _, f := range families {
+		if _, werr := expfmt.MetricFamilyToText(w, f); werr != nil {
+			return werr
+		}
+	}
+	return err
+}
+
+// textWriter buffers appends and flushes in large writes.
+type textWriter struct {
+	w   io.Writer
+	buf []byte
+	err error
+}
+
+func (t *textWriter) flushIfFull() {
+	if len(t.buf) >= 60<<10 {
+		_ = t.flush()
+	}
+}
+
+func (t *textWriter) flush() error {
+	if t.err == nil && len(t.buf) > 0 {
+		_, t.err = t.w.Write(t.buf)
+	}
+	t.buf = t.buf[:0]
+	return t.err
+}
+
+func (t *textWriter) header(name, help, typ string) {
+	t.buf = append(t.buf, "# HELP "...)
+	t.buf = append(t.buf, name...)
+	t.buf = append(t.buf, ' ')
+	t.buf = append(t.buf, help...)
+	t.buf = append(t.buf, "\n# TYPE "...)
+	t.buf = append(t.buf, name...)
+	t.buf = append(t.buf, ' ')
+	t.buf = append(t.buf, typ...)
+	t.buf = append(t.buf, '\n')
+}
+
+// sample writes name{labels[,extra]} value; labels is the escaped inside of
+// the braces.
+func (t *textWriter) sample(name string, labels []byte, extra string, v float64) {
+	t.buf = append(t.buf, name...)
+	t.buf = append(t.buf, '{')
+	t.buf = append(t.buf, labels...)
+	if extra != "" {
+		t.buf = append(t.buf, ',')
+		t.buf = append(t.buf, extra...)
+	}
+	t.buf = append(t.buf, "} "...)
+	t.buf = appendFloat(t.buf, v)
+	t.buf = append(t.buf, '\n')
+	t.flushIfFull()
+}
+
+func appendFloat(b []byte, v float64) []byte {
+	switch {
+	case math.IsInf(v, 1):
+		return append(b, "+Inf"...)
+	case math.IsInf(v, -1):
+		return append(b, "-Inf"...)
+	case math.IsNaN(v):
+		return append(b, "NaN"...)
+	}
+	return strconv.AppendFloat(b, v, 'g', -1, 64)
+}
+
+// appendLabel appends name="value" with the text format's escaping.
+func appendLabel(b []byte, name, value string) []byte {
+	if len(b) > 0 {
+		b = append(b, ',')
+	}
+	b = append(b, name...)
+	b = append(b, '=', '"')
+	for i := 0; i < len(value); i++ {
+		switch c := value[i]; c {
+		case '\\':
+			b = append(b, '\\', '\\')
+		case '"':
+			b = append(b, '\\', '"')
+		case '\n':
+			b = append(b, '\\', 'n')
+		default:
+			b = append(b, c)
+		}
+	}
+	return append(b, '"')
+}
+
+// labelsOf renders a label set, names sorted as client_golang sorts them.
+func labelsOf(pairs ...string) []byte {
+	type kv struct{ k, v string }
+	kvs := make([]kv, 0, len(pairs)/2)
+	for i := 0; i+1 < len(pairs); i += 2 {
+		kvs = append(kvs, kv{pairs[i], pairs[i+1]})
+	}
+	for i := 1; i < len(kvs); i++ {
+		for j := i; j > 0 && kvs[j].k < kvs[j-1].k; j-- {
+			kvs[j], kvs[j-1] = kvs[j-1], kvs[j]
+		}
+	}
+	var b []byte
+	for _, p := range kvs {
+		b = appendLabel(b, p.k, p.v)
+	}
+	return b
+}
+
+// serverLabels caches the escaped labels of each server of a snapshot: they
+// change only when the inventory does.
+type serverLabels struct {
+	mu     sync.Mutex
+	snap   *inventory.Snapshot
+	status [][]byte
+	info   [][]byte
+	since  [][]byte
+}
+
+func (c *serverLabels) get(snap *inventory.Snapshot) (status, info, since [][]byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.snap != snap {
+		c.snap = snap
+		c.status = make([][]byte, len(snap.Servers))
+		c.info = make([][]byte, len(snap.Servers))
+		c.since = make([][]byte, len(snap.Servers))
+		for i := range snap.Servers {
+			s := &snap.Servers[i]
+			c.since[i] = labelsOf("id", s.ID, "name", s.Name, "project_id", s.ProjectID, "host", s.Host)
+			c.status[i] = labelsOf("id", s.ID, "name", s.Name, "project_id", s.ProjectID, "host", s.Host,
+				"status", s.Status, "vm_state", s.VMState, "task_state", s.TaskState, "power_state", s.PowerState)
+			c.info[i] = labelsOf("id", s.ID, "name", s.Name, "project_id", s.ProjectID, "host", s.Host,
+				"availability_zone", s.AvailabilityZone, "flavor", s.Flavor, "image_id", s.ImageID)
+		}
+	}
+	return c.status, c.info, c.since
+}
+
+func (s *Service) writeServers(t *textWriter) {
+	snap := s.inv.Snapshot()
+	status, info, since := s.labels.get(snap)
+	if len(snap.Servers) > 0 {
+		t.header("openstack_vm_status", "Nova state of the server; always 1.", "gauge")
+		for i := range snap.Servers {
+			t.sample("openstack_vm_status", status[i], "", 1)
+		}
+		t.header("openstack_vm_info", "Descriptive data of the server; always 1.", "gauge")
+		for i := range snap.Servers {
+			t.sample("openstack_vm_info", info[i], "", 1)
+		}
+		t.header("openstack_vm_status_since_timestamp_seconds", "When the server's current status and task state began, as a Unix time.", "gauge")
+		for i := range snap.Servers {
+			t.sample("openstack_vm_status_since_timestamp_seconds", since[i], "", float64(snap.Servers[i].StatusSince.UnixMilli())/1000)
+		}
+	}
+	if len(snap.HostStatus) > 0 {
+		t.header("openstack_vm_compute_host_status", "Compute service state Nova reports for the host; always 1.", "gauge")
+		for host, st := range snap.HostStatus {
+			t.sample("openstack_vm_compute_host_status", labelsOf("host", host, "host_status", st), "", 1)
+		}
+	}
+}
+
+func (p *Prober) writeTargets(t *textWriter) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if len(p.targets) == 0 {
+		return
+	}
+	states := make([]*targetState, 0, len(p.targets))
+	for _, st := range p.targets {
+		states = append(states, st)
+	}
+	t.header("openstack_vm_icmp_up", "1 if the last probe cycle got at least one echo reply from the address.", "gauge")
+	for _, st := range states {
+		t.sample("openstack_vm_icmp_up", st.labels, "", st.up)
+	}
+	t.header("openstack_vm_icmp_packets_sent_total", "ICMP echo requests sent to the address.", "counter")
+	for _, st := range states {
+		t.sample("openstack_vm_icmp_packets_sent_total", st.labels, "", float64(st.sent))
+	}
+	t.header("openstack_vm_icmp_packets_received_total", "Matching ICMP echo replies received in time from the address.", "counter")
+	for _, st := range states {
+		t.sample("openstack_vm_icmp_packets_received_total", st.labels, "", float64(st.received))
+	}
+	t.header("openstack_vm_icmp_rtt_seconds", "Round-trip time of ICMP echo replies.", "histogram")
+	for _, st := range states {
+		var cum uint64
+		for i, le := range st.le {
+			cum += st.buckets[i]
+			t.sample("openstack_vm_icmp_rtt_seconds_bucket", st.labels, le, float64(cum))
+		}
+		t.sample("openstack_vm_icmp_rtt_seconds_bucket", st.labels, `le="+Inf"`, float64(st.count))
+		t.sample("openstack_vm_icmp_rtt_seconds_sum", st.labels, "", st.sum)
+		t.sample("openstack_vm_icmp_rtt_seconds_count", st.labels, "", float64(st.count))
+	}
+}
+
+// leLabels renders the le label of each bucket bound once.
+func leLabels(buckets []float64) []string {
+	out := make([]string, len(buckets))
+	for i, b := range buckets {
+		out[i] = `le="` + string(appendFloat(nil, b)) + `"`
+	}
+	return out
+}
