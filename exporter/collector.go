@@ -10,7 +10,7 @@ import (
 
 var (
 	serverLabelNames = []string{"id", "name", "project_id", "host"}
-	targetLabels = []string{"id", "name", "project_id", "host", "network", "address"}
+	targetLabels     = []string{"id", "name", "project_id", "host", "network", "address"}
 
 	statusDesc = prometheus.NewDesc("openstack_vm_status",
 		"Nova state of the server; always 1.",
@@ -198,7 +198,6 @@ func boolFloat(b bool) float64 {
 type RTTCollector struct {
 	p *Prober
 }
-
 
 // Describe sends nothing: the descriptors vary with the targets.
 func (c *RTTCollector) Describe(chan<- *prometheus.Desc) {}
