@@ -214,3 +214,24 @@ func TestOptOut(t *testing.T) {
 		t.Error("opt-out with an empty key")
 	}
 }
+
+// FuzzParse: whatever the file holds, Parse returns a valid configuration
+// or an error, never panics.
+func FuzzParse(f *testing.F) {
+	for _, seed := range []string{
+		"", "openstack:\n  scope: all\n", "probe:\n  icmp:\n    count: 3\n    statuses: [ACTIVE, ERROR]\n",
+		"openstack: [\n", "probe:\n  icmp:\n    rtt_buckets: [0.1, 0.01]\n", "- a\n- b\n", "openstack:\n  timeout: 1h\n  page_size: 7\n",
+		"&a [*a]", "probe: {icmp: {interval: 1s, timeout: 999ms}}",
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := Parse(data)
+		if err != nil {
+			return
+		}
+		if err := c.validate(); err != nil {
+			t.Fatalf("Parse accepted an invalid configuration: %v", err)
+		}
+	})
+}

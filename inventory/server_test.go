@@ -3,6 +3,7 @@ package inventory
 import (
 	"encoding/json"
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -130,4 +131,32 @@ func TestPowerStateName(t *testing.T) {
 			t.Errorf("PowerStateName(%d) = %q, want %q", code, got, want)
 		}
 	}
+}
+
+// FuzzServer: whatever Nova sends for a server, decoding it gives clean
+// label values and never panics.
+func FuzzServer(f *testing.F) {
+	seed, _ := os.ReadFile("../testdata/nova/server_show.json")
+	f.Add(seed)
+	f.Add([]byte(`{"server": {"id": "x", "addresses": {"n": [{"addr": "::ffff:1.2.3.4"}, "x", {"addr": 3}]}, "OS-EXT-STS:power_state": "7"}}`))
+	f.Add([]byte(`{"server": {"name": "\xff\xfe", "addresses": [], "metadata": {"monitoring_icmp": 0}}}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var body struct {
+			Server novaServer `json:"server"`
+		}
+		if json.Unmarshal(data, &body) != nil {
+			return
+		}
+		s := body.Server.toServer([]string{"monitoring_icmp"})
+		for _, v := range []string{s.ID, s.Name, s.ProjectID, s.Host, s.Status, s.VMState, s.TaskState, s.PowerState, s.Flavor, s.ImageID} {
+			if !utf8.ValidString(v) || len(v) > MaxLabelBytes {
+				t.Fatalf("unclean label value %q", v)
+			}
+		}
+		for _, a := range s.Addresses {
+			if a.Addr.IsValid() && a.Addr.Is4In6() {
+				t.Fatalf("mapped address kept: %v", a.Addr)
+			}
+		}
+	})
 }

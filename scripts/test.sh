@@ -23,3 +23,8 @@ go build -o /dev/null .
 
 echo "== go test -race"
 go test -race -count=1 -timeout 15m ./...
+
+echo "== fuzzing (briefly; the seed corpora are in testdata/fuzz and the tests)"
+go test -run '^$' -fuzz '^FuzzParse$' -fuzztime 10s ./config/
+go test -run '^$' -fuzz '^FuzzServer$' -fuzztime 10s ./inventory/
+go test -run '^$' -fuzz '^FuzzParseEchoReply$' -fuzztime 10s ./probes/
