@@ -493,3 +493,59 @@ func TestReportDemoExitStatus(t *testing.T) {
 		t.Errorf("report --demo: %v, %d findings\n%s", err, len(r.Findings), out)
 	}
 }
+
+// Keystone down at start: the exporter serves /metrics with api_up 0, is
+// not ready, retries with backoff, and becomes ready when Keystone answers.
+func TestKeystoneDownAtStart(t *testing.T) {
+	apiAddr := freeAddr(t)
+	cfgPath := filepath.Join(t.TempDir(), "config.yaml")
+	writeConfig(t, cfgPath, fmt.Sprintf(baseConfig, "1s"))
+	env := map[string]string{"OS_AUTH_URL": "http://" + apiAddr + "/identity/v3", "OS_USERNAME": "admin",
+		"OS_PASSWORD": "standin-password", "OS_PROJECT_NAME": "admin", "OS_USER_DOMAIN_NAME": "Default", "OS_PROJECT_DOMAIN_NAME": "Default"}
+	r := startBinary(t, env, "--config.file="+cfgPath)
+	base := "http://" + r.addr
+	waitFor(t, 10*time.Second, "metrics while Keystone is down", func() string {
+		code, body := get(nil, base+"/metrics")
+		if code != 200 || metricValue(body, "openstack_vm_api_up") != "0" || metricValue(body, `openstack_vm_api_errors_total{reason="network"}`) == "0" {
+			return fmt.Sprintf("%d api_up=%q", code, metricValue(body, "openstack_vm_api_up"))
+		}
+		return ""
+	})
+	if code, _ := get(nil, base+"/-/ready"); code != http.StatusServiceUnavailable {
+		t.Errorf("ready answered %d while Keystone is down", code)
+	}
+	cloud, err := standin.Start(apiAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cloud.Close()
+	cloud.Put(standin.Server{ID: "s1", Name: "vm", Host: "cmp-1", VMState: "active", PowerState: 1})
+	waitFor(t, 40*time.Second, "ready once Keystone answers", func() string {
+		if code, body := get(nil, base+"/-/ready"); code != 200 {
+			return body
+		}
+		return ""
+	})
+}
+
+// Bad credentials: a clear auth error, and logins backing off instead of a
+// storm against Keystone.
+func TestWrongCredentialsNoRetryStorm(t *testing.T) {
+	cloud := startCloud(t)
+	cfgPath := filepath.Join(t.TempDir(), "config.yaml")
+	writeConfig(t, cfgPath, strings.Replace(fmt.Sprintf(baseConfig, "1s"), "refresh_interval: 2s", "refresh_interval: 1s", 1))
+	env := cloud.Env()
+	env["OS_PASSWORD"] = "wrong-password"
+	r := startBinary(t, env, "--config.file="+cfgPath)
+	time.Sleep(12 * time.Second)
+	if n := cloud.Logins(); n < 2 || n > 5 {
+		t.Errorf("%d logins in 12 s with wrong credentials; want backoff (1, 2, 4, 8 s)", n)
+	}
+	_, body := get(nil, "http://"+r.addr+"/metrics")
+	if v := metricValue(body, `openstack_vm_api_errors_total{reason="auth"}`); v == "" || v == "0" {
+		t.Errorf("auth errors %q", v)
+	}
+	if !strings.Contains(r.output.String(), "reason=auth") {
+		t.Error("the log does not say the failure is about authentication")
+	}
+}

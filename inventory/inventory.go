@@ -328,8 +328,14 @@ func (inv *Inventory) refresh(ctx context.Context, opts Options, client *Client,
 		}
 	}
 
-	if err := inv.refreshServiceStates(ctx, opts, client, hostFilter); err != nil {
-		return err
+	// A per-host exporter reads its host's service state with each full
+	// listing only: a thousand of them asking every minute would cost Nova
+	// more than the listings, and a host whose service is down is seen by
+	// the central exporter, which reads it every refresh.
+	if full || hostFilter == "" {
+		if err := inv.refreshServiceStates(ctx, opts, client, hostFilter); err != nil {
+			return err
+		}
 	}
 
 	inv.servers = next

@@ -60,6 +60,18 @@ func TestLab(t *testing.T) {
 	for _, engine := range []string{"shared", "pro-bing"} {
 		t.Run(engine+"/privileged", func(t *testing.T) { child(t, engine+"/privileged") })
 	}
+	// Sends refused by the host's firewall: counted as send errors, and no
+	// target reported up.
+	block := exec.Command("ip", "netns", "exec", lab.HV(), "nft", "-f", "-")
+	block.Stdin = strings.NewReader("table inet block {\n chain output {\n type filter hook output priority 0; policy accept;\n icmp type echo-request drop\n icmpv6 type echo-request drop\n }\n}\n")
+	if out, err := block.CombinedOutput(); err != nil {
+		t.Fatalf("nft: %v %s", err, out)
+	}
+	t.Run("shared/blocked", func(t *testing.T) { child(t, "shared/blocked") })
+	if out, err := exec.Command("ip", "netns", "exec", lab.HV(), "nft", "delete", "table", "inet", "block").CombinedOutput(); err != nil {
+		t.Fatalf("nft: %v %s", err, out)
+	}
+
 	// Unprivileged: first without ping_group_range (the error must say how
 	// to fix it), then with it.
 	t.Run("unprivileged-denied", func(t *testing.T) { child(t, "shared/unprivileged-denied") })
@@ -77,7 +89,7 @@ func TestLabChild(t *testing.T) {
 		return // runs inside the lab, started by TestLab
 	}
 	engine, mode, _ := strings.Cut(scenario, "/")
-	opts := Options{Privileged: mode == "privileged", Count: 4, Timeout: 500 * time.Millisecond, Spacing: 20 * time.Millisecond}
+	opts := Options{Privileged: mode == "privileged" || mode == "blocked", Count: 4, Timeout: 500 * time.Millisecond, Spacing: 20 * time.Millisecond}
 	newEngine := func() (Prober, error) {
 		if engine == "pro-bing" {
 			return NewProBing(opts)
@@ -95,6 +107,22 @@ func TestLabChild(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p.Close()
+
+	if mode == "blocked" {
+		res, err := p.Probe(context.Background(), labAnswer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, r := range res {
+			if r.Sent != 0 || r.Received != 0 {
+				t.Errorf("%s with sends refused: %+v", labAnswer[i], r)
+			}
+		}
+		if st := p.Stats(); st.SendErrors != uint64(4*len(labAnswer)) {
+			t.Errorf("send errors %d, want %d", st.SendErrors, 4*len(labAnswer))
+		}
+		return
+	}
 
 	addrs := append(append([]netip.Addr{}, labAnswer...), labSlow...)
 	addrs = append(addrs, labDead, labRemoved)
