@@ -21,6 +21,9 @@ go vet ./...
 echo "== go build"
 go build -o /dev/null .
 
+echo "== govulncheck"
+./scripts/vulncheck.sh | tail -4
+
 echo "== go test -race"
 go test -race -count=1 -timeout 15m ./...
 
