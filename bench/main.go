@@ -383,21 +383,21 @@ func measureFping(n int) {
 // on the same targets at a 15 s interval.
 func measureSmokeping(n int) {
 	const bin = "/usr/bin/prometheus-smokeping-prober"
-	if _, err := os.Stat(bin); err != nil {
-		add("peers", fmt.Sprintf("N=%d smokeping_prober", n), "not installed (apt-get install prometheus-smokeping-prober)", "", "")
+	l, _, cfg, ok := peerLab(n, bin, "prometheus-smokeping-prober", func(addrs []netip.Addr) string {
+		var b strings.Builder
+		b.WriteString("targets:\n- hosts:\n")
+		for _, a := range addrs {
+			fmt.Fprintf(&b, "  - %s\n", a)
+		}
+		b.WriteString("  interval: 15s\n  network: ip4\n  protocol: icmp\n")
+		return b.String()
+	})
+	if !ok {
 		return
 	}
-	l, addrs := lab(n)
 	defer l.Close()
-	cfg, _ := os.CreateTemp("", "smokeping-*.yml")
-	defer os.Remove(cfg.Name())
-	fmt.Fprintln(cfg, "targets:\n- hosts:")
-	for _, a := range addrs {
-		fmt.Fprintf(cfg, "  - %s\n", a)
-	}
-	fmt.Fprintln(cfg, "  interval: 15s\n  network: ip4\n  protocol: icmp")
-	cfg.Close()
-	args := append(l.ExecPrefix(), bin, "--config.file="+cfg.Name(), "--web.listen-address=127.0.0.1:19374", "--privileged", "--log.level=error")
+	defer os.Remove(cfg)
+	args := append(l.ExecPrefix(), bin, "--config.file="+cfg, "--web.listen-address=127.0.0.1:19374", "--privileged", "--log.level=error")
 	measurePeerProcess(l, fmt.Sprintf("N=%d smokeping_prober 0.6.1", n), args, n, func(client *http.Client) (float64, float64) {
 		m, _, err := scrape(client, "http://127.0.0.1:19374/metrics")
 		if err != nil {
@@ -407,21 +407,35 @@ func measureSmokeping(n int) {
 	}, nil)
 }
 
+// peerLab prepares a peer's run: checks it is installed, builds the lab and
+// writes its configuration file.
+func peerLab(n int, bin, pkg string, config func([]netip.Addr) string) (*netlab.Lab, []netip.Addr, string, bool) {
+	if _, err := os.Stat(bin); err != nil {
+		add("peers", fmt.Sprintf("N=%d %s", n, filepath.Base(bin)), "not installed (apt-get install "+pkg+")", "", "")
+		return nil, nil, "", false
+	}
+	l, addrs := lab(n)
+	f, err := os.CreateTemp("", "peer-*.yml")
+	must(err)
+	_, err = f.WriteString(config(addrs))
+	must(err)
+	must(f.Close())
+	return l, addrs, f.Name(), true
+}
+
 // measureBlackbox runs Debian's blackbox_exporter with an ICMP module and
 // drives /probe for every target every 15 s, as a Prometheus would.
 func measureBlackbox(n int) {
 	const bin = "/usr/bin/prometheus-blackbox-exporter"
-	if _, err := os.Stat(bin); err != nil {
-		add("peers", fmt.Sprintf("N=%d blackbox_exporter", n), "not installed (apt-get install prometheus-blackbox-exporter)", "", "")
+	l, addrs, cfg, ok := peerLab(n, bin, "prometheus-blackbox-exporter", func([]netip.Addr) string {
+		return "modules:\n  icmp:\n    prober: icmp\n    timeout: 1s\n    icmp:\n      preferred_ip_protocol: ip4\n"
+	})
+	if !ok {
 		return
 	}
-	l, addrs := lab(n)
 	defer l.Close()
-	cfg, _ := os.CreateTemp("", "blackbox-*.yml")
-	defer os.Remove(cfg.Name())
-	fmt.Fprintln(cfg, "modules:\n  icmp:\n    prober: icmp\n    timeout: 1s\n    icmp:\n      preferred_ip_protocol: ip4")
-	cfg.Close()
-	args := append(l.ExecPrefix(), bin, "--config.file="+cfg.Name(), "--web.listen-address=127.0.0.1:19115", "--log.level=error")
+	defer os.Remove(cfg)
+	args := append(l.ExecPrefix(), bin, "--config.file="+cfg, "--web.listen-address=127.0.0.1:19115", "--log.level=error")
 	var mu sync.Mutex
 	var probes, succeeded float64
 	driver := func(ctx context.Context, client *http.Client) {

@@ -208,7 +208,7 @@ func TestAlertChain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := w.startExporter(t, `openstack:
+	w.startExporter(t, `openstack:
   scope: host
   host: `+hvHost+`
   refresh_interval: 3s
@@ -226,7 +226,6 @@ probe:
 			t.Logf("prometheus log:\n%s\nalertmanager log:\n%s", prom.Log(), am.Log())
 		}
 	}()
-	_ = e
 
 	// Phase 1: the fleet's standing issue pages the ticket queue; healthy
 	// servers page nobody.

@@ -50,6 +50,8 @@ var (
 		"ICMP echo requests sent to the address.", targetLabels, nil)
 	icmpReceivedDesc = prometheus.NewDesc("openstack_vm_icmp_packets_received_total",
 		"Matching ICMP echo replies received in time from the address.", targetLabels, nil)
+	rttDesc = prometheus.NewDesc("openstack_vm_icmp_rtt_seconds",
+		"Round-trip time of ICMP echo replies.", targetLabels, nil)
 
 	probeTargetsDesc = prometheus.NewDesc("openstack_vm_probe_targets",
 		"Addresses in the last probe cycle.", nil, nil)
@@ -191,22 +193,20 @@ func boolFloat(b bool) float64 {
 	return 0
 }
 
-// RTTCollector exports the per-address RTT histograms. Each histogram is a
-// live client_golang histogram with its labels as constant labels (so native
-// histograms come for free), which makes this collector unchecked: it
-// describes nothing.
+// RTTCollector exports the per-address RTT histograms, classic and native
+// buckets both.
 type RTTCollector struct {
 	p *Prober
 }
 
-// Describe sends nothing: the descriptors vary with the targets.
-func (c *RTTCollector) Describe(chan<- *prometheus.Desc) {}
+// Describe sends the descriptor.
+func (c *RTTCollector) Describe(ch chan<- *prometheus.Desc) { ch <- rttDesc }
 
-// Collect sends one histogram per target.
+// Collect sends one histogram per address.
 func (c *RTTCollector) Collect(ch chan<- prometheus.Metric) {
 	c.p.mu.RLock()
 	defer c.p.mu.RUnlock()
 	for _, st := range c.p.targets {
-		ch <- st.rtt
+		ch <- st.rtt.metric(rttDesc, st.values...)
 	}
 }

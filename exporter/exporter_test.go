@@ -397,4 +397,25 @@ func TestTextWriterMatchesGenericPath(t *testing.T) {
 	if !strings.Contains(rec.Header().Get("Content-Type"), "protobuf") {
 		t.Errorf("protobuf not served: %s", rec.Header().Get("Content-Type"))
 	}
+	dec := expfmt.NewDecoder(rec.Body, expfmt.NewFormat(expfmt.TypeProtoDelim))
+	native := false
+	for {
+		var mf dto.MetricFamily
+		if err := dec.Decode(&mf); err != nil {
+			break
+		}
+		if mf.GetName() != "openstack_vm_icmp_rtt_seconds" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			h := m.GetHistogram()
+			// Two cycles of two replies each: 300µs and 40ms, twice.
+			if h.GetSampleCount() == 4 && h.GetSchema() == 3 && len(h.GetPositiveSpan()) == 2 && len(h.GetBucket()) == 12 {
+				native = true
+			}
+		}
+	}
+	if !native {
+		t.Error("no native histogram with classic buckets in the protobuf exposition")
+	}
 }

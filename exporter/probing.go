@@ -8,7 +8,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/config"
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/inventory"
@@ -44,39 +43,24 @@ type ProbeHealth struct {
 
 type targetState struct {
 	target   Target
-	labels   []byte // escaped, for the text writer
+	labels   []byte   // escaped, for the text writer
+	values   []string // label values, for the collectors
+	le       []string // rendered le labels of the buckets
 	up       float64
 	sent     uint64
 	received uint64
-	// The RTT twice: client_golang's histogram (native buckets, protobuf
-	// path) and the classic buckets the text writer reads without copies.
-	rtt     prometheus.Histogram
-	bounds  []float64
-	le      []string
-	buckets []uint64 // not cumulative
-	sum     float64
-	count   uint64
+	rtt      *rttHistogram
 }
 
 func newTargetState(t Target, bounds []float64) *targetState {
 	return &targetState{
-		target: t, rtt: newRTTHistogram(t, bounds),
+		target: t,
 		labels: labelsOf("id", t.ServerID, "name", t.Name, "project_id", t.ProjectID, "host", t.Host,
 			"network", t.Network, "address", t.Addr.String()),
-		bounds: bounds, le: leLabels(bounds), buckets: make([]uint64, len(bounds)),
+		values: []string{t.ServerID, t.Name, t.ProjectID, t.Host, t.Network, t.Addr.String()},
+		le:     leLabels(bounds),
+		rtt:    newRTTHistogram(bounds),
 	}
-}
-
-func (st *targetState) observe(seconds float64) {
-	st.rtt.Observe(seconds)
-	for i, b := range st.bounds {
-		if seconds <= b {
-			st.buckets[i]++
-			break
-		}
-	}
-	st.sum += seconds
-	st.count++
 }
 
 // NewProber returns a prober over the snapshots inv returns.
@@ -208,7 +192,7 @@ func (p *Prober) Cycle(ctx context.Context) {
 			st.up = 1
 		}
 		for _, rtt := range r.RTTs {
-			st.observe(rtt.Seconds())
+			st.rtt.observe(rtt.Seconds())
 		}
 	}
 	for k := range p.targets {
@@ -244,24 +228,4 @@ func (p *Prober) EngineStats() probes.Stats {
 	st.SendErrors += cur.SendErrors
 	st.SocketErrors += cur.SocketErrors
 	return st
-}
-
-func newRTTHistogram(t Target, buckets []float64) prometheus.Histogram {
-	return prometheus.NewHistogram(prometheus.HistogramOpts{
-		Name:        "openstack_vm_icmp_rtt_seconds",
-		Help:        "Round-trip time of ICMP echo replies.",
-		ConstLabels: t.labels(),
-		Buckets:     buckets,
-		// Also a native histogram, for scrapers that negotiate it.
-		NativeHistogramBucketFactor:     1.1,
-		NativeHistogramMaxBucketNumber:  100,
-		NativeHistogramMinResetDuration: time.Hour,
-	})
-}
-
-func (t Target) labels() prometheus.Labels {
-	return prometheus.Labels{
-		"id": t.ServerID, "name": t.Name, "project_id": t.ProjectID, "host": t.Host,
-		"network": t.Network, "address": t.Addr.String(),
-	}
 }

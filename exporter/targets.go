@@ -52,8 +52,8 @@ func SelectTargets(snap *inventory.Snapshot, cfg *config.ICMP) Selection {
 			}
 			addrType := a.Type
 			if addrType == "" {
-				// Nova leaves the type out only for addresses it did not
-				// allocate through Neutron floating IPs.
+				// Without OS-EXT-IPS:type (nova-network, very old Nova)
+				// an address is the server's own: a fixed one.
 				addrType = "fixed"
 			}
 			if !cfg.WantsAddress(a.Addr, addrType, a.Network) {

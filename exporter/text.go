@@ -278,12 +278,12 @@ func (p *Prober) writeTargets(t *textWriter) {
 	for _, st := range states {
 		var cum uint64
 		for i, le := range st.le {
-			cum += st.buckets[i]
+			cum += st.rtt.classic[i]
 			t.sample("openstack_vm_icmp_rtt_seconds_bucket", st.labels, le, float64(cum))
 		}
-		t.sample("openstack_vm_icmp_rtt_seconds_bucket", st.labels, `le="+Inf"`, float64(st.count))
-		t.sample("openstack_vm_icmp_rtt_seconds_sum", st.labels, "", st.sum)
-		t.sample("openstack_vm_icmp_rtt_seconds_count", st.labels, "", float64(st.count))
+		t.sample("openstack_vm_icmp_rtt_seconds_bucket", st.labels, `le="+Inf"`, float64(st.rtt.count))
+		t.sample("openstack_vm_icmp_rtt_seconds_sum", st.labels, "", st.rtt.sum)
+		t.sample("openstack_vm_icmp_rtt_seconds_count", st.labels, "", float64(st.rtt.count))
 	}
 }
 

@@ -29,14 +29,24 @@ func startStandin(t *testing.T) *standin.Cloud {
 
 func newTestInventory(t *testing.T, cloud *standin.Cloud, mutate func(*config.OpenStack)) *Inventory {
 	t.Helper()
+	return inventoryFromEnv(t, cloud.Env(), func(c *config.OpenStack) {
+		c.Timeout, c.PageSize = 5*time.Second, 10
+		if mutate != nil {
+			mutate(c)
+		}
+	})
+}
+
+// inventoryFromEnv builds an inventory the way the exporter does, from OS_*
+// variables (only those given) and the default configuration in scope all.
+func inventoryFromEnv(t *testing.T, env map[string]string, mutate func(*config.OpenStack)) *Inventory {
+	t.Helper()
 	clearOSEnv(t)
-	for k, v := range cloud.Env() {
+	for k, v := range env {
 		t.Setenv(k, v)
 	}
 	cfg := config.Default().OpenStack
 	cfg.Scope = "all"
-	cfg.Timeout = 5 * time.Second
-	cfg.PageSize = 10
 	if mutate != nil {
 		mutate(&cfg)
 	}
@@ -48,11 +58,7 @@ func newTestInventory(t *testing.T, cloud *standin.Cloud, mutate func(*config.Op
 	if err != nil {
 		t.Fatal(err)
 	}
-	host := ""
-	if cfg.Scope == "host" {
-		host = cfg.Host
-	}
-	return New(Options{OpenStack: cfg, Host: host, KeepMetadata: []string{"monitoring_icmp"}}, client)
+	return New(Options{OpenStack: cfg, Host: cfg.Host, KeepMetadata: []string{"monitoring_icmp"}}, client)
 }
 
 func fleet(n int, host func(i int) string) []standin.Server {

@@ -30,25 +30,12 @@ func startLab(t *testing.T) *openstacklab.Lab {
 
 func labInventory(t *testing.T, env map[string]string, mutate func(*config.OpenStack)) *Inventory {
 	t.Helper()
-	clearOSEnv(t)
-	for k, v := range env {
-		t.Setenv(k, v)
-	}
-	cfg := config.Default().OpenStack
-	cfg.Scope = "all"
-	cfg.PageSize = 25
-	if mutate != nil {
-		mutate(&cfg)
-	}
-	creds, err := LoadCredentials(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	client, err := NewClient(creds, ClientOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return New(Options{OpenStack: cfg, Host: cfg.Host, KeepMetadata: []string{"monitoring_icmp"}}, client)
+	return inventoryFromEnv(t, env, func(c *config.OpenStack) {
+		c.PageSize = 25
+		if mutate != nil {
+			mutate(c)
+		}
+	})
 }
 
 func labFleet() []openstacklab.Server {
