@@ -8,7 +8,6 @@ import (
 	"sync"
 	"time"
 
-
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/config"
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/inventory"
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/probes"
