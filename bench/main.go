@@ -317,7 +317,7 @@ probe:
 	}
 	cycleDur := single(m, "openstack_vm_probe_cycle_duration_seconds")
 	perProbe := time.Duration(float64(cpu) / (wall.Seconds() / 15) / float64(n))
-	add("probing", label+": CPU", pct(cpu, wall)+fmt.Sprintf(" (%v per 15 s cycle, %v per probe)", (cpu*15*time.Second/wall).Round(time.Millisecond), perProbe.Round(100*time.Nanosecond)),
+	add("probing", label+": CPU", pct(cpu, wall)+fmt.Sprintf(" (%v per 15 s cycle, %v per probe)", time.Duration(float64(cpu)*15/wall.Seconds()).Round(time.Millisecond), perProbe.Round(100*time.Nanosecond)),
 		"≤ 5% of a core at 10,000", ok(n > 10000 || 100*cpu.Seconds()/wall.Seconds() <= 5))
 	add("probing", label+": RSS (max)", mib(maxRSS)+fmt.Sprintf(", %d threads", threads(cmd.Process.Pid)), "< 100 MiB at 10,000", ok(n > 10000 || maxRSS < 100<<20))
 	add("probing", label+": cycle duration", fmt.Sprintf("%.2f s", cycleDur), "well under 15 s", ok(cycleDur < 10))

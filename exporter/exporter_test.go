@@ -2,8 +2,10 @@ package exporter
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -389,6 +391,16 @@ func TestTextWriterMatchesGenericPath(t *testing.T) {
 	if rec.Header().Get("Content-Encoding") != "gzip" || !bytes.HasPrefix(rec.Body.Bytes(), []byte{0x1f, 0x8b}) {
 		t.Error("gzip not honoured")
 	}
+	zr, err := gzip.NewReader(rec.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unzipped, _ := io.ReadAll(zr)
+	plain := httptest.NewRecorder()
+	f.svc.Handler(promhttp.HandlerOpts{}).ServeHTTP(plain, req)
+	if got, want := familyNames(t, unzipped), familyNames(t, plain.Body.Bytes()); got != want {
+		t.Errorf("gzip body holds %s, plain %s", got, want)
+	}
 	// A scraper asking for protobuf gets the native histogram.
 	pb := httptest.NewRequest(http.MethodGet, "/metrics", nil)
 	pb.Header.Set("Accept", "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited")
@@ -418,4 +430,19 @@ func TestTextWriterMatchesGenericPath(t *testing.T) {
 	if !native {
 		t.Error("no native histogram with classic buckets in the protobuf exposition")
 	}
+}
+
+func familyNames(t *testing.T, text []byte) string {
+	t.Helper()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(bytes.NewReader(text))
+	if err != nil {
+		t.Fatalf("parsing: %v", err)
+	}
+	var names []string
+	for n, f := range fams {
+		names = append(names, fmt.Sprintf("%s:%d", n, len(f.GetMetric())))
+	}
+	sort.Strings(names)
+	return strings.Join(names, " ")
 }

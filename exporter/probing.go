@@ -26,7 +26,9 @@ type Prober struct {
 
 	mu      sync.RWMutex
 	targets map[key]*targetState
-	health  ProbeHealth
+	// generation counts changes of targets, for caches of what they render.
+	generation uint64
+	health     ProbeHealth
 }
 
 // ProbeHealth is the state of the probe loop.
@@ -81,6 +83,7 @@ func (p *Prober) SetConfig(cfg config.ICMP, engine probes.Prober) (old probes.Pr
 		// Histograms cannot change buckets; start the series anew.
 		p.mu.Lock()
 		p.targets = map[key]*targetState{}
+		p.generation++
 		p.mu.Unlock()
 	}
 	p.cfg = cfg
@@ -137,7 +140,10 @@ func (p *Prober) Cycle(ctx context.Context) {
 	cfg, engine := p.current()
 	if !cfg.Enabled || engine == nil {
 		p.mu.Lock()
-		p.targets = map[key]*targetState{}
+		if len(p.targets) > 0 {
+			p.targets = map[key]*targetState{}
+			p.generation++
+		}
 		p.health.Targets = 0
 		p.mu.Unlock()
 		return
@@ -203,6 +209,7 @@ func (p *Prober) Cycle(ctx context.Context) {
 	p.health.LastDuration = took
 	p.health.LastCycleEnd = time.Now()
 	p.health.Cycles++
+	p.generation++
 	p.health.InvalidAddrs = sel.Invalid
 	p.health.DuplicateAddr = duplicates
 }
@@ -212,6 +219,13 @@ func (p *Prober) Health() ProbeHealth {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	return p.health
+}
+
+// Generation changes whenever the targets or their results do.
+func (p *Prober) Generation() uint64 {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return p.generation
 }
 
 // EngineStats returns the engines' failure counters, those of engines

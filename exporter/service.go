@@ -31,6 +31,7 @@ type Service struct {
 	registry *prometheus.Registry
 	small    *prometheus.Registry
 	labels   serverLabels
+	gzip     gzipCache
 	inv      *inventory.Inventory
 	prober   *Prober
 
@@ -164,8 +165,9 @@ func (s *Service) Ready() bool {
 // after the first successful refresh: before it there is nothing to probe.
 func (s *Service) Run(ctx context.Context) {
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
 	go func() { defer wg.Done(); s.inv.Run(ctx) }()
+	go func() { defer wg.Done(); s.keepGzipWarm(ctx) }()
 	go func() {
 		defer wg.Done()
 		select {

@@ -1,13 +1,16 @@
 package exporter
 
 import (
+	"bytes"
 	"compress/gzip"
+	"context"
 	"io"
 	"math"
 	"net/http"
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/common/expfmt"
@@ -42,19 +45,15 @@ func (s *Service) Handler(opts promhttp.HandlerOpts) http.Handler {
 			return
 		}
 		w.Header().Set("Content-Type", string(expfmt.NewFormat(expfmt.TypeTextPlain)))
-		out := io.Writer(w)
+		var err error
 		if gzipAccepted(r.Header.Get("Accept-Encoding")) {
 			w.Header().Set("Content-Encoding", "gzip")
 			w.Header().Add("Vary", "Accept-Encoding")
-			gz := gzipPool.Get().(*gzip.Writer)
-			gz.Reset(w)
-			defer func() {
-				gz.Close()
-				gzipPool.Put(gz)
-			}()
-			out = gz
+			err = s.writeGzip(w)
+		} else {
+			err = s.WriteText(w)
 		}
-		if err := s.WriteText(out); err != nil && opts.ErrorLog != nil {
+		if err != nil && opts.ErrorLog != nil {
 			opts.ErrorLog.Println("writing metrics:", err)
 		}
 	})
@@ -80,12 +79,99 @@ func gzipAccepted(header string) bool {
 // families directly, the exporter's own (health, Go, process, build) through
 // the registry that holds them.
 func (s *Service) WriteText(w io.Writer) error {
+	if err := s.writeLarge(w); err != nil {
+		return err
+	}
+	return s.writeSmall(w)
+}
+
+func (s *Service) writeLarge(w io.Writer) error {
 	tw := &textWriter{w: w, buf: make([]byte, 0, 64<<10)}
 	s.writeServers(tw)
 	s.prober.writeTargets(tw)
-	if err := tw.flush(); err != nil {
+	return tw.flush()
+}
+
+// gzipCache keeps the large families compressed, as a gzip member of its
+// own, for as long as the inventory snapshot and the probe cycle they were
+// written from are current: compressing tens of megabytes is most of a
+// gzip scrape's cost, and the data changes only once a cycle.
+type gzipCache struct {
+	mu       sync.Mutex
+	snap     *inventory.Snapshot
+	cycle    uint64 // the prober's generation
+	data     []byte
+	lastUsed time.Time
+}
+
+// writeGzip writes the exposition as gzip: the cached member of the large
+// families, then a fresh member for the rest (gzip readers read
+// concatenated members as one stream).
+func (s *Service) writeGzip(w io.Writer) error {
+	data, err := s.compressedLarge(true)
+	if err != nil {
 		return err
 	}
+	if _, err := w.Write(data); err != nil {
+		return err
+	}
+	gz := gzipPool.Get().(*gzip.Writer)
+	defer gzipPool.Put(gz)
+	gz.Reset(w)
+	if err := s.writeSmall(gz); err != nil {
+		return err
+	}
+	return gz.Close()
+}
+
+// compressedLarge returns the compressed large families, rebuilding them if
+// the snapshot or the probe cycle changed since.
+func (s *Service) compressedLarge(used bool) ([]byte, error) {
+	c := &s.gzip
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if used {
+		c.lastUsed = time.Now()
+	}
+	snap, cycle := s.inv.Snapshot(), s.prober.Generation()
+	if c.data != nil && c.snap == snap && c.cycle == cycle {
+		return c.data, nil
+	}
+	var b bytes.Buffer
+	gz := gzipPool.Get().(*gzip.Writer)
+	defer gzipPool.Put(gz)
+	gz.Reset(&b)
+	if err := s.writeLarge(gz); err != nil {
+		return nil, err
+	}
+	if err := gz.Close(); err != nil {
+		return nil, err
+	}
+	c.snap, c.cycle, c.data = snap, cycle, b.Bytes()
+	return c.data, nil
+}
+
+// keepGzipWarm rebuilds the compressed families right after they change,
+// off the scrape path, as long as gzip scrapes keep coming.
+func (s *Service) keepGzipWarm(ctx context.Context) {
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		s.gzip.mu.Lock()
+		recent := time.Since(s.gzip.lastUsed) < 5*time.Minute
+		s.gzip.mu.Unlock()
+		if recent {
+			_, _ = s.compressedLarge(false)
+		}
+	}
+}
+
+func (s *Service) writeSmall(w io.Writer) error {
 	families, err := s.small.Gather()
 	for _, f := range families {
 		if _, werr := expfmt.MetricFamilyToText(w, f); werr != nil {
