@@ -446,3 +446,26 @@ func familyNames(t *testing.T, text []byte) string {
 	sort.Strings(names)
 	return strings.Join(names, " ")
 }
+
+// An address that moves to another server (a floating IP reassigned, a
+// port moved) starts a new series under the new server; the old one goes.
+func TestAddressMovesToAnotherServer(t *testing.T) {
+	f := newFixture(t, []standin.Server{
+		{ID: "s-a", Name: "a", Host: "cmp-1", VMState: "active", PowerState: 1,
+			Addresses: []standin.Address{{Network: "public", Addr: "198.19.0.9", Type: "floating"}}},
+		{ID: "s-b", Name: "b", Host: "cmp-1", VMState: "active", PowerState: 1},
+	})
+	f.engine.answers[netip.MustParseAddr("198.19.0.9")] = probes.Result{Sent: 3, Received: 3, RTTs: []time.Duration{time.Millisecond, time.Millisecond, time.Millisecond}}
+	f.refreshAndProbe(t)
+	f.refreshAndProbe(t)
+	f.cloud.Update("s-a", func(s *standin.Server) { s.Addresses = nil })
+	f.cloud.Update("s-b", func(s *standin.Server) {
+		s.Addresses = []standin.Address{{Network: "public", Addr: "198.19.0.9", Type: "floating"}}
+	})
+	f.refreshAndProbe(t)
+	_, fams := f.scrape(t)
+	if m := find(fams, "openstack_vm_icmp_packets_sent_total", map[string]string{"address": "198.19.0.9"}); len(m) != 1 ||
+		metricLabels(m[0])["id"] != "s-b" || m[0].GetCounter().GetValue() != 3 {
+		t.Errorf("after the move: %v", m)
+	}
+}
