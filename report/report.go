@@ -280,7 +280,7 @@ code { font-size: .85rem; }
 </table>
 <h2>How to fix</h2>
 {{range $i, $f := .Findings}}{{if $f.Mitigation}}
-<details{{if eq $i 0}} open{{end}}><summary>{{$f.Alert}} — {{index $f.Labels "name"}}{{index $f.Labels "host"}}</summary>
+<details{{if eq $i 0}} open{{end}}><summary>{{$f.Alert}} — {{with index $f.Labels "name"}}{{.}}{{else}}{{index $f.Labels "host"}}{{end}}</summary>
 <p><a href="{{$f.RunbookURL}}">Runbook</a></p>
 <pre>{{$f.Mitigation}}</pre>
 </details>{{end}}{{end}}
