@@ -154,6 +154,20 @@ func procStat(pid int) (cpu time.Duration, rss int64) {
 	return
 }
 
+// steadyState watches a process over -cycles probe intervals: the CPU it
+// used, the time that took, and its largest resident set.
+func steadyState(pid int) (cpu, wall time.Duration, maxRSS int64) {
+	cpu0, _ := procStat(pid)
+	t0 := time.Now()
+	for time.Since(t0) < time.Duration(*cycles)*15*time.Second {
+		time.Sleep(time.Second)
+		_, rss := procStat(pid)
+		maxRSS = max(maxRSS, rss)
+	}
+	cpu1, _ := procStat(pid)
+	return cpu1 - cpu0, time.Since(t0), maxRSS
+}
+
 func threads(pid int) int {
 	entries, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
 	return len(entries)
@@ -293,17 +307,7 @@ probe:
 
 	// Steady state over whole cycles.
 	time.Sleep(2 * time.Second)
-	cpu0, _ := procStat(cmd.Process.Pid)
-	t0 := time.Now()
-	var maxRSS int64
-	for time.Since(t0) < time.Duration(*cycles)*15*time.Second {
-		time.Sleep(time.Second)
-		_, rss := procStat(cmd.Process.Pid)
-		maxRSS = max(maxRSS, rss)
-	}
-	cpu1, _ := procStat(cmd.Process.Pid)
-	wall := time.Since(t0)
-	cpu := cpu1 - cpu0
+	cpu, wall, maxRSS := steadyState(cmd.Process.Pid)
 
 	m, _, err := scrape(client, base+"/metrics")
 	must(err)
@@ -493,22 +497,12 @@ func measurePeerProcess(l *netlab.Lab, label string, args []string, n int, count
 	}
 	time.Sleep(15 * time.Second) // one interval of warm-up
 	s0, r0 := counts(client)
-	cpu0, _ := procStat(cmd.Process.Pid)
-	t0 := time.Now()
-	var maxRSS int64
-	for time.Since(t0) < time.Duration(*cycles)*15*time.Second {
-		time.Sleep(time.Second)
-		_, rss := procStat(cmd.Process.Pid)
-		maxRSS = max(maxRSS, rss)
-	}
-	cpu1, _ := procStat(cmd.Process.Pid)
-	wall := time.Since(t0)
+	cpu, wall, maxRSS := steadyState(cmd.Process.Pid)
 	s1, r1 := counts(client)
 	missing := 0.0
 	if s1 > s0 {
 		missing = 100 * (1 - (r1-r0)/(s1-s0))
 	}
-	cpu := cpu1 - cpu0
 	perProbe := time.Duration(float64(cpu) / (wall.Seconds() / 15) / float64(n))
 	add("peers", label, fmt.Sprintf("%s (%v per probe), %s RSS, %d threads, %.1f%% of replies missing", pct(cpu, wall),
 		perProbe.Round(100*time.Nanosecond), mib(maxRSS), threads(cmd.Process.Pid), missing), "comparison", "")
