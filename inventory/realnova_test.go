@@ -179,6 +179,50 @@ func TestRealNovaInventory(t *testing.T) {
 			t.Errorf("err %v (reason %s)", err, Classify(err))
 		}
 	})
+
+	// A user disabled mid-run (`openstack user set --disable`): Keystone
+	// rejects its token and its next login; the exporter says "auth", keeps
+	// the last good inventory, and backs off instead of logging in again
+	// and again.
+	t.Run("user disabled mid-run", func(t *testing.T) {
+		const name, password = "lab-operator", "lab-operator-password"
+		if err := lab.CreateAdminUser(ctx, name, password); err != nil {
+			t.Fatal(err)
+		}
+		inv := labInventory(t, lab.AdminEnvFor(name, password), func(c *config.OpenStack) {
+			c.Scope, c.Host, c.RefreshInterval = "host", "cmp-0", time.Second
+		})
+		if err := inv.Refresh(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := lab.SetUserEnabled(ctx, name, false); err != nil {
+			t.Fatal(err)
+		}
+		err := inv.Refresh(ctx)
+		if Classify(err) != ReasonAuth {
+			t.Fatalf("refresh as a disabled user: %v (reason %s), want auth", err, Classify(err))
+		}
+		if strings.Contains(err.Error(), password) {
+			t.Error("password in the error")
+		}
+		if n := len(inv.Snapshot().Servers); n != 40 {
+			t.Errorf("%d servers served after the failure, want the last good 40", n)
+		}
+		// The loop backs off: attempts at about 0, 1, 3 and 7 s, not every
+		// second.
+		before := inv.Health().Refreshes
+		runCtx, cancel := context.WithTimeout(ctx, 8*time.Second)
+		defer cancel()
+		inv.Run(runCtx)
+		after := inv.Health()
+		attempts := after.Refreshes["full"] + after.Refreshes["incremental"] - before["full"] - before["incremental"]
+		if attempts < 2 || attempts > 5 {
+			t.Errorf("%d refresh attempts in 8 s as a disabled user; want backoff (about 4)", attempts)
+		}
+		if after.Up || after.Errors[ReasonAuth] < attempts {
+			t.Errorf("health after the run: %+v", after)
+		}
+	})
 }
 
 // Changes made through Nova's object layer reach the inventory by

@@ -441,6 +441,97 @@ func (l *Lab) RevokeToken(ctx context.Context, token string) error {
 	return nil
 }
 
+// CreateAdminUser creates a user with the admin role on the admin project,
+// through Keystone's API, for tests that change a user mid-run without
+// touching the lab's own admin.
+func (l *Lab) CreateAdminUser(ctx context.Context, name, password string) error {
+	project, err := l.keystoneFind(ctx, "projects", "admin")
+	if err != nil {
+		return err
+	}
+	role, err := l.keystoneFind(ctx, "roles", "admin")
+	if err != nil {
+		return err
+	}
+	var created struct {
+		User struct {
+			ID string `json:"id"`
+		} `json:"user"`
+	}
+	body := map[string]any{"user": map[string]any{"name": name, "domain_id": "default", "password": password}}
+	if err := l.keystone(ctx, http.MethodPost, "/users", body, &created); err != nil {
+		return err
+	}
+	return l.keystone(ctx, http.MethodPut, "/projects/"+project+"/users/"+created.User.ID+"/roles/"+role, nil, nil)
+}
+
+// SetUserEnabled enables or disables a user, as `openstack user set
+// --disable` does; Keystone then rejects the user's logins and tokens.
+func (l *Lab) SetUserEnabled(ctx context.Context, name string, enabled bool) error {
+	id, err := l.keystoneFind(ctx, "users", name)
+	if err != nil {
+		return err
+	}
+	return l.keystone(ctx, http.MethodPatch, "/users/"+id, map[string]any{"user": map[string]any{"enabled": enabled}}, nil)
+}
+
+// AdminEnvFor returns the lab admin's OS_* variables with another user's
+// name and password.
+func (l *Lab) AdminEnvFor(name, password string) map[string]string {
+	env := l.AdminEnv()
+	env["OS_USERNAME"], env["OS_PASSWORD"] = name, password
+	return env
+}
+
+func (l *Lab) keystoneFind(ctx context.Context, kind, name string) (string, error) {
+	var page map[string]json.RawMessage // the list under kind, beside "links"
+	if err := l.keystone(ctx, http.MethodGet, "/"+kind+"?name="+name, nil, &page); err != nil {
+		return "", err
+	}
+	var found []struct {
+		ID string `json:"id"`
+	}
+	if err := json.Unmarshal(page[kind], &found); err != nil {
+		return "", fmt.Errorf("keystone %s: %w", kind, err)
+	}
+	if len(found) != 1 {
+		return "", fmt.Errorf("keystone: %d %s named %q", len(found), kind, name)
+	}
+	return found[0].ID, nil
+}
+
+// keystone makes one call to Keystone's v3 API as the lab's admin.
+func (l *Lab) keystone(ctx context.Context, method, path string, body, out any) error {
+	token, err := l.Token(ctx)
+	if err != nil {
+		return err
+	}
+	var r io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		r = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequestWithContext(ctx, method, l.AuthURL()+path, r)
+	req.Header.Set("X-Auth-Token", token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := l.opts.HTTPClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if resp.StatusCode >= 300 {
+		return fmt.Errorf("keystone %s %s: %s: %s", method, path, resp.Status, bytes.TrimSpace(data))
+	}
+	if out == nil {
+		return nil
+	}
+	return json.Unmarshal(data, out)
+}
+
 // Get is a GET on Nova with a token and a microversion, for tests that look
 // at the API themselves.
 func (l *Lab) Get(ctx context.Context, token, microversion, path string) (int, []byte, error) {
