@@ -7,7 +7,7 @@
 #   docker run --cap-add NET_RAW -p 9735:9735 -e OS_CLOUD=mycloud \
 #     -v /etc/openstack:/etc/openstack:ro openstack-vm-exporter
 
-ARG GO_VERSION=1.26
+ARG GO_VERSION=1.27
 
 FROM golang:${GO_VERSION}-bookworm AS build
 WORKDIR /src

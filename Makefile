@@ -14,6 +14,9 @@ LDFLAGS  := -s -w \
 	-X $(VERSION_PKG).BuildUser=$(shell id -un 2>/dev/null)@$(shell hostname 2>/dev/null) \
 	-X $(VERSION_PKG).BuildDate=$(shell date -u +%Y%m%d-%H:%M:%S)
 GOFLAGS_BUILD := -trimpath -tags netgo,osusergo
+# The Go that builds releases (see scripts/goenv.sh for why).
+GOTOOLCHAIN ?= go1.27.3
+export GOTOOLCHAIN
 
 .PHONY: build test cross clean
 build:

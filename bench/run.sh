@@ -6,7 +6,7 @@
 #   sudo bench/run.sh -n 1000,10000,50000 -cycles 4
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export PATH="/usr/local/go/bin:$PATH"
+source scripts/goenv.sh
 WITH_BENCH_PEERS=1 ./scripts/setup.sh
 bin=$(mktemp -d)/openstack-vm-exporter
 trap 'rm -rf "$(dirname "$bin")"' EXIT

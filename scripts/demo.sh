@@ -6,7 +6,7 @@
 # loopback addresses needs raw sockets); Ctrl-C stops everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export PATH="/usr/local/go/bin:$PATH"
+source scripts/goenv.sh
 SETUP_PROFILE=demo ./scripts/setup.sh
 make build
 exec ./openstack-vm-exporter demo "$@"

@@ -7,6 +7,7 @@
 # what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/goenv.sh
 
 packages=(
   prometheus              # promtool, and the Prometheus of the end-to-end test and demo
@@ -50,7 +51,8 @@ if ((${#missing[@]})); then
 fi
 
 if ! command -v go >/dev/null; then
-  echo "setup: no Go toolchain on PATH (need Go 1.26 or later; /usr/local/go/bin?)" >&2
+  echo "setup: no Go on PATH (need Go 1.21 or later in /usr/local/go/bin or on PATH, to fetch $GOTOOLCHAIN)" >&2
   exit 1
 fi
+go version # fetches $GOTOOLCHAIN on first use
 go mod download

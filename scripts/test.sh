@@ -5,7 +5,7 @@
 # skip, without it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export PATH="/usr/local/go/bin:$PATH"
+source scripts/goenv.sh
 
 ./scripts/setup.sh
 
