@@ -12,6 +12,11 @@
 // with the namespace's own echo replies turned off.
 //
 // Addresses come from the benchmarking ranges 198.18.0.0/15 and 2001:2::/48.
+//
+// The lab starts no long-lived process (the delay responder is a goroutine
+// of the caller; ip and nft run to completion), so a test that dies on its
+// -timeout leaves only namespaces behind: the next Build removes those of
+// processes that no longer run.
 package netlab
 
 import (

@@ -28,6 +28,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -58,6 +59,10 @@ type Options struct {
 	// HTTPClient reaches the services (with NetNS: a client that dials
 	// from inside the namespace); default http.DefaultClient.
 	HTTPClient *http.Client
+	// NewPolicyDefaults runs Nova with its new policy defaults and scope
+	// checks (enforce_new_defaults, enforce_scope), as recent releases do
+	// by default; otherwise the legacy rules still apply beside them.
+	NewPolicyDefaults bool
 }
 
 // Lab is a running Keystone and Nova.
@@ -145,6 +150,9 @@ func Start(ctx context.Context, opts Options) (*Lab, error) {
 		return nil, err
 	}
 	l.ports = map[string]int{"keystone": ports[0], "nova": ports[1], "neutron": ports[2], "token_expiration": int(opts.TokenExpiration.Seconds())}
+	if opts.NewPolicyDefaults {
+		l.ports["new_policy_defaults"] = 1
+	}
 	b, _ := json.Marshal(l.ports)
 	if err := os.WriteFile(filepath.Join(opts.Dir, "ports.json"), b, 0o644); err != nil {
 		return nil, err
@@ -229,13 +237,40 @@ func (l *Lab) command(ctx context.Context, args ...string) *exec.Cmd {
 	return cmd
 }
 
+// startTied starts cmd so that the kernel kills it when the test process
+// dies: a test that panics on its -timeout runs no t.Cleanup, and would
+// leave Keystone and Nova running. It waits for cmd and sends Wait's result.
+// The parent-death signal follows the thread that forked, not the process,
+// and Go ends a thread whose goroutine exits locked to it (netlab.Do may):
+// the forking goroutine keeps its thread locked until the child is reaped.
+// (promstack.StartTied is the same; the lab does not depend on it.)
+func startTied(cmd *exec.Cmd) (<-chan error, error) {
+	cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
+	started, exited := make(chan error, 1), make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		exited <- cmd.Wait()
+	}()
+	return exited, <-started
+}
+
 // python runs one lab.py command to its end and returns its output.
 func (l *Lab) python(ctx context.Context, stdin io.Reader, args ...string) (string, error) {
 	cmd := l.command(ctx, args...)
 	cmd.Stdin = stdin
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
-	if err := cmd.Run(); err != nil {
+	exited, err := startTied(cmd)
+	if err == nil {
+		err = <-exited
+	}
+	if err != nil {
 		return out.String(), fmt.Errorf("lab.py %s: %v\n%s", args[0], err, tail(errOut.String(), 3000))
 	}
 	return out.String(), nil
@@ -250,17 +285,15 @@ func (l *Lab) serve(ctx context.Context, name, url string, args ...string) error
 	}
 	cmd := l.command(context.Background(), args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
-	if err := cmd.Start(); err != nil {
-		logFile.Close()
+	exited, err := startTied(cmd)
+	logFile.Close()
+	if err != nil {
 		return err
 	}
-	logFile.Close()
 	l.mu.Lock()
 	l.procs = append(l.procs, cmd)
 	l.logs[name] = logPath
 	l.mu.Unlock()
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
 	deadline := time.Now().Add(90 * time.Second)
 	for {
 		if l.answers(url) {
@@ -475,6 +508,146 @@ func (l *Lab) SetUserEnabled(ctx context.Context, name string, enabled bool) err
 	return l.keystone(ctx, http.MethodPatch, "/users/"+id, map[string]any{"user": map[string]any{"enabled": enabled}}, nil)
 }
 
+// CreateUser creates a user with roles on a project, creating the project
+// and the roles if they do not exist, through Keystone's API.
+func (l *Lab) CreateUser(ctx context.Context, name, password, project string, roles ...string) error {
+	projectID, err := l.keystoneEnsure(ctx, "projects", "project", map[string]any{"name": project, "domain_id": "default"})
+	if err != nil {
+		return err
+	}
+	var created struct {
+		User struct {
+			ID string `json:"id"`
+		} `json:"user"`
+	}
+	body := map[string]any{"user": map[string]any{"name": name, "domain_id": "default", "password": password, "default_project_id": projectID}}
+	if err := l.keystone(ctx, http.MethodPost, "/users", body, &created); err != nil {
+		return err
+	}
+	for _, role := range roles {
+		roleID, err := l.keystoneEnsure(ctx, "roles", "role", map[string]any{"name": role})
+		if err != nil {
+			return err
+		}
+		if err := l.keystone(ctx, http.MethodPut, "/projects/"+projectID+"/users/"+created.User.ID+"/roles/"+roleID, nil, nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// CreateApplicationCredential logs in as a user, scoped to a project, and
+// creates an application credential of that user, as `openstack
+// application credential create NAME` does: it holds the user's roles on
+// that project. It returns the credential's id and secret.
+func (l *Lab) CreateApplicationCredential(ctx context.Context, user, password, project, name string) (id, secret string, err error) {
+	body := map[string]any{"auth": map[string]any{
+		"identity": map[string]any{"methods": []string{"password"}, "password": map[string]any{
+			"user": map[string]any{"name": user, "domain": map[string]string{"id": "default"}, "password": password}}},
+		"scope": map[string]any{"project": map[string]any{"name": project, "domain": map[string]string{"id": "default"}}},
+	}}
+	var tok struct {
+		Token struct {
+			User struct {
+				ID string `json:"id"`
+			} `json:"user"`
+		} `json:"token"`
+	}
+	token, err := l.login(ctx, body, &tok)
+	if err != nil {
+		return "", "", err
+	}
+	var created struct {
+		Credential struct {
+			ID     string `json:"id"`
+			Secret string `json:"secret"`
+		} `json:"application_credential"`
+	}
+	err = l.keystoneAs(ctx, token, http.MethodPost, "/users/"+tok.Token.User.ID+"/application_credentials",
+		map[string]any{"application_credential": map[string]any{"name": name}}, &created)
+	return created.Credential.ID, created.Credential.Secret, err
+}
+
+// ApplicationCredentialToken logs in with an application credential.
+func (l *Lab) ApplicationCredentialToken(ctx context.Context, id, secret string) (string, error) {
+	return l.login(ctx, map[string]any{"auth": map[string]any{"identity": map[string]any{
+		"methods":                []string{"application_credential"},
+		"application_credential": map[string]string{"id": id, "secret": secret},
+	}}}, nil)
+}
+
+// ApplicationCredentialEnv returns OS_* variables that log in with an
+// application credential.
+func (l *Lab) ApplicationCredentialEnv(id, secret string) map[string]string {
+	return map[string]string{
+		"OS_AUTH_URL": l.AuthURL(), "OS_AUTH_TYPE": "v3applicationcredential",
+		"OS_APPLICATION_CREDENTIAL_ID": id, "OS_APPLICATION_CREDENTIAL_SECRET": secret,
+		"OS_REGION_NAME": "RegionOne", "OS_INTERFACE": "public", "OS_IDENTITY_API_VERSION": "3",
+	}
+}
+
+// SetNovaPolicy replaces the overrides of Nova's policy (policy.yaml, YAML
+// or JSON rules). Nova reads the file again at its next policy check.
+func (l *Lab) SetNovaPolicy(rules string) error {
+	path := filepath.Join(l.opts.Dir, "policy.yaml")
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(rules), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// login posts an authentication request and returns the token; out, if
+// not nil, receives the body.
+func (l *Lab) login(ctx context.Context, body map[string]any, out any) (string, error) {
+	b, err := json.Marshal(body)
+	if err != nil {
+		return "", err
+	}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, l.AuthURL()+"/auth/tokens", bytes.NewReader(b))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := l.opts.HTTPClient.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if resp.StatusCode != http.StatusCreated {
+		return "", fmt.Errorf("login: %s: %s", resp.Status, bytes.TrimSpace(data))
+	}
+	if out != nil {
+		if err := json.Unmarshal(data, out); err != nil {
+			return "", err
+		}
+	}
+	return resp.Header.Get("X-Subject-Token"), nil
+}
+
+// keystoneEnsure returns the id of the object of that name, creating it if
+// need be.
+func (l *Lab) keystoneEnsure(ctx context.Context, kind, singular string, body map[string]any) (string, error) {
+	var page map[string]json.RawMessage
+	if err := l.keystone(ctx, http.MethodGet, "/"+kind+"?name="+fmt.Sprint(body["name"]), nil, &page); err != nil {
+		return "", err
+	}
+	var found []struct {
+		ID string `json:"id"`
+	}
+	if err := json.Unmarshal(page[kind], &found); err != nil {
+		return "", fmt.Errorf("keystone %s: %w", kind, err)
+	}
+	if len(found) > 0 {
+		return found[0].ID, nil
+	}
+	var created map[string]struct {
+		ID string `json:"id"`
+	}
+	if err := l.keystone(ctx, http.MethodPost, "/"+kind, map[string]any{singular: body}, &created); err != nil {
+		return "", err
+	}
+	return created[singular].ID, nil
+}
+
 // AdminEnvFor returns the lab admin's OS_* variables with another user's
 // name and password.
 func (l *Lab) AdminEnvFor(name, password string) map[string]string {
@@ -506,6 +679,11 @@ func (l *Lab) keystone(ctx context.Context, method, path string, body, out any) 
 	if err != nil {
 		return err
 	}
+	return l.keystoneAs(ctx, token, method, path, body, out)
+}
+
+// keystoneAs makes one call to Keystone's v3 API with a token.
+func (l *Lab) keystoneAs(ctx context.Context, token, method, path string, body, out any) error {
 	var r io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)

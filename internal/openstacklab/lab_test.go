@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 )
@@ -186,4 +187,171 @@ func record(t *testing.T, lab *Lab, tok, activeID string) {
 	code, body, _ := lab.Get(ctx, "", "2.69", "/servers/detail")
 	os.WriteFile(filepath.Join(dir, "servers_no_token.json"), append(body, '\n'), 0o644)
 	os.WriteFile(filepath.Join(dir, "servers_no_token.json.request"), []byte(fmt.Sprintf("GET /servers/detail without a token -> %d\n", code)), 0o644)
+}
+
+// TestLeastPrivilegeRole proves docs/security.md: a user that is not admin,
+// holding a dedicated role through a project-scoped application
+// credential, reads what the exporter needs once Nova's policy.yaml grants
+// the role the rules the document lists; without each rule, Nova behaves as
+// the document says. Nova runs with its new policy defaults and scope
+// checks, the strictest setting.
+func TestLeastPrivilegeRole(t *testing.T) {
+	Require(t)
+	ctx := context.Background()
+	policy := docPolicy(t)
+	lab, err := Start(ctx, Options{Dir: t.TempDir(), NewPolicyDefaults: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lab.Close()
+	defer func() {
+		if t.Failed() {
+			t.Logf("openstack logs:\n%s", lab.Logs())
+		}
+	}()
+	var servers []Server
+	for i := 0; i < 6; i++ {
+		servers = append(servers, Server{
+			ID: fmt.Sprintf("10000000-0000-4000-8000-%012d", i), Name: fmt.Sprintf("lp-%d", i),
+			ProjectID: fmt.Sprintf("tenant-%d", i%3), Host: fmt.Sprintf("cmp-%d", i%2), VMState: "active", PowerState: 1,
+			Addresses: []Address{{Network: "provider", Address: fmt.Sprintf("198.18.0.%d", i+1), Type: "fixed"}},
+		})
+	}
+	if _, err := lab.Seed(ctx, servers); err != nil {
+		t.Fatal(err)
+	}
+	for host, state := range map[string]string{"cmp-0": "UP", "cmp-1": "DOWN"} {
+		if err := lab.SetComputeService(ctx, host, state); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// As docs/security.md creates them.
+	if err := lab.CreateUser(ctx, "vm-exporter", "lab-exporter-password", "monitoring", "reader", "vm-exporter"); err != nil {
+		t.Fatal(err)
+	}
+	id, secret, err := lab.CreateApplicationCredential(ctx, "vm-exporter", "lab-exporter-password", "monitoring", "openstack-vm-exporter")
+	if err != nil {
+		t.Fatal(err)
+	}
+	token, err := lab.ApplicationCredentialToken(ctx, id, secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	type view struct {
+		listCode, servicesCode int
+		hosts                  map[string]int // servers listed per OS-EXT-SRV-ATTR:host ("" when absent)
+		hostStatus             int            // servers listed with a host_status
+	}
+	look := func() view {
+		t.Helper()
+		v := view{hosts: map[string]int{}}
+		code, body, err := lab.Get(ctx, token, "2.69", "/servers/detail?all_tenants=1&host=cmp-0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		v.listCode = code
+		var l struct {
+			Servers []map[string]any `json:"servers"`
+		}
+		if code == 200 {
+			if err := json.Unmarshal(body, &l); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, s := range l.Servers {
+			h, _ := s["OS-EXT-SRV-ATTR:host"].(string)
+			v.hosts[h]++
+			if _, ok := s["host_status"]; ok {
+				v.hostStatus++
+			}
+		}
+		if v.servicesCode, _, err = lab.Get(ctx, token, "2.69", "/os-services?binary=nova-compute"); err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+
+	// Nova's defaults: admin only.
+	if v := look(); v.listCode != 403 || v.servicesCode != 403 {
+		t.Errorf("without the overrides: listing %d, services %d; want 403 and 403", v.listCode, v.servicesCode)
+	}
+
+	// With every override: cmp-0's three servers, of every project, with
+	// their host and host status, and the compute services.
+	if err := lab.SetNovaPolicy(policy); err != nil {
+		t.Fatal(err)
+	}
+	if v := look(); v.listCode != 200 || v.servicesCode != 200 || v.hosts["cmp-0"] != 3 || len(v.hosts) != 1 || v.hostStatus != 3 {
+		t.Errorf("with the overrides: %+v; want 3 servers of cmp-0, each with its host_status, and the services", v)
+	}
+
+	// Without each rule, what the document says.
+	effects := map[string]func(view) bool{
+		"os_compute_api:servers:detail:get_all_tenants": func(v view) bool { return v.listCode == 403 && v.servicesCode == 200 },
+		// The host filter dropped: every host's servers come back.
+		"os_compute_api:servers:allow_all_filters":     func(v view) bool { return v.listCode == 200 && v.hosts["cmp-0"] == 3 && v.hosts["cmp-1"] == 3 },
+		"os_compute_api:os-extended-server-attributes": func(v view) bool { return v.listCode == 200 && v.hosts[""] == 3 && len(v.hosts) == 1 },
+		"os_compute_api:servers:show:host_status":      func(v view) bool { return v.listCode == 200 && v.hosts["cmp-0"] == 3 && v.hostStatus == 0 },
+		"os_compute_api:os-services:list":              func(v view) bool { return v.listCode == 200 && v.hostStatus == 3 && v.servicesCode == 403 },
+	}
+	rules := map[string]bool{}
+	for _, line := range strings.Split(policy, "\n") {
+		if m := regexp.MustCompile(`^"([^"]+)":`).FindStringSubmatch(line); m != nil {
+			rules[m[1]] = true
+			effect, ok := effects[m[1]]
+			if !ok {
+				t.Errorf("docs/security.md grants %s, whose effect this test does not check", m[1])
+				continue
+			}
+			if err := lab.SetNovaPolicy(strings.ReplaceAll(policy, line+"\n", "")); err != nil {
+				t.Fatal(err)
+			}
+			if v := look(); !effect(v) {
+				t.Errorf("without %s: %+v, not what docs/security.md says", m[1], v)
+			}
+		}
+	}
+	for rule := range effects {
+		if !rules[rule] {
+			t.Errorf("docs/security.md does not grant %s", rule)
+		}
+	}
+
+	// One server of another project: Nova's database layer limits every
+	// user but an admin to the token's project, whatever the policy, so
+	// GET /servers/{id} answers 404; the listing with the uuid filter (an
+	// all_tenants listing, allowed by the overrides) finds it.
+	if err := lab.SetNovaPolicy(policy); err != nil {
+		t.Fatal(err)
+	}
+	if code, body, _ := lab.Get(ctx, token, "2.69", "/servers/"+servers[0].ID); code != 404 {
+		t.Errorf("GET /servers/{id} of another project: %d %.300s; docs/security.md says 404", code, body)
+	}
+	code, body, _ := lab.Get(ctx, token, "2.69", "/servers/detail?all_tenants=1&uuid="+servers[0].ID)
+	if code != 200 || !strings.Contains(string(body), servers[0].ID) || strings.Contains(string(body), servers[1].ID) {
+		t.Errorf("listing with uuid=%s: %d %.300s", servers[0].ID, code, body)
+	}
+}
+
+// docPolicy is the policy.yaml of docs/security.md: the yaml block after
+// the comment that marks it.
+func docPolicy(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile("../../docs/security.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile("(?s)<!-- nova policy.yaml, tested by internal/openstacklab -->\\s*```yaml\\n(.*?)```").FindSubmatch(b)
+	if m == nil {
+		t.Fatal("docs/security.md has no marked policy.yaml block")
+	}
+	// The block is indented in a list item.
+	var out strings.Builder
+	for _, line := range strings.Split(strings.TrimRight(string(m[1]), " "), "\n") {
+		if line = strings.TrimSpace(line); line != "" {
+			out.WriteString(line + "\n")
+		}
+	}
+	return out.String()
 }

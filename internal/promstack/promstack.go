@@ -1,7 +1,8 @@
 // Package promstack starts Debian's Prometheus and Alertmanager with the
 // bundled rules, for the demo and the end-to-end test: configuration files
 // written into a directory of the caller, loopback ports, and processes
-// stopped by Close.
+// stopped by Close, or killed by the kernel when the process that started
+// them dies (StartTied).
 package promstack
 
 import (
@@ -12,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -61,13 +63,33 @@ func New(opts Options) *Stack {
 // exporter, evaluating the rules, and sending alerts to an Alertmanager
 // (alertmanager may be empty).
 func PrometheusConfig(interval time.Duration, job, exporter, rulesFile, alertmanager string) string {
+	return prometheusConfig(interval, job, exporter, "", rulesFile, alertmanager)
+}
+
+// HostPrometheusConfig is PrometheusConfig for an exporter of one
+// hypervisor, scraped as deploy/prometheus/prometheus.yml advises: a host
+// target label naming the Nova host (so that up and the exporter's own
+// series say which hypervisor they watch), and honor_labels, so that the
+// servers' own host label is kept rather than renamed exported_host.
+func HostPrometheusConfig(interval time.Duration, job, exporter, host, rulesFile, alertmanager string) string {
+	return prometheusConfig(interval, job, exporter, host, rulesFile, alertmanager)
+}
+
+func prometheusConfig(interval time.Duration, job, exporter, host, rulesFile, alertmanager string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "global:\n  scrape_interval: %s\n  evaluation_interval: %s\n", interval, interval)
 	fmt.Fprintf(&b, "rule_files:\n  - %s\n", rulesFile)
 	if alertmanager != "" {
 		fmt.Fprintf(&b, "alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: [%q]\n", alertmanager)
 	}
-	fmt.Fprintf(&b, "scrape_configs:\n  - job_name: %s\n    static_configs:\n      - targets: [%q]\n", job, exporter)
+	fmt.Fprintf(&b, "scrape_configs:\n  - job_name: %s\n", job)
+	if host != "" {
+		b.WriteString("    honor_labels: true\n")
+	}
+	fmt.Fprintf(&b, "    static_configs:\n      - targets: [%q]\n", exporter)
+	if host != "" {
+		fmt.Fprintf(&b, "        labels:\n          host: %q\n", host)
+	}
 	return b.String()
 }
 
@@ -116,13 +138,13 @@ func (s *Stack) start(ctx context.Context, name, url, readyPath, binary string, 
 	}
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		logFile.Close()
+	exited, err := StartTied(cmd)
+	logFile.Close()
+	if err != nil {
 		return nil, err
 	}
-	logFile.Close()
 	p := &Process{Name: name, URL: url, cmd: cmd, log: logPath, done: make(chan struct{})}
-	go func() { _ = cmd.Wait(); close(p.done) }()
+	go func() { <-exited; close(p.done) }()
 	s.mu.Lock()
 	s.started = append(s.started, p)
 	s.mu.Unlock()
@@ -146,6 +168,35 @@ func (s *Stack) start(ctx context.Context, name, url, readyPath, binary string, 
 			return nil, fmt.Errorf("%s not ready within 60s:\n%s", name, p.Log())
 		}
 	}
+}
+
+// StartTied starts cmd so that the kernel kills it (SIGKILL) when the
+// process that started it dies: a test that panics on its -timeout runs no
+// t.Cleanup, and would leave its Prometheus, Alertmanager or exporter
+// running. It waits for cmd, and sends Wait's result on the channel.
+//
+// The kernel sends the parent-death signal when the thread that forked the
+// child exits, not the process, and Go ends a thread when a goroutine exits
+// while locked to it (netlab.Do does so when it cannot leave a namespace).
+// So the goroutine that forks keeps its thread locked until the child has
+// been reaped: no other goroutine can run on it, let alone end it.
+func StartTied(cmd *exec.Cmd) (<-chan error, error) {
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
+	started, exited := make(chan error, 1), make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		exited <- cmd.Wait()
+	}()
+	return exited, <-started
 }
 
 // Log returns the end of the program's log.

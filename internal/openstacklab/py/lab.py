@@ -73,6 +73,7 @@ username = nova
 password = {NOVA_PASSWORD}
 region_name = RegionOne
 """
+    new_defaults = "true" if p.get("new_policy_defaults") else "false"
     write(os.path.join(d, "nova.conf"), f"""[DEFAULT]
 transport_url = fake://
 host = lab-api
@@ -95,9 +96,15 @@ token_cache_time = -1
 {auth}[oslo_concurrency]
 lock_path = {d}/locks
 [oslo_policy]
-enforce_scope = false
-enforce_new_defaults = false
+enforce_scope = {new_defaults}
+enforce_new_defaults = {new_defaults}
+# Overrides a test sets (Lab.SetNovaPolicy); oslo.policy rereads the file
+# when it changes.
+policy_file = {d}/policy.yaml
 """)
+    policy = os.path.join(d, "policy.yaml")
+    if not os.path.exists(policy):
+        write(policy, "# Overrides of a test (Lab.SetNovaPolicy).\n")
     write(os.path.join(d, "api-paste.ini"), """[composite:osapi_compute]
 use = call:nova.api.openstack.urlmap:urlmap_factory
 /: oscomputeversions
