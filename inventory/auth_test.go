@@ -1,14 +1,27 @@
 package inventory
 
 import (
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/gophercloud/gophercloud/v2"
 
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/config"
+	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/standin"
 )
 
 const testSecret = "s3cr3t-Pa55word"
@@ -141,5 +154,143 @@ func TestRedactor(t *testing.T) {
 	var nilR *Redactor
 	if nilR.String("x") != "x" {
 		t.Error("nil redactor")
+	}
+	// A login echoed back: the secret JSON-escaped in the body, URL-escaped
+	// in a form or query.
+	odd := `Pw"with/slash%25and\back-7f3Q`
+	r = NewRedactor(nil, odd)
+	echo := `{"password":"Pw\"with/slash%25and\\back-7f3Q"} password=Pw%22with%2Fslash%2525and%5Cback-7f3Q path=Pw%22with%2Fslash%2525and%5Cback-7f3Q`
+	if got := r.String(echo); strings.Contains(got, "with") || strings.Count(got, "<redacted>") != 3 {
+		t.Errorf("escaped forms: %q", got)
+	}
+}
+
+// tlsKeystone serves the stand-in's Keystone over TLS with httptest's
+// self-signed certificate, and writes that certificate as a PEM file.
+func tlsKeystone(t *testing.T, cloud *standin.Cloud) (srv *httptest.Server, caFile string) {
+	t.Helper()
+	target, _ := url.Parse(cloud.URL)
+	srv = httptest.NewUnstartedServer(httputil.NewSingleHostReverseProxy(target))
+	// The rejected handshakes are the test's point, not noise to print.
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	caFile = filepath.Join(t.TempDir(), "ca.pem")
+	pemBytes := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
+	if err := os.WriteFile(caFile, pemBytes, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return srv, caFile
+}
+
+// TLS verification is on unless turned off; ca_file adds a CA.
+func TestTLSVerification(t *testing.T) {
+	cloud := startStandin(t)
+	cloud.Put(fleet(2, func(int) string { return "cmp-1" })...)
+	srv, caFile := tlsKeystone(t, cloud)
+	env := cloud.Env()
+	env["OS_AUTH_URL"] = srv.URL + "/identity/v3"
+	ctx := context.Background()
+
+	inv := inventoryFromEnv(t, env, nil)
+	err := inv.Refresh(ctx)
+	if err == nil {
+		t.Fatal("a self-signed Keystone was trusted")
+	}
+	if msg := inv.Health().LastError; !strings.Contains(msg, "x509: certificate signed by unknown authority") ||
+		!strings.Contains(msg, "openstack.ca_file") {
+		t.Errorf("error %q does not name the certificate problem and its remedy", msg)
+	}
+	if cloud.Logins() != 0 {
+		t.Error("credentials sent to an unverified server")
+	}
+
+	inv = inventoryFromEnv(t, env, func(c *config.OpenStack) { c.CAFile = caFile })
+	if err := inv.Refresh(ctx); err != nil {
+		t.Fatalf("with ca_file: %v", err)
+	}
+	if len(inv.Snapshot().Servers) != 2 {
+		t.Error("servers missing")
+	}
+
+	logger, logs := newLogger()
+	inv = loggedInventoryFromEnv(t, env, func(c *config.OpenStack) { c.Insecure = true }, logger)
+	if err := inv.Refresh(ctx); err != nil {
+		t.Fatalf("insecure: %v", err)
+	}
+	if out := logs.String(); !strings.Contains(out, "level=WARN") || !strings.Contains(out, "verification of the OpenStack API is OFF") {
+		t.Errorf("insecure without a warning; log:\n%s", out)
+	}
+}
+
+// ca_file is an extra CA: added to OS_CACERT's (or clouds.yaml's cacert),
+// or else to the system's, never in their place.
+func TestCAFileAddsToPool(t *testing.T) {
+	cloud := startStandin(t)
+	srvA, caA := tlsKeystone(t, cloud)
+	srvB, caB := tlsKeystone(t, cloud)
+	env := cloud.Env()
+	env["OS_CACERT"] = caA
+	clearOSEnv(t)
+	for k, v := range env {
+		t.Setenv(k, v)
+	}
+	cfg := config.Default().OpenStack
+	cfg.CAFile = caB
+	creds, err := LoadCredentials(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, srv := range []*httptest.Server{srvA, srvB} {
+		client := &http.Client{Transport: &http.Transport{TLSClientConfig: creds.TLS}}
+		resp, err := client.Get(srv.URL + "/identity/v3/")
+		if err != nil {
+			t.Errorf("%s not trusted with OS_CACERT and ca_file: %v", srv.URL, err)
+			continue
+		}
+		resp.Body.Close()
+	}
+
+	t.Setenv("OS_CACERT", "")
+	os.Unsetenv("OS_CACERT")
+	creds, err = LoadCredentials(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := x509.SystemCertPool()
+	if err != nil {
+		t.Skipf("no system pool: %v", err)
+	}
+	pemB, _ := os.ReadFile(caB)
+	want.AppendCertsFromPEM(pemB)
+	if !creds.TLS.RootCAs.Equal(want) {
+		t.Error("ca_file alone does not keep the system CAs")
+	}
+}
+
+func TestMessageCut(t *testing.T) {
+	r := NewRedactor(nil, testSecret)
+	short := fmt.Errorf("login with %s refused", testSecret)
+	if got := r.Message(short); got != "login with <redacted> refused" {
+		t.Errorf("short: %q", got)
+	}
+	// A secret whole before the cut is redacted; one cut in two is
+	// dropped, not half shown.
+	for _, at := range []int{10, MaxErrorBytes - len(testSecret), MaxErrorBytes - 5, MaxErrorBytes - 1} {
+		msg := strings.Repeat("é", at/2) + strings.Repeat("x", at%2) + testSecret + strings.Repeat("ü", 3000)
+		got := r.Message(errors.New(msg))
+		if len(got) > MaxErrorBytes+40 || !utf8.ValidString(got) || !strings.HasSuffix(got, "bytes cut)") {
+			t.Errorf("secret at %d: %d bytes, %q...", at, len(got), got[max(0, len(got)-60):])
+		}
+		for k := 3; k <= len(testSecret); k++ {
+			if strings.Contains(got, testSecret[:k]) {
+				t.Errorf("secret at %d: %d bytes of the secret shown", at, k)
+				break
+			}
+		}
+		var cut int
+		if _, err := fmt.Sscanf(got[strings.LastIndex(got, "(")+1:], "%d bytes cut)", &cut); err != nil || cut < len(msg)-MaxErrorBytes || cut >= len(msg) {
+			t.Errorf("secret at %d: cut %d of %d (%v)", at, cut, len(msg), err)
+		}
 	}
 }

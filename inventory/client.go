@@ -2,6 +2,8 @@ package inventory
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -31,8 +33,11 @@ const (
 // provider for its whole life: the token is reused until it expires or is
 // revoked, and then renewed once (never a login per refresh).
 type Client struct {
-	creds     *Credentials
-	provider  *gophercloud.ProviderClient
+	creds    *Credentials
+	provider *gophercloud.ProviderClient
+	// loggedIn is set once Keystone issued a token; the provider keeps it
+	// and renews it by itself on a 401 (AllowReauth).
+	loggedIn  bool
 	compute   *gophercloud.ServiceClient
 	transport *countingTransport
 	redactor  *Redactor
@@ -41,7 +46,8 @@ type Client struct {
 // ClientOptions tunes a Client.
 type ClientOptions struct {
 	// MaxResponseBytes bounds one response body, so a broken or hostile
-	// API cannot exhaust memory.
+	// API cannot exhaust memory. Zero: a page of the server listing may
+	// take MaxResponseBytesFor(page_size), any other response 16 MiB.
 	MaxResponseBytes int64
 	// UserAgent is added to gophercloud's.
 	UserAgent string
@@ -61,10 +67,7 @@ func NewClient(creds *Credentials, opts ClientOptions) (*Client, error) {
 		t.TLSClientConfig = creds.TLS
 		base = t
 	}
-	if opts.MaxResponseBytes <= 0 {
-		opts.MaxResponseBytes = 256 << 20
-	}
-	ct := &countingTransport{next: base, maxBody: opts.MaxResponseBytes}
+	ct := &countingTransport{next: base, maxBody: max(opts.MaxResponseBytes, 0)}
 	provider.HTTPClient = http.Client{Transport: ct}
 	if opts.UserAgent != "" {
 		provider.UserAgent.Prepend(opts.UserAgent)
@@ -78,22 +81,31 @@ func NewClient(creds *Credentials, opts ClientOptions) (*Client, error) {
 func (c *Client) Redactor() *Redactor { return c.redactor }
 
 // Connect logs in and finds Nova and its microversion, once; later calls
-// return at once. Safe to call again after a failure.
+// return at once. Safe to call again after a failure: a login that
+// succeeded is kept, so a Nova that fails at start costs one request to
+// Nova per retry, never a login to Keystone per retry.
 func (c *Client) Connect(ctx context.Context) error {
 	if c.compute != nil {
 		return nil
 	}
-	if err := openstack.Authenticate(ctx, c.provider, c.creds.Auth); err != nil {
-		return &authError{err: err}
+	if !c.loggedIn {
+		if err := openstack.Authenticate(ctx, c.provider, c.creds.Auth); err != nil {
+			return &authError{err: tlsHint(err, c.creds.Auth.IdentityEndpoint)}
+		}
+		c.loggedIn = true
 	}
 	compute, err := openstack.NewComputeV2(c.provider, c.creds.Endpoint)
 	if err != nil {
+		// The catalog came with the token: only a new login can bring a
+		// compute endpoint added since. (Auth failures back off to one try
+		// in five minutes.)
+		c.loggedIn = false
 		return &authError{err: fmt.Errorf("finding the compute endpoint in the service catalog (region %q, interface %q): %w",
 			c.creds.Endpoint.Region, c.creds.Endpoint.Availability, err)}
 	}
-	supported, err := utils.GetSupportedMicroversions(ctx, compute)
+	supported, err := c.microversions(ctx, compute)
 	if err != nil {
-		return fmt.Errorf("reading Nova's supported microversions: %w", err)
+		return fmt.Errorf("reading Nova's supported microversions: %w", tlsHint(err, compute.Endpoint))
 	}
 	for _, v := range []string{preferredMicroversion, minMicroversion} {
 		if ok, _ := supported.IsSupported(v); ok {
@@ -107,6 +119,44 @@ func (c *Client) Connect(ctx context.Context) error {
 	}
 	c.compute = compute
 	return nil
+}
+
+// microversions reads Nova's version document. gophercloud's own reader
+// (utils.GetSupportedMicroversions) turns a failure to read it into
+// "microversions not supported by endpoint", which hides a Nova that
+// answers 5xx or not at all behind a message that blames the endpoint.
+func (c *Client) microversions(ctx context.Context, compute *gophercloud.ServiceClient) (utils.SupportedMicroversions, error) {
+	type version struct {
+		ID         string `json:"id"`
+		Version    string `json:"version"`
+		MinVersion string `json:"min_version"`
+	}
+	var doc struct {
+		Version  *version  `json:"version"`
+		Versions []version `json:"versions"`
+	}
+	var sm utils.SupportedMicroversions
+	if _, err := compute.Get(ctx, compute.Endpoint, &doc, &gophercloud.RequestOpts{OkCodes: []int{200, 300}}); err != nil {
+		return sm, err
+	}
+	v := doc.Version
+	for i := range doc.Versions {
+		// An endpoint without a version lists every version.
+		if v == nil && doc.Versions[i].ID == "v2.1" {
+			v = &doc.Versions[i]
+		}
+	}
+	if v == nil || v.Version == "" || v.MinVersion == "" {
+		return sm, &decodeError{fmt.Errorf("the version document at %s names no microversions", redactURL(compute.Endpoint))}
+	}
+	var err error
+	if sm.MinMajor, sm.MinMinor, err = utils.ParseMicroversion(v.MinVersion); err == nil {
+		sm.MaxMajor, sm.MaxMinor, err = utils.ParseMicroversion(v.Version)
+	}
+	if err != nil {
+		return sm, &decodeError{err}
+	}
+	return sm, nil
 }
 
 // Microversion is the compute microversion in use ("" before Connect).
@@ -150,6 +200,9 @@ func (c *Client) ListServers(ctx context.Context, q Query, keepMetadata []string
 	if q.PageSize > 0 {
 		values.Set("limit", strconv.Itoa(q.PageSize))
 	}
+	if c.transport.maxBody == 0 {
+		ctx = context.WithValue(ctx, bodyLimitKey{}, MaxResponseBytesFor(q.PageSize))
+	}
 	var novaDate time.Time
 	lastMarker := ""
 	batch := make([]Server, 0, q.PageSize)
@@ -183,8 +236,12 @@ func (c *Client) ListServers(ctx context.Context, q Query, keepMetadata []string
 	}
 }
 
-func hasNext(p serverPage) bool {
-	for _, l := range p.Links {
+func hasNext(p serverPage) bool { return nextLink(p.Links) }
+
+func nextLink(links []struct {
+	Rel string `json:"rel"`
+}) bool {
+	for _, l := range links {
 		if l.Rel == "next" {
 			return true
 		}
@@ -192,24 +249,74 @@ func hasNext(p serverPage) bool {
 	return false
 }
 
-// GetServer reads one server; found is false when Nova says 404.
+// ListServerIDs pages through Nova's plain listing, GET
+// /servers?all_tenants=1&host=HOST, which carries only each server's id,
+// name and links (about 300 bytes a server against 2 to 5 kB in the detail
+// listing), and hands each page's ids to fn.
+func (c *Client) ListServerIDs(ctx context.Context, host string, pageSize int, fn func(ids []string) error) error {
+	values := url.Values{}
+	values.Set("all_tenants", "1")
+	if host != "" {
+		values.Set("host", host)
+	}
+	if pageSize > 0 {
+		values.Set("limit", strconv.Itoa(pageSize))
+	}
+	lastMarker := ""
+	ids := make([]string, 0, pageSize)
+	for page := 0; ; page++ {
+		var body struct {
+			Servers []struct {
+				ID string `json:"id"`
+			} `json:"servers"`
+			Links []struct {
+				Rel string `json:"rel"`
+			} `json:"servers_links"`
+		}
+		if _, err := c.getJSON(ctx, c.compute.ServiceURL("servers")+"?"+values.Encode(), &body); err != nil {
+			return fmt.Errorf("listing server ids (page %d): %w", page+1, err)
+		}
+		ids = ids[:0]
+		for _, s := range body.Servers {
+			ids = append(ids, Clean(s.ID))
+		}
+		if err := fn(ids); err != nil {
+			return err
+		}
+		if !nextLink(body.Links) || len(body.Servers) == 0 {
+			return nil
+		}
+		marker := body.Servers[len(body.Servers)-1].ID
+		if marker == lastMarker {
+			return &decodeError{fmt.Errorf("nova returned the same page of ids twice (marker %s)", marker)}
+		}
+		lastMarker = marker
+		values.Set("marker", marker)
+	}
+}
+
+// GetServer reads one server; found is false when Nova does not list it
+// (deleted). It asks the detail listing filtered by uuid rather than
+// GET /servers/{id}: Nova answers the latter with 404 for a server of
+// another project unless the caller is admin, whatever the policy grants,
+// while the listing honours all_tenants for the least-privilege role.
 func (c *Client) GetServer(ctx context.Context, id string, keepMetadata []string) (s Server, found bool, err error) {
-	var body struct {
-		Server novaServer `json:"server"`
-	}
-	_, err = c.getJSON(ctx, c.compute.ServiceURL("servers", url.PathEscape(id)), &body)
-	if gophercloud.ResponseCodeIs(err, http.StatusNotFound) {
-		return Server{}, false, nil
-	}
-	if err != nil {
+	var body serverPage
+	values := url.Values{"all_tenants": {"1"}, "uuid": {id}}
+	if _, err = c.getJSON(ctx, c.compute.ServiceURL("servers", "detail")+"?"+values.Encode(), &body); err != nil {
 		return Server{}, false, fmt.Errorf("reading server %s: %w", id, err)
 	}
-	return body.Server.toServer(keepMetadata), true, nil
+	for _, ns := range body.Servers {
+		if ns.ID == id {
+			return ns.toServer(keepMetadata), true, nil
+		}
+	}
+	return Server{}, false, nil
 }
 
 // ComputeServiceStates reads the nova-compute services (of one host, or all
-// when host is ""), as host → UP, DOWN or MAINTENANCE, the way Nova derives
-// a server's host_status from the same records.
+// when host is ""), as host → UP, DOWN, MAINTENANCE or UNKNOWN: the
+// host_status Nova derives for the host's servers from the same record.
 func (c *Client) ComputeServiceStates(ctx context.Context, host string) (map[string]string, error) {
 	values := url.Values{"binary": {"nova-compute"}}
 	if host != "" {
@@ -228,16 +335,29 @@ func (c *Client) ComputeServiceStates(ctx context.Context, host string) (map[str
 	}
 	states := make(map[string]string, len(body.Services))
 	for _, s := range body.Services {
-		state := "UP"
-		switch {
-		case s.ForcedDown || s.State != "up":
-			state = "DOWN"
-		case s.Status == "disabled":
-			state = "MAINTENANCE"
-		}
-		states[Clean(s.Host)] = state
+		states[Clean(s.Host)] = HostStatus(s.State, s.Status, s.ForcedDown)
 	}
 	return states, nil
+}
+
+// HostStatus maps an os-services record (state up/down, status
+// enabled/disabled, forced_down) to the host_status Nova shows on the
+// host's servers, in Nova's order (nova/compute/api.py,
+// get_instance_host_status): forced down is DOWN; else disabled is
+// MAINTENANCE; else a service whose heartbeat stopped is UNKNOWN, not DOWN:
+// the host may well run its servers, Nova just does not hear from it.
+// A service of a cell Nova cannot reach comes with status UNKNOWN and no
+// state.
+func HostStatus(state, status string, forcedDown bool) string {
+	switch {
+	case forcedDown:
+		return "DOWN"
+	case status == "disabled":
+		return "MAINTENANCE"
+	case state != "up":
+		return "UNKNOWN"
+	}
+	return "UP"
 }
 
 // getJSON GETs url and decodes the JSON body into v as it streams in.
@@ -268,8 +388,32 @@ func (c *Client) Traffic() (requests, bytes uint64) {
 	return c.transport.requests.Load(), c.transport.bytes.Load()
 }
 
+// Response size bounds. Nova's server detail is 1.7 kB with one address
+// and no metadata; the largest Nova accepts (128 metadata items of 255-byte
+// keys and values, the quota's default, and 40 addresses) measured 107 kB
+// with the values all escaped, 66 kB without. 64 KiB a server leaves a page
+// room for many such servers among ordinary ones while bounding memory.
+const (
+	bytesPerServer  = 64 << 10
+	minResponseMax  = 16 << 20
+	maxResponseMax  = 256 << 20
+	maxErrorBodyLen = 64 << 10
+)
+
+// MaxResponseBytesFor is the default bound of one page of the server
+// listing of pageSize servers: 64 KiB a server, at least 16 MiB (also the
+// bound of every other response), at most 256 MiB.
+func MaxResponseBytesFor(pageSize int) int64 {
+	return min(max(int64(pageSize)*bytesPerServer, minResponseMax), maxResponseMax)
+}
+
+type bodyLimitKey struct{}
+
 // countingTransport counts requests and response bytes, and cuts off
-// bodies larger than maxBody.
+// bodies larger than maxBody (0: the request context's bodyLimitKey, else
+// 16 MiB). An error answer is cut at 64 KiB whatever the bound: Nova's are
+// a few hundred bytes of JSON, and gophercloud reads the whole body into
+// its error, so a proxy's 20 MB HTML page would otherwise sit in memory.
 type countingTransport struct {
 	next     http.RoundTripper
 	maxBody  int64
@@ -283,7 +427,17 @@ func (t *countingTransport) RoundTrip(req *http.Request) (*http.Response, error)
 	if err != nil {
 		return nil, err
 	}
-	resp.Body = &countingBody{ReadCloser: resp.Body, t: t, left: t.maxBody}
+	limit := t.maxBody
+	if limit <= 0 {
+		limit = minResponseMax
+		if l, ok := req.Context().Value(bodyLimitKey{}).(int64); ok && l > 0 {
+			limit = l
+		}
+	}
+	if resp.StatusCode >= 400 {
+		limit = min(limit, maxErrorBodyLen)
+	}
+	resp.Body = &countingBody{ReadCloser: resp.Body, t: t, left: limit, limit: limit}
 	return resp, nil
 }
 
@@ -291,13 +445,14 @@ var errBodyTooLarge = errors.New("response body too large")
 
 type countingBody struct {
 	io.ReadCloser
-	t    *countingTransport
-	left int64
+	t     *countingTransport
+	left  int64
+	limit int64
 }
 
 func (b *countingBody) Read(p []byte) (int, error) {
 	if b.left <= 0 {
-		return 0, fmt.Errorf("%w: more than %d bytes", errBodyTooLarge, b.t.maxBody)
+		return 0, fmt.Errorf("%w: more than %d bytes", errBodyTooLarge, b.limit)
 	}
 	if int64(len(p)) > b.left {
 		p = p[:b.left]
@@ -393,6 +548,21 @@ func reauthCause(err error) error {
 		return p.ErrReauth
 	}
 	return nil
+}
+
+// tlsHint adds the way out to a failed certificate check; Go's own message
+// ("x509: certificate signed by unknown authority") names the problem.
+func tlsHint(err error, endpoint string) error {
+	var unknown x509.UnknownAuthorityError
+	var verify *tls.CertificateVerificationError
+	switch {
+	case errors.As(err, &unknown):
+		return fmt.Errorf("%w (the TLS certificate of %s is signed by a CA this host does not trust: "+
+			"add that CA with openstack.ca_file, OS_CACERT or cacert in clouds.yaml)", err, redactURL(endpoint))
+	case errors.As(err, &verify):
+		return fmt.Errorf("%w (the TLS certificate of %s was rejected)", err, redactURL(endpoint))
+	}
+	return err
 }
 
 func isNetwork(err error) bool {

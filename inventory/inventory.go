@@ -13,6 +13,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,14 +38,23 @@ type Health struct {
 	Ready        bool
 	LastSuccess  time.Time
 	LastDuration time.Duration
-	// LastError is the last failure's message, secrets redacted.
+	// LastError is the last failure's message, secrets redacted, cut to
+	// MaxErrorBytes.
 	LastError string
-	// Errors counts failed refreshes by reason (see Reasons).
+	// Errors counts failures by reason (see Reasons): failed refreshes, and
+	// failed reads of the compute services, which keep the last known host
+	// states and do not fail the refresh.
 	Errors map[string]uint64
 	// Refreshes counts attempts by kind: "full", "incremental".
 	Refreshes map[string]uint64
 	Requests  uint64
 	Bytes     uint64
+	// HostKnown says, in scope host, whether Nova's os-services lists a
+	// nova-compute service for the configured host. A name Nova does not
+	// know (an FQDN where Nova has the short name, or the reverse) exports
+	// no server at all while every refresh succeeds. Nil in scope all,
+	// before the services were read, and when this user may not read them.
+	HostKnown *bool
 }
 
 // Options configures an Inventory.
@@ -70,9 +80,15 @@ type Inventory struct {
 	health Health
 
 	// Owned by the refreshing goroutine.
-	servers         map[string]*Server
-	serviceStates   map[string]string
-	servicesDenied  bool
+	servers        map[string]*Server
+	serviceStates  map[string]string
+	servicesDenied bool
+	// servicesFailing is set while reading the services fails, so that a
+	// failure streak is logged once.
+	servicesFailing bool
+	// elsewhere holds ids that Nova listed under the host filter but which
+	// belong to another host (a filter Nova ignored): not worth a read.
+	elsewhere       map[string]bool
 	changesSince    time.Time
 	lastFull        time.Time
 	lastRefresh     time.Time
@@ -101,7 +117,17 @@ func New(opts Options, client *Client) *Inventory {
 		inv.health.Errors[r] = 0
 	}
 	inv.snap.Store(&Snapshot{HostStatus: map[string]string{}})
+	warnInsecure(opts.Logger, client)
 	return inv
+}
+
+// warnInsecure says loudly that the client does not check the API's
+// certificate (openstack.insecure or OS_INSECURE).
+func warnInsecure(logger *slog.Logger, client *Client) {
+	if client != nil && client.creds.TLS != nil && client.creds.TLS.InsecureSkipVerify {
+		logger.Warn("TLS certificate verification of the OpenStack API is OFF (insecure): anyone on the path "+
+			"can read the credentials and the inventory; use ca_file instead", "auth_url", client.creds.Auth.IdentityEndpoint)
+	}
 }
 
 // Snapshot returns the latest published snapshot.
@@ -146,9 +172,18 @@ func (inv *Inventory) Reconfigure(opts Options, client *Client) {
 		inv.health.Requests += r
 		inv.health.Bytes += b
 	}
+	changed := inv.client != client
+	if opts.Host != inv.opts.Host || opts.OpenStack.Scope != inv.opts.OpenStack.Scope {
+		// Unknown until the services are read for the new host, which
+		// then says afresh whether Nova knows it.
+		inv.health.HostKnown = nil
+	}
 	inv.opts, inv.client = opts, client
 	inv.forceFull = true
 	inv.mu.Unlock()
+	if changed {
+		warnInsecure(opts.Logger, client)
+	}
 	select {
 	case inv.wake <- struct{}{}:
 	default:
@@ -156,9 +191,8 @@ func (inv *Inventory) Reconfigure(opts Options, client *Client) {
 }
 
 // Run refreshes until ctx ends: every refresh_interval (±10% jitter, so a
-// fleet of exporters does not hit Nova in step), sooner with backoff after a
-// failure, and at most every five minutes after a login failure, so bad
-// credentials never turn into a storm against Keystone.
+// fleet of exporters does not hit Nova in step), and after a failure as
+// retryWait says.
 func (inv *Inventory) Run(ctx context.Context) {
 	for {
 		err := inv.Refresh(ctx)
@@ -171,12 +205,7 @@ func (inv *Inventory) Run(ctx context.Context) {
 		wait := jitter(interval)
 		if err != nil {
 			inv.consecutiveFail++
-			limit := interval
-			if Classify(err) == ReasonAuth {
-				limit = max(interval, 5*time.Minute)
-			}
-			wait = min(limit, time.Second<<min(inv.consecutiveFail-1, 16))
-			wait = jitter(wait)
+			wait = retryWait(interval, inv.consecutiveFail, Classify(err) == ReasonAuth, rand.Float64())
 		} else {
 			inv.consecutiveFail = 0
 		}
@@ -194,6 +223,37 @@ func (inv *Inventory) Run(ctx context.Context) {
 
 func jitter(d time.Duration) time.Duration {
 	return d + time.Duration((rand.Float64()*0.2-0.1)*float64(d))
+}
+
+// retryWait is the wait before the retry that follows the fails-th failure
+// in a row (1 for the first) of a refresh every interval; r is uniform in
+// [0, 1).
+//
+// A failed login is retried after about 1 s, 2 s, 4 s ... up to five
+// minutes (or interval when longer): fixed credentials work again soon, bad
+// ones never turn into a storm against Keystone.
+//
+// Any other failure (Nova down, answering 5xx, timing out) is retried no
+// sooner than min(interval, max(10 s, interval/4)), then twice that and so
+// on up to interval, each wait spread at random over +50%: thousands of
+// exporters that saw Nova fail at once must neither retry faster than they
+// refresh nor come back in step.
+func retryWait(interval time.Duration, fails int, auth bool, r float64) time.Duration {
+	if auth {
+		base := growTo(time.Second, max(interval, 5*time.Minute), fails)
+		return base + time.Duration((r*0.2-0.1)*float64(base))
+	}
+	base := growTo(min(interval, max(10*time.Second, interval/4)), interval, fails)
+	return base + time.Duration(r*0.5*float64(base))
+}
+
+// growTo doubles start fails-1 times, up to limit.
+func growTo(start, limit time.Duration, fails int) time.Duration {
+	d := start
+	for i := 1; i < fails && d < limit; i++ {
+		d *= 2
+	}
+	return min(d, limit)
 }
 
 // Refresh updates the snapshot once, bounded by openstack.timeout.
@@ -223,7 +283,7 @@ func (inv *Inventory) Refresh(ctx context.Context) error {
 			err = fmt.Errorf("%w (timeout %s)", context.DeadlineExceeded, opts.OpenStack.Timeout)
 		}
 		reason := Classify(err)
-		msg := client.Redactor().String(err.Error())
+		msg := client.Redactor().Message(err)
 		inv.health.Up = false
 		inv.health.Errors[reason]++
 		inv.health.LastError = msg
@@ -256,6 +316,9 @@ func (inv *Inventory) refresh(ctx context.Context, opts Options, client *Client,
 	q := Query{Host: hostFilter, PageSize: opts.OpenStack.PageSize}
 	if !full {
 		q.ChangesSince = inv.changesSince
+	}
+	if full || inv.elsewhere == nil {
+		inv.elsewhere = map[string]bool{}
 	}
 	var changed []Server
 	var seen, foreign, hostless int
@@ -298,10 +361,9 @@ func (inv *Inventory) refresh(ctx context.Context, opts Options, client *Client,
 			next[id] = s
 		}
 	}
-	returned := make(map[string]bool, len(changed))
 	for i := range changed {
 		s := &changed[i]
-		returned[s.ID] = true
+		inv.noteElsewhere(s, hostFilter)
 		if !inScope(s) {
 			delete(next, s.ID)
 			continue
@@ -309,33 +371,21 @@ func (inv *Inventory) refresh(ctx context.Context, opts Options, client *Client,
 		next[s.ID] = inv.track(s, start)
 	}
 	if !full && hostFilter != "" {
-		// A server that leaves this host no longer matches the host filter,
-		// so changes-since never reports its departure. Servers with a task
-		// in progress are the ones that move; read them one by one.
-		for id, s := range next {
-			if s.TaskState == "" || returned[id] {
-				continue
-			}
-			cur, found, err := client.GetServer(ctx, id, opts.KeepMetadata)
-			if err != nil {
-				return err
-			}
-			if !found || !inScope(&cur) {
-				delete(next, id)
-				continue
-			}
-			next[id] = inv.track(&cur, start)
+		if err := inv.checkMembership(ctx, opts, client, hostFilter, next, inScope, start); err != nil {
+			return err
 		}
 	}
 
 	// A per-host exporter reads its host's service state with each full
 	// listing only: a thousand of them asking every minute would cost Nova
 	// more than the listings, and a host whose service is down is seen by
-	// the central exporter, which reads it every refresh.
+	// the central exporter, which reads it every refresh. A failure there
+	// keeps the last known states and does not fail the refresh.
 	if full || hostFilter == "" {
-		if err := inv.refreshServiceStates(ctx, opts, client, hostFilter); err != nil {
-			return err
-		}
+		inv.refreshServiceStates(ctx, opts, client, hostFilter)
+	}
+	if hostFilter == "" {
+		inv.setHostKnown(nil)
 	}
 
 	inv.servers = next
@@ -355,8 +405,79 @@ func (inv *Inventory) refresh(ctx context.Context, opts Options, client *Client,
 	return nil
 }
 
+// maxUnknownReads bounds the servers read one by one in one refresh because
+// the id listing shows them on this host and the exporter does not know
+// them; the next refresh reads the rest.
+const maxUnknownReads = 10
+
+// checkMembership compares the servers kept for this host with Nova's id
+// listing of the host. A server that leaves the host (live or cold
+// migration, evacuation, shelve offload) no longer matches the host filter,
+// so changes-since never reports its departure; the id listing does, for
+// about 300 bytes a server, whatever state the server went through.
+//
+// An id the listing shows that the exporter does not know arrived between
+// the two listings of this refresh (the next changes-since would bring it
+// too) or changed host without a change of its update time (a database
+// edit during a recovery, which changes-since never shows): it is read at
+// once, so that its probes start now rather than at the next full listing.
+func (inv *Inventory) checkMembership(ctx context.Context, opts Options, client *Client, host string,
+	next map[string]*Server, inScope func(*Server) bool, start time.Time) error {
+	listed := make(map[string]bool, len(next))
+	err := client.ListServerIDs(ctx, host, opts.OpenStack.PageSize, func(ids []string) error {
+		for _, id := range ids {
+			listed[id] = true
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for id := range next {
+		if !listed[id] {
+			delete(next, id)
+		}
+	}
+	var unknown []string
+	for id := range listed {
+		if next[id] == nil && !inv.elsewhere[id] {
+			unknown = append(unknown, id)
+		}
+	}
+	slices.Sort(unknown)
+	for _, id := range unknown[:min(len(unknown), maxUnknownReads)] {
+		cur, found, err := client.GetServer(ctx, id, opts.KeepMetadata)
+		if err != nil {
+			return err
+		}
+		if !found {
+			continue
+		}
+		inv.noteElsewhere(&cur, host)
+		if inScope(&cur) {
+			next[id] = inv.track(&cur, start)
+		}
+	}
+	return nil
+}
+
+// noteElsewhere remembers whether Nova, asked for one host's servers,
+// answered with a server of another host.
+func (inv *Inventory) noteElsewhere(s *Server, host string) {
+	if host == "" {
+		return
+	}
+	if s.Host != "" && s.Host != host && s.Status != "DELETED" {
+		inv.elsewhere[s.ID] = true
+	} else {
+		delete(inv.elsewhere, s.ID)
+	}
+}
+
 // track carries over what the exporter knew of the server: when its state
-// began, unless the state changed.
+// began, unless the state changed. The state is (status, task_state,
+// power_state): "ACTIVE but shut down" is timed from when the power state
+// changed.
 func (inv *Inventory) track(s *Server, observed time.Time) *Server {
 	prev := inv.servers[s.ID]
 	switch {
@@ -365,7 +486,7 @@ func (inv *Inventory) track(s *Server, observed time.Time) *Server {
 		if s.StatusSince.IsZero() || s.StatusSince.After(observed) {
 			s.StatusSince = observed
 		}
-	case prev.Status == s.Status && prev.TaskState == s.TaskState:
+	case prev.Status == s.Status && prev.TaskState == s.TaskState && prev.PowerState == s.PowerState:
 		s.StatusSince = prev.StatusSince
 	case s.Updated.After(inv.lastRefresh) && !s.Updated.After(observed):
 		// Seen changing: Nova's update time is when it happened.
@@ -376,21 +497,103 @@ func (inv *Inventory) track(s *Server, observed time.Time) *Server {
 	return s
 }
 
-func (inv *Inventory) refreshServiceStates(ctx context.Context, opts Options, client *Client, host string) error {
+// refreshServiceStates reads the compute services' states. It never fails
+// the refresh: a failure is counted and logged once a streak, and the last
+// known states stay.
+func (inv *Inventory) refreshServiceStates(ctx context.Context, opts Options, client *Client, host string) {
 	if inv.servicesDenied {
-		return nil
+		return
 	}
 	states, err := client.ComputeServiceStates(ctx, host)
 	if code := statusCode(err); code == http.StatusForbidden || code == http.StatusNotFound {
 		inv.servicesDenied = true
+		inv.setHostKnown(nil)
 		opts.Logger.Info("nova does not let this user list compute services; host status comes from the servers' host_status only", "status", code)
-		return nil
+		return
 	}
 	if err != nil {
-		return err
+		reason := Classify(err)
+		inv.mu.Lock()
+		inv.health.Errors[reason]++
+		inv.mu.Unlock()
+		if !inv.servicesFailing {
+			inv.servicesFailing = true
+			opts.Logger.Warn("reading the compute services failed; the servers are refreshed, the host states are the last known",
+				"reason", reason, "err", client.Redactor().Message(err))
+		}
+		return
+	}
+	if inv.servicesFailing {
+		inv.servicesFailing = false
+		opts.Logger.Info("the compute services are readable again")
 	}
 	inv.serviceStates = states
-	return nil
+	if host != "" {
+		inv.checkHostKnown(ctx, opts, client, host, states)
+	}
+}
+
+// checkHostKnown tells whether Nova knows the configured host, and when it
+// does not, says so with the names Nova knows that look like it.
+func (inv *Inventory) checkHostKnown(ctx context.Context, opts Options, client *Client, host string, states map[string]string) {
+	_, known := states[host]
+	inv.mu.Lock()
+	was := inv.health.HostKnown
+	inv.mu.Unlock()
+	inv.setHostKnown(&known)
+	if known || (was != nil && !*was) {
+		return
+	}
+	// Once a streak: the whole list is read only to name the candidates.
+	all, err := client.ComputeServiceStates(ctx, "")
+	hosts := make([]string, 0, len(all))
+	for h := range all {
+		hosts = append(hosts, h)
+	}
+	attrs := []any{"host", host, "similar", similarHosts(host, hosts, 5), "compute_services", len(hosts)}
+	if err != nil {
+		attrs = append(attrs, "err", client.Redactor().Message(err))
+	}
+	opts.Logger.Error("nova has no nova-compute service on openstack.host, so no server will ever match it: "+
+		"set openstack.host to the name Nova uses (openstack compute service list --service nova-compute)", attrs...)
+}
+
+func (inv *Inventory) setHostKnown(v *bool) {
+	inv.mu.Lock()
+	inv.health.HostKnown = v
+	inv.mu.Unlock()
+}
+
+// similarHosts returns at most n of hosts that look like host: the same
+// name but for case, the same short name (FQDN against short name), then
+// the longest common prefixes (of at least 3 characters).
+func similarHosts(host string, hosts []string, n int) []string {
+	short := func(h string) string { s, _, _ := strings.Cut(strings.ToLower(h), "."); return s }
+	score := func(h string) int {
+		switch {
+		case strings.EqualFold(h, host):
+			return 1 << 20
+		case short(h) == short(host):
+			return 1 << 19
+		}
+		a, b := strings.ToLower(h), strings.ToLower(host)
+		i := 0
+		for i < len(a) && i < len(b) && a[i] == b[i] {
+			i++
+		}
+		if i < 3 {
+			return 0
+		}
+		return i
+	}
+	var out []string
+	for _, h := range hosts {
+		if score(h) > 0 {
+			out = append(out, h)
+		}
+	}
+	slices.SortFunc(out, func(a, b string) int { return cmp.Or(cmp.Compare(score(b), score(a)), cmp.Compare(a, b)) })
+	return out[:min(len(out), n)]
 }
 
 func (inv *Inventory) publish(taken time.Time) {

@@ -2,8 +2,11 @@ package inventory
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -19,13 +22,21 @@ const labTokenTTL = 20 * time.Second
 
 func startLab(t *testing.T) *openstacklab.Lab {
 	t.Helper()
+	lab, _ := startLabIn(t)
+	return lab
+}
+
+// startLabIn also returns the lab's directory, which holds its databases.
+func startLabIn(t *testing.T) (*openstacklab.Lab, string) {
+	t.Helper()
 	openstacklab.Require(t)
-	lab, err := openstacklab.Start(context.Background(), openstacklab.Options{Dir: t.TempDir(), TokenExpiration: labTokenTTL})
+	dir := t.TempDir()
+	lab, err := openstacklab.Start(context.Background(), openstacklab.Options{Dir: dir, TokenExpiration: labTokenTTL})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { lab.Close() })
-	return lab
+	return lab, dir
 }
 
 func labInventory(t *testing.T, env map[string]string, mutate func(*config.OpenStack)) *Inventory {
@@ -66,7 +77,7 @@ func labFleet() []openstacklab.Server {
 }
 
 func TestRealNovaInventory(t *testing.T) {
-	lab := startLab(t)
+	lab, labDir := startLabIn(t)
 	ctx := context.Background()
 	fleet := labFleet()
 	if _, err := lab.Seed(ctx, fleet); err != nil {
@@ -137,6 +148,32 @@ func TestRealNovaInventory(t *testing.T) {
 		}
 		if len(snap.HostStatus) != 1 || snap.HostStatus["cmp-1"] != "MAINTENANCE" {
 			t.Errorf("host status %v", snap.HostStatus)
+		}
+	})
+
+	// openstack-helm names hosts by FQDN, Nova may know the short name:
+	// zero servers and every refresh fine, unless the exporter says so.
+	t.Run("scope host, a name nova does not know", func(t *testing.T) {
+		logger, logs := newLogger()
+		inv := loggedInventoryFromEnv(t, lab.AdminEnv(), func(c *config.OpenStack) {
+			c.PageSize, c.Scope, c.Host = 25, "host", "cmp-1.lab.example.org"
+		}, logger)
+		if err := inv.Refresh(ctx); err != nil {
+			t.Fatal(err)
+		}
+		h := inv.Health()
+		if h.HostKnown == nil || *h.HostKnown || len(inv.Snapshot().Servers) != 0 {
+			t.Errorf("host known %v, %d servers", h.HostKnown, len(inv.Snapshot().Servers))
+		}
+		if out := logs.String(); !strings.Contains(out, "level=ERROR") || !strings.Contains(out, `similar="[cmp-1 cmp-0 cmp-2]"`) {
+			t.Errorf("log:\n%s", out)
+		}
+		inv = labInventory(t, lab.AdminEnv(), func(c *config.OpenStack) { c.Scope, c.Host = "host", "cmp-2" })
+		if err := inv.Refresh(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if h := inv.Health(); h.HostKnown == nil || !*h.HostKnown {
+			t.Errorf("cmp-2: host known %v", h.HostKnown)
 		}
 	})
 
@@ -223,6 +260,107 @@ func TestRealNovaInventory(t *testing.T) {
 			t.Errorf("health after the run: %+v", after)
 		}
 	})
+
+	// The host states read from os-services must be those Nova itself
+	// shows on the host's servers, for every kind of service record.
+	t.Run("host status as nova derives it", func(t *testing.T) {
+		want := map[string]string{"hs-up": "UP", "hs-disabled": "MAINTENANCE", "hs-forced": "DOWN",
+			"hs-forced-disabled": "DOWN", "hs-dead": "UNKNOWN", "hs-dead-disabled": "MAINTENANCE"}
+		var servers []openstacklab.Server
+		for host := range want {
+			servers = append(servers, openstacklab.Server{Name: "on-" + host, Host: host, VMState: "active", PowerState: 1, Flavor: "m1.small"})
+			state := "UP"
+			if strings.HasSuffix(host, "disabled") {
+				state = "MAINTENANCE"
+			}
+			if err := lab.SetComputeService(ctx, host, state); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := lab.Seed(ctx, servers); err != nil {
+			t.Fatal(err)
+		}
+		for _, host := range []string{"hs-forced", "hs-forced-disabled"} {
+			forceDown(t, lab, host)
+		}
+		stopHeartbeat(t, labDir, "hs-dead", "hs-dead-disabled")
+
+		inv := labInventory(t, lab.AdminEnv(), nil)
+		if err := inv.Refresh(ctx); err != nil {
+			t.Fatal(err)
+		}
+		states, err := inv.client.ComputeServiceStates(ctx, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen := map[string]bool{}
+		for _, s := range inv.Snapshot().Servers {
+			w, ok := want[s.Host]
+			if !ok {
+				continue
+			}
+			seen[s.Host] = true
+			if s.HostStatus != w || states[s.Host] != w {
+				t.Errorf("%s: nova's host_status %q, from os-services %q, want %q", s.Host, s.HostStatus, states[s.Host], w)
+			}
+		}
+		if len(seen) != len(want) {
+			t.Errorf("servers seen on %v", seen)
+		}
+	})
+}
+
+// forceDown marks a host's compute service forced down through Nova's API,
+// as `openstack compute service set --down` does (microversion 2.53).
+func forceDown(t *testing.T, lab *openstacklab.Lab, host string) {
+	t.Helper()
+	ctx := context.Background()
+	tok, err := lab.Token(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, body, err := lab.Get(ctx, tok, "2.53", "/os-services?binary=nova-compute&host="+host)
+	var list struct {
+		Services []struct {
+			ID string `json:"id"`
+		} `json:"services"`
+	}
+	if err != nil || code != 200 || json.Unmarshal(body, &list) != nil || len(list.Services) != 1 {
+		t.Fatalf("services of %s: %d %v %s", host, code, err, body)
+	}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPut, lab.ComputeURL()+"/os-services/"+list.Services[0].ID,
+		strings.NewReader(`{"forced_down": true}`))
+	req.Header.Set("X-Auth-Token", tok)
+	req.Header.Set("OpenStack-API-Version", "compute 2.53")
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("forcing %s down: %s", host, resp.Status)
+	}
+}
+
+// stopHeartbeat makes the hosts' compute services look dead to Nova (state
+// "down" without forced_down): their last heartbeat goes back to 2000,
+// beyond any service_down_time. Nova's API cannot do that; a service that
+// stops reporting does.
+func stopHeartbeat(t *testing.T, labDir string, hosts ...string) {
+	t.Helper()
+	script := `import sqlite3, sys
+c = sqlite3.connect(sys.argv[1], timeout=30)
+for h in sys.argv[2:]:
+    n = c.execute("UPDATE services SET last_seen_up = '2000-01-01 00:00:00.000000' WHERE host = ? AND topic = 'compute'", (h,)).rowcount
+    if n != 1:
+        raise SystemExit("no compute service on " + h)
+c.commit()
+`
+	args := append([]string{"-c", script, filepath.Join(labDir, "nova_cell1.db")}, hosts...)
+	if out, err := exec.Command(openstacklab.Python, args...).CombinedOutput(); err != nil {
+		t.Fatalf("stopping the heartbeat of %v: %v\n%s", hosts, err, out)
+	}
 }
 
 // Changes made through Nova's object layer reach the inventory by
@@ -276,7 +414,7 @@ func TestRealNovaIncrementalAndReauth(t *testing.T) {
 		t.Error("deleted server still served")
 	}
 	// The migration ends on another host: the host filter hides it from
-	// changes-since, the in-flight check finds it gone.
+	// changes-since, the id listing of the host finds it gone.
 	time.Sleep(2 * time.Second)
 	if err := lab.Update(ctx, map[string]openstacklab.Update{fleet[6].ID: {TaskState: &empty, Host: &cmp2}}); err != nil {
 		t.Fatal(err)
@@ -289,6 +427,46 @@ func TestRealNovaIncrementalAndReauth(t *testing.T) {
 	}
 	if n := len(inv.Snapshot().Servers); n != 8 {
 		t.Errorf("%d servers on cmp-0, want 8", n)
+	}
+
+	// A quiet incremental refresh: changes-since and the id listing.
+	r0, _ := inv.client.Traffic()
+	if err := inv.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if r1, _ := inv.client.Traffic(); r1-r0 != 2 {
+		t.Errorf("quiet incremental refresh in host scope: %d requests, want 2", r1-r0)
+	}
+
+	// Evacuated, and shelved and offloaded (host null), between two
+	// incremental refreshes, never seen with a task state; and a server
+	// put on this host with its update time left in the past (a database
+	// edit during a recovery), which changes-since never shows.
+	shelved, cmp0 := "shelved_offloaded", "cmp-0"
+	if err := lab.Update(ctx, map[string]openstacklab.Update{
+		fleet[12].ID: {Host: &cmp2},
+		fleet[18].ID: {VMState: &shelved, Host: &empty},
+		fleet[1].ID:  {Host: &cmp0, UpdatedAt: time.Now().Add(-48 * time.Hour)},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := inv.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if h := inv.Health(); h.Refreshes["incremental"] != 5 {
+		t.Fatalf("refreshes %v", h.Refreshes)
+	}
+	m = ids(inv.Snapshot())
+	for _, id := range []string{fleet[12].ID, fleet[18].ID} {
+		if _, ok := m[id]; ok {
+			t.Errorf("%s left cmp-0 and is still served by its inventory", id)
+		}
+	}
+	if s, ok := m[fleet[1].ID]; !ok || s.Host != "cmp-0" {
+		t.Errorf("server moved onto cmp-0 in the database: %+v (found %v)", s, ok)
+	}
+	if n := len(m); n != 7 {
+		t.Errorf("%d servers on cmp-0, want 7", n)
 	}
 
 	// Expiry.

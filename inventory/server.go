@@ -29,8 +29,9 @@ type Server struct {
 	// UNKNOWN, MAINTENANCE), or "" when Nova does not say.
 	HostStatus string
 	Updated    time.Time
-	// StatusSince is when the current (Status, TaskState) began, as best
-	// known: Nova's Updated until the exporter saw the pair change.
+	// StatusSince is when the current (Status, TaskState, PowerState)
+	// began, as best known: Nova's Updated until the exporter saw one of
+	// them change.
 	StatusSince time.Time
 	Addresses   []Address
 	// Metadata holds only the keys the exporter was asked to keep.

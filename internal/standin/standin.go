@@ -13,6 +13,7 @@ import (
 	_ "embed"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
@@ -60,9 +61,9 @@ type Fault func(r *http.Request) *Failure
 
 // Failure describes how to fail one request.
 type Failure struct {
-	Status int           // an HTTP error with Nova's error body
+	Status int           // an HTTP error with Nova's error body, or with Body
 	Hang   bool          // never answer (until the client gives up)
-	Body   []byte        // answer 200 with this body (malformed JSON...)
+	Body   []byte        // answer 200 (or Status) with this body (malformed JSON, a proxy's HTML page...)
 	Delay  time.Duration // answer normally after this delay
 }
 
@@ -77,13 +78,18 @@ type Cloud struct {
 	// the host filter is ignored and OS-EXT-SRV-ATTR:* and host_status are
 	// left out.
 	AsNonAdmin atomic.Bool
+	// IgnoreHostFilter answers as Nova does a user whose policy shows the
+	// host attribute but does not allow the host filter
+	// (os_compute_api:servers:allow_all_filters): every server, with its
+	// host.
+	IgnoreHostFilter atomic.Bool
 
 	server   *http.Server
 	listener net.Listener
 
 	mu       sync.Mutex
 	servers  map[string]*Server
-	services map[string]string // host → UP, DOWN, MAINTENANCE
+	services map[string]Service // by host
 	tokens   map[string]time.Time
 	fault    Fault
 
@@ -108,7 +114,7 @@ func Start(addr string) (*Cloud, error) {
 		TokenTTL: time.Hour,
 		listener: l,
 		servers:  map[string]*Server{},
-		services: map[string]string{},
+		services: map[string]Service{},
 		tokens:   map[string]time.Time{},
 		hangs:    make(chan struct{}),
 	}
@@ -118,6 +124,7 @@ func Start(addr string) (*Cloud, error) {
 	mux.HandleFunc("GET /compute/v2.1/", c.computeVersion)
 	mux.HandleFunc("GET /compute/v2.1", c.computeVersion)
 	mux.HandleFunc("GET /compute/v2.1/servers/detail", c.authorized(c.listServers))
+	mux.HandleFunc("GET /compute/v2.1/servers", c.authorized(c.listServers))
 	mux.HandleFunc("GET /compute/v2.1/servers/{id}", c.authorized(c.showServer))
 	mux.HandleFunc("GET /compute/v2.1/os-services", c.authorized(c.listServices))
 	c.server = &http.Server{Handler: c.count(mux), ReadHeaderTimeout: 5 * time.Second}
@@ -192,10 +199,40 @@ func (c *Cloud) Delete(id string) bool {
 	return c.Update(id, func(s *Server) { s.Deleted = true })
 }
 
-// SetService sets a host's compute service state: UP, DOWN, MAINTENANCE.
+// Service is a host's nova-compute service record, the fields os-services
+// shows.
+type Service struct {
+	Disabled   bool // status "disabled"
+	ForcedDown bool // forced_down; also makes state "down", as in Nova
+	// Dead: the service stopped reporting (state "down" without
+	// forced_down).
+	Dead bool
+}
+
+// HostStatus is what Nova derives from the record for the host's servers
+// (nova/compute/api.py, get_instance_host_status).
+func (s Service) HostStatus() string {
+	switch {
+	case s.ForcedDown:
+		return "DOWN"
+	case s.Disabled:
+		return "MAINTENANCE"
+	case s.Dead:
+		return "UNKNOWN"
+	}
+	return "UP"
+}
+
+// SetService sets a host's compute service as the lab does: UP; DOWN
+// (forced down); MAINTENANCE (disabled); UNKNOWN (no heartbeat).
 func (c *Cloud) SetService(host, state string) {
+	c.PutService(host, Service{ForcedDown: state == "DOWN", Disabled: state == "MAINTENANCE", Dead: state == "UNKNOWN"})
+}
+
+// PutService sets a host's compute service record.
+func (c *Cloud) PutService(host string, s Service) {
 	c.mu.Lock()
-	c.services[host] = state
+	c.services[host] = s
 	c.mu.Unlock()
 }
 
@@ -246,6 +283,11 @@ func (c *Cloud) fail(w http.ResponseWriter, r *http.Request, f *Failure) bool {
 		case <-r.Context().Done():
 		case <-c.hangs:
 		}
+		return true
+	case f.Status != 0 && f.Body != nil:
+		w.Header().Set("Content-Type", "text/html")
+		w.WriteHeader(f.Status)
+		_, _ = w.Write(f.Body)
 		return true
 	case f.Status != 0:
 		novaError(w, f.Status, "Injected failure")
@@ -364,9 +406,12 @@ func (c *Cloud) computeVersion(w http.ResponseWriter, _ *http.Request) {
 }
 
 // listServers implements GET /servers/detail as Nova does for an admin:
-// all_tenants, host, changes-since (deleted servers included), sorted by
-// created_at desc then id (here: id), limit and marker, servers_links.
+// all_tenants, host, uuid, changes-since (deleted servers included), sorted by
+// created_at desc then id (here: id), limit and marker, servers_links. On
+// GET /servers (no /detail) it answers Nova's plain listing, each server
+// as its id, name and links only.
 func (c *Cloud) listServers(w http.ResponseWriter, r *http.Request) {
+	detail := strings.HasSuffix(r.URL.Path, "/detail")
 	q := r.URL.Query()
 	var since time.Time
 	if s := q.Get("changes-since"); s != "" {
@@ -387,15 +432,19 @@ func (c *Cloud) listServers(w http.ResponseWriter, r *http.Request) {
 		limit = min(n, 1000)
 	}
 	host := q.Get("host")
-	if c.AsNonAdmin.Load() {
+	if c.AsNonAdmin.Load() || c.IgnoreHostFilter.Load() {
 		host = ""
 	}
 	marker := q.Get("marker")
+	uuid := q.Get("uuid")
 
 	c.mu.Lock()
 	ids := make([]string, 0, len(c.servers))
 	for id, s := range c.servers {
 		if host != "" && s.Host != host {
+			continue
+		}
+		if uuid != "" && id != uuid {
 			continue
 		}
 		if since.IsZero() && s.Deleted {
@@ -422,7 +471,7 @@ func (c *Cloud) listServers(w http.ResponseWriter, r *http.Request) {
 	for _, id := range ids[start:end] {
 		page = append(page, *c.servers[id])
 	}
-	services := c.services
+	services := maps.Clone(c.services)
 	c.mu.Unlock()
 
 	var buf bytes.Buffer
@@ -431,7 +480,12 @@ func (c *Cloud) listServers(w http.ResponseWriter, r *http.Request) {
 		if i > 0 {
 			buf.WriteString(", ")
 		}
-		c.render(&buf, &page[i], services)
+		if detail {
+			c.render(&buf, &page[i], services)
+		} else {
+			// Nova's own spacing, so that byte counts are Nova's.
+			fmt.Fprintf(&buf, `{"id": %s, "name": %s, "links": %s}`, jsonString(page[i].ID), jsonString(page[i].Name), c.links(page[i].ID))
+		}
 	}
 	buf.WriteString("]")
 	if end < len(ids) && len(page) > 0 {
@@ -440,8 +494,11 @@ func (c *Cloud) listServers(w http.ResponseWriter, r *http.Request) {
 			next[k] = v
 		}
 		next.Set("marker", page[len(page)-1].ID)
-		fmt.Fprintf(&buf, `, "servers_links": [{"rel": "next", "href": %q}]`,
-			c.URL+"/compute/v2.1/servers/detail?"+next.Encode())
+		path := "/compute/v2.1/servers?"
+		if detail {
+			path = "/compute/v2.1/servers/detail?"
+		}
+		fmt.Fprintf(&buf, `, "servers_links": [{"rel": "next", "href": %s}]`, jsonString(c.URL+path+next.Encode()))
 	}
 	buf.WriteString("}")
 	w.Header().Set("Content-Type", "application/json")
@@ -455,7 +512,7 @@ func (c *Cloud) showServer(w http.ResponseWriter, r *http.Request) {
 	if ok {
 		cp = *s
 	}
-	services := c.services
+	services := maps.Clone(c.services)
 	c.mu.Unlock()
 	if !ok || cp.Deleted {
 		novaError(w, 404, "Instance "+r.PathValue("id")+" could not be found.")
@@ -469,6 +526,19 @@ func (c *Cloud) showServer(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(buf.Bytes())
 }
 
+func jsonString(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
+}
+
+// links renders a server's links as Nova does, with its spacing.
+func (c *Cloud) links(id string) string {
+	return fmt.Sprintf(`[{"rel": "self", "href": %s}, {"rel": "bookmark", "href": %s}]`,
+		jsonString(c.URL+"/compute/v2.1/servers/"+id), jsonString(c.URL+"/compute/servers/"+id))
+}
+
+// listServices answers os-services as Nova does from the records: state
+// "down" when forced down or dead, status "disabled" when disabled.
 func (c *Cloud) listServices(w http.ResponseWriter, r *http.Request) {
 	if c.AsNonAdmin.Load() {
 		novaError(w, 403, "Policy doesn't allow os_compute_api:os-services:list to be performed.")
@@ -486,16 +556,17 @@ func (c *Cloud) listServices(w http.ResponseWriter, r *http.Request) {
 		if host != "" && h != host {
 			continue
 		}
-		st := c.services[h]
+		svc := c.services[h]
 		state, status := "up", "enabled"
-		switch st {
-		case "DOWN":
+		if svc.ForcedDown || svc.Dead {
 			state = "down"
-		case "MAINTENANCE":
-			status = "disabled"
+		}
+		var reason any
+		if svc.Disabled {
+			status, reason = "disabled", "standin maintenance"
 		}
 		out = append(out, map[string]any{"id": i + 1, "binary": "nova-compute", "host": h, "zone": "nova",
-			"status": status, "state": state, "forced_down": false, "disabled_reason": nil,
+			"status": status, "state": state, "forced_down": svc.ForcedDown, "disabled_reason": reason,
 			"updated_at": time.Now().UTC().Format("2006-01-02T15:04:05.000000")})
 	}
 	c.mu.Unlock()
@@ -545,7 +616,7 @@ func statusOf(s *Server) string {
 
 // render writes one server in Nova's 2.69 detail format: the recorded
 // template with this server's values put in.
-func (c *Cloud) render(buf *bytes.Buffer, s *Server, services map[string]string) {
+func (c *Cloud) render(buf *bytes.Buffer, s *Server, services map[string]Service) {
 	obj := make(map[string]any, len(serverTemplate))
 	for k, v := range serverTemplate {
 		obj[k] = v
@@ -592,7 +663,10 @@ func (c *Cloud) render(buf *bytes.Buffer, s *Server, services map[string]string)
 	}
 	obj["addresses"] = addrs
 	// Nova says "" for a host without a compute service record.
-	obj["host_status"] = services[s.Host]
+	obj["host_status"] = ""
+	if svc, ok := services[s.Host]; ok && s.Host != "" {
+		obj["host_status"] = svc.HostStatus()
+	}
 	obj["links"] = []map[string]string{
 		{"rel": "self", "href": c.URL + "/compute/v2.1/servers/" + s.ID},
 		{"rel": "bookmark", "href": c.URL + "/compute/servers/" + s.ID},
