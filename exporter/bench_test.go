@@ -18,7 +18,7 @@ import (
 
 // scrapeFixture is an exporter holding n servers, each with one probed
 // address that answered three echo requests.
-func scrapeFixture(b *testing.B, n int) http.Handler {
+func scrapeFixture(b *testing.B, n int) (http.Handler, *Prober) {
 	b.Helper()
 	servers := make([]standin.Server, n)
 	for i := range servers {
@@ -37,11 +37,11 @@ func scrapeFixture(b *testing.B, n int) http.Handler {
 		b.Fatal(err)
 	}
 	f.svc.prober.Cycle(context.Background())
-	return f.svc.Handler(promhttp.HandlerOpts{})
+	return f.svc.Handler(promhttp.HandlerOpts{}), f.svc.prober
 }
 
 func benchmarkScrape(b *testing.B, n int, gzip bool) {
-	h := scrapeFixture(b, n)
+	h, _ := scrapeFixture(b, n)
 	req := httptest.NewRequest(http.MethodGet, "/metrics", nil)
 	if gzip {
 		req.Header.Set("Accept-Encoding", "gzip")
@@ -60,6 +60,18 @@ func benchmarkScrape(b *testing.B, n int, gzip bool) {
 // address each (status, info, since, up, counters and an RTT histogram).
 func BenchmarkScrape10kVMs(b *testing.B)     { benchmarkScrape(b, 10000, false) }
 func BenchmarkScrape10kVMsGzip(b *testing.B) { benchmarkScrape(b, 10000, true) }
+
+// BenchmarkCopyTargets10k measures what a scrape does under the prober's
+// lock, so what a probe cycle may wait for: copying 10,000 targets' values.
+func BenchmarkCopyTargets10k(b *testing.B) {
+	_, p := scrapeFixture(b, 10000)
+	var c targetRows
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		p.copyTargets(&c)
+	}
+}
 
 // countingWriter stands for the network: it counts what the handler writes,
 // so the benchmark measures the exporter and not a growing buffer.

@@ -8,6 +8,15 @@ import (
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/inventory"
 )
 
+// Help of the per-address families, which the text writer writes too.
+const (
+	icmpUpHelp = "1 if the last probe cycle got at least one echo reply from the address; " +
+		"absent while no echo request to it could be sent."
+	icmpSentHelp     = "ICMP echo requests sent to the address."
+	icmpReceivedHelp = "Matching ICMP echo replies received in time from the address."
+	rttHelp          = "Round-trip time of ICMP echo replies."
+)
+
 var (
 	serverLabelNames = []string{"id", "name", "project_id", "host"}
 	targetLabels     = []string{"id", "name", "project_id", "host", "network", "address"}
@@ -43,15 +52,13 @@ var (
 		"Response body bytes read from Keystone and Nova.", nil, nil)
 	inventoryServersDesc = prometheus.NewDesc("openstack_vm_inventory_servers",
 		"Servers in the served inventory snapshot.", nil, nil)
+	inventoryHostKnownDesc = prometheus.NewDesc("openstack_vm_inventory_host_known",
+		"In scope host: 1 if Nova lists a nova-compute service named openstack.host, 0 if not (absent when unknown).", nil, nil)
 
-	icmpUpDesc = prometheus.NewDesc("openstack_vm_icmp_up",
-		"1 if the last probe cycle got at least one echo reply from the address.", targetLabels, nil)
-	icmpSentDesc = prometheus.NewDesc("openstack_vm_icmp_packets_sent_total",
-		"ICMP echo requests sent to the address.", targetLabels, nil)
-	icmpReceivedDesc = prometheus.NewDesc("openstack_vm_icmp_packets_received_total",
-		"Matching ICMP echo replies received in time from the address.", targetLabels, nil)
-	rttDesc = prometheus.NewDesc("openstack_vm_icmp_rtt_seconds",
-		"Round-trip time of ICMP echo replies.", targetLabels, nil)
+	icmpUpDesc       = prometheus.NewDesc("openstack_vm_icmp_up", icmpUpHelp, targetLabels, nil)
+	icmpSentDesc     = prometheus.NewDesc("openstack_vm_icmp_packets_sent_total", icmpSentHelp, targetLabels, nil)
+	icmpReceivedDesc = prometheus.NewDesc("openstack_vm_icmp_packets_received_total", icmpReceivedHelp, targetLabels, nil)
+	rttDesc          = prometheus.NewDesc("openstack_vm_icmp_rtt_seconds", rttHelp, targetLabels, nil)
 
 	probeTargetsDesc = prometheus.NewDesc("openstack_vm_probe_targets",
 		"Addresses in the last probe cycle.", nil, nil)
@@ -64,11 +71,11 @@ var (
 	probeOverrunsDesc = prometheus.NewDesc("openstack_vm_probe_overruns_total",
 		"Probe cycles that ended after the next one was due.", nil, nil)
 	probeErrorsDesc = prometheus.NewDesc("openstack_vm_probe_errors_total",
-		"Echo requests that could not be sent, and ICMP socket failures.", []string{"reason"}, nil)
+		"Echo requests that could not be sent, ICMP socket failures, and probe cycles that failed.", []string{"reason"}, nil)
 	probeInvalidDesc = prometheus.NewDesc("openstack_vm_probe_invalid_addresses",
 		"Addresses of servers in a probed status that cannot be probed (not an IP address, multicast, unspecified).", nil, nil)
 	probeDuplicateDesc = prometheus.NewDesc("openstack_vm_probe_duplicate_addresses",
-		"Probed addresses that more than one server has; each is probed once and reported for every server.", nil, nil)
+		"Addresses that more than one server has; not probed, because a reply could come from either.", nil, nil)
 )
 
 // ServerCollector exports the per-server families of the snapshot. It reads
@@ -111,7 +118,7 @@ type HealthCollector struct {
 // Describe sends every descriptor.
 func (c *HealthCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{apiUpDesc, apiLastSuccessDesc, apiDurationDesc, apiIntervalDesc, apiRefreshesDesc,
-		apiErrorsDesc, apiRequestsDesc, apiBytesDesc, inventoryServersDesc, probeTargetsDesc,
+		apiErrorsDesc, apiRequestsDesc, apiBytesDesc, inventoryServersDesc, inventoryHostKnownDesc, probeTargetsDesc,
 		probeIntervalDesc, probeDurationDesc, probeLastCycleDesc, probeOverrunsDesc, probeErrorsDesc,
 		probeInvalidDesc, probeDuplicateDesc} {
 		ch <- d
@@ -134,6 +141,10 @@ func (c *HealthCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(apiRequestsDesc, prometheus.CounterValue, float64(h.Requests))
 	ch <- prometheus.MustNewConstMetric(apiBytesDesc, prometheus.CounterValue, float64(h.Bytes))
+	// Absent in scope all, and while Nova's service list cannot tell.
+	if h.HostKnown != nil {
+		ch <- prometheus.MustNewConstMetric(inventoryHostKnownDesc, prometheus.GaugeValue, boolFloat(*h.HostKnown))
+	}
 
 	p := c.prober
 	ph := p.Health()
@@ -146,6 +157,7 @@ func (c *HealthCollector) Collect(ch chan<- prometheus.Metric) {
 	st := p.EngineStats()
 	ch <- prometheus.MustNewConstMetric(probeErrorsDesc, prometheus.CounterValue, float64(st.SendErrors), "send")
 	ch <- prometheus.MustNewConstMetric(probeErrorsDesc, prometheus.CounterValue, float64(st.SocketErrors), "socket")
+	ch <- prometheus.MustNewConstMetric(probeErrorsDesc, prometheus.CounterValue, float64(ph.CycleErrors), "cycle")
 	ch <- prometheus.MustNewConstMetric(probeInvalidDesc, prometheus.GaugeValue, float64(ph.InvalidAddrs))
 	ch <- prometheus.MustNewConstMetric(probeDuplicateDesc, prometheus.GaugeValue, float64(ph.DuplicateAddr))
 }
@@ -177,8 +189,10 @@ func (c *TargetCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, st := range c.p.targets {
 		t := &st.target
 		addr := t.Addr.String()
-		ch <- prometheus.MustNewConstMetric(icmpUpDesc, prometheus.GaugeValue, st.up,
-			t.ServerID, t.Name, t.ProjectID, t.Host, t.Network, addr)
+		if st.probed {
+			ch <- prometheus.MustNewConstMetric(icmpUpDesc, prometheus.GaugeValue, st.up,
+				t.ServerID, t.Name, t.ProjectID, t.Host, t.Network, addr)
+		}
 		ch <- prometheus.MustNewConstMetric(icmpSentDesc, prometheus.CounterValue, float64(st.sent),
 			t.ServerID, t.Name, t.ProjectID, t.Host, t.Network, addr)
 		ch <- prometheus.MustNewConstMetric(icmpReceivedDesc, prometheus.CounterValue, float64(st.received),

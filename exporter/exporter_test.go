@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -35,6 +36,9 @@ type scriptedEngine struct {
 	mu      sync.Mutex
 	answers map[netip.Addr]probes.Result
 	probed  [][]netip.Addr
+	// fail makes Probe fail with it, returning the results of the first
+	// half of the addresses only.
+	fail error
 }
 
 func (e *scriptedEngine) Probe(_ context.Context, addrs []netip.Addr) ([]probes.Result, error) {
@@ -48,6 +52,9 @@ func (e *scriptedEngine) Probe(_ context.Context, addrs []netip.Addr) ([]probes.
 		} else {
 			out[i] = probes.Result{Sent: 3}
 		}
+	}
+	if e.fail != nil {
+		return out[:len(out)/2], e.fail
 	}
 	return out, nil
 }
@@ -163,9 +170,12 @@ func TestMetricContract(t *testing.T) {
 	f := newFixture(t, mixedFleet())
 	f.cloud.SetService("cmp-1", "UP")
 	f.cloud.SetService("cmp-2", "DOWN")
-	f.engine.answers[netip.MustParseAddr("198.18.0.1")] = probes.Result{Sent: 3, Received: 3,
+	f.engine.answers[netip.MustParseAddr("198.19.0.1")] = probes.Result{Sent: 3, Received: 3,
 		RTTs: []time.Duration{300 * time.Microsecond, 400 * time.Microsecond, 2 * time.Millisecond}}
 	f.engine.answers[netip.MustParseAddr("2001:2::1")] = probes.Result{Sent: 3, Received: 1, RTTs: []time.Duration{time.Millisecond}}
+	// Held by a-active and h-dup: a reply would not tell which answered.
+	f.engine.answers[netip.MustParseAddr("198.18.0.1")] = probes.Result{Sent: 3, Received: 3,
+		RTTs: []time.Duration{time.Millisecond, time.Millisecond, time.Millisecond}}
 	f.refreshAndProbe(t)
 	text, fams := f.scrape(t)
 
@@ -207,27 +217,34 @@ func TestMetricContract(t *testing.T) {
 		got[l["id"]+"/"+l["network"]+"/"+l["address"]] = m.GetGauge().GetValue()
 	}
 	wantUp := map[string]float64{
-		"a-active/provider/198.18.0.1": 1, "a-active/public/198.19.0.1": 0, "a-active/provider/2001:2::1": 1,
-		"f-hostile/net \"q\"/198.18.0.6": 0, "h-dup/provider/198.18.0.1": 1,
+		"a-active/public/198.19.0.1": 1, "a-active/provider/2001:2::1": 1, "f-hostile/net \"q\"/198.18.0.6": 0,
 	}
 	if fmt.Sprint(got) != fmt.Sprint(wantUp) {
 		t.Errorf("icmp_up %v, want %v", got, wantUp)
 	}
-	// A shared address is probed once.
-	if n := len(f.engine.probed[0]); n != 4 {
-		t.Errorf("%d addresses probed, want 4 distinct", n)
+	// The address two servers hold is neither probed nor reported.
+	probed := slices.SortedFunc(slices.Values(f.engine.probed[0]), netip.Addr.Compare)
+	if fmt.Sprint(probed) != "[198.18.0.6 198.19.0.1 2001:2::1]" {
+		t.Errorf("probed %v", probed)
+	}
+	for name, fam := range fams {
+		for _, m := range fam.GetMetric() {
+			if metricLabels(m)["address"] == "198.18.0.1" {
+				t.Errorf("%s reported for the ambiguous address: %v", name, m)
+			}
+		}
 	}
 	sent := find(fams, "openstack_vm_icmp_packets_sent_total", map[string]string{"id": "a-active", "address": "2001:2::1"})
 	recv := find(fams, "openstack_vm_icmp_packets_received_total", map[string]string{"id": "a-active", "address": "2001:2::1"})
 	if len(sent) != 1 || sent[0].GetCounter().GetValue() != 3 || len(recv) != 1 || recv[0].GetCounter().GetValue() != 1 {
 		t.Errorf("packet counters %v %v", sent, recv)
 	}
-	rtt := find(fams, "openstack_vm_icmp_rtt_seconds", map[string]string{"id": "a-active", "address": "198.18.0.1"})
+	rtt := find(fams, "openstack_vm_icmp_rtt_seconds", map[string]string{"id": "a-active", "address": "198.19.0.1"})
 	if len(rtt) != 1 || rtt[0].GetHistogram().GetSampleCount() != 3 || len(rtt[0].GetHistogram().GetBucket()) != 13 {
 		t.Errorf("rtt histogram %v", rtt)
 	}
 	for name, want := range map[string]float64{
-		"openstack_vm_api_up": 1, "openstack_vm_inventory_servers": 8, "openstack_vm_probe_targets": 5,
+		"openstack_vm_api_up": 1, "openstack_vm_inventory_servers": 8, "openstack_vm_probe_targets": 3,
 		"openstack_vm_probe_invalid_addresses": 1, "openstack_vm_probe_duplicate_addresses": 1,
 		"openstack_vm_probe_interval_seconds": 15, "openstack_vm_api_refresh_interval_seconds": 60,
 	} {
@@ -240,6 +257,9 @@ func TestMetricContract(t *testing.T) {
 	}
 	if m := find(fams, "openstack_vm_probe_errors_total", map[string]string{"reason": "send"}); len(m) != 1 || m[0].GetCounter().GetValue() != 2 {
 		t.Errorf("probe send errors %v", m)
+	}
+	if m := find(fams, "openstack_vm_probe_errors_total", map[string]string{"reason": "cycle"}); len(m) != 1 || m[0].GetCounter().GetValue() != 0 {
+		t.Errorf("failed probe cycles %v", m)
 	}
 	// The hostile name survives, escaped, as valid UTF-8.
 	if len(find(fams, "openstack_vm_status", map[string]string{"name": strings.ToValidUTF8(hostileName, "\uFFFD")})) != 1 {
@@ -267,8 +287,10 @@ func TestSeriesDisappear(t *testing.T) {
 	f := newFixture(t, mixedFleet())
 	f.refreshAndProbe(t)
 	_, fams := f.scrape(t)
-	if len(find(fams, "openstack_vm_icmp_up", map[string]string{"id": "a-active"})) != 3 {
-		t.Fatal("setup: a-active not probed")
+	// 198.18.0.1, which h-dup holds too, is not probed.
+	if len(find(fams, "openstack_vm_icmp_up", map[string]string{"id": "a-active"})) != 2 ||
+		len(find(fams, "openstack_vm_icmp_up", map[string]string{"id": "h-dup"})) != 0 {
+		t.Fatal("setup: a-active not probed, or h-dup probed")
 	}
 	f.cloud.Delete("a-active")
 	f.cloud.Update("f-hostile", func(s *standin.Server) { s.Addresses = s.Addresses[1:] })
@@ -284,6 +306,7 @@ func TestSeriesDisappear(t *testing.T) {
 	if m := find(fams, "openstack_vm_icmp_up", map[string]string{"id": "f-hostile"}); len(m) != 0 {
 		t.Errorf("removed address still served: %v", m)
 	}
+	// With a-active gone, 198.18.0.1 is h-dup's alone and probed.
 	if len(find(fams, "openstack_vm_icmp_up", map[string]string{"id": "h-dup", "name": "twin"})) != 0 ||
 		len(find(fams, "openstack_vm_icmp_up", map[string]string{"id": "h-dup", "name": "renamed"})) != 1 {
 		t.Error("renamed server's series not replaced")
@@ -320,6 +343,10 @@ func TestDisabledProbing(t *testing.T) {
 	if len(fams["openstack_vm_icmp_up"].GetMetric()) != 0 {
 		t.Error("probe series with probing disabled")
 	}
+	// Alerts on probe results are silenced by this.
+	if m := fams["openstack_vm_probe_targets"].GetMetric(); len(m) != 1 || m[0].GetGauge().GetValue() != 0 {
+		t.Errorf("probe targets with probing disabled: %v", m)
+	}
 }
 
 func TestMetricsDocumented(t *testing.T) {
@@ -342,8 +369,9 @@ func TestMetricsDocumented(t *testing.T) {
 func TestTextWriterMatchesGenericPath(t *testing.T) {
 	f := newFixture(t, mixedFleet())
 	f.cloud.SetService("cmp-2", "DOWN")
-	f.engine.answers[netip.MustParseAddr("198.18.0.1")] = probes.Result{Sent: 3, Received: 2,
+	f.engine.answers[netip.MustParseAddr("198.19.0.1")] = probes.Result{Sent: 3, Received: 2,
 		RTTs: []time.Duration{300 * time.Microsecond, 40 * time.Millisecond}}
+	f.engine.answers[netip.MustParseAddr("198.18.0.6")] = probes.Result{Sent: 0}
 	f.refreshAndProbe(t)
 	f.refreshAndProbe(t)
 	parse := func(req *http.Request, h http.Handler) map[string][]string {

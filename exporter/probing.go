@@ -2,9 +2,12 @@ package exporter
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -24,6 +27,9 @@ type Prober struct {
 	cfg     config.ICMP
 	retired probes.Stats // counts of engines replaced by reloads
 
+	ambiguousMu sync.Mutex
+	ambiguous   map[netip.Addr][]string // as last logged
+
 	mu      sync.RWMutex
 	targets map[key]*targetState
 	// generation counts changes of targets, for caches of what they render.
@@ -33,12 +39,17 @@ type Prober struct {
 
 // ProbeHealth is the state of the probe loop.
 type ProbeHealth struct {
-	Targets       int
-	LastDuration  time.Duration
-	LastCycleEnd  time.Time
-	Cycles        uint64
-	Overruns      uint64
-	InvalidAddrs  int
+	Targets      int
+	LastDuration time.Duration
+	LastCycleEnd time.Time
+	Cycles       uint64
+	Overruns     uint64
+	// CycleErrors counts cycles whose engine call failed; their results
+	// are discarded.
+	CycleErrors  uint64
+	InvalidAddrs int
+	// DuplicateAddr counts addresses that more than one server has; they
+	// are not probed.
 	DuplicateAddr int
 }
 
@@ -48,6 +59,7 @@ type targetState struct {
 	values   []string // label values, for the collectors
 	le       []string // rendered le labels of the buckets
 	up       float64
+	probed   bool // a request of the last cycle left the host; else up is unknown
 	sent     uint64
 	received uint64
 	rtt      *rttHistogram
@@ -149,42 +161,43 @@ func (p *Prober) Cycle(ctx context.Context) {
 		return
 	}
 	sel := SelectTargets(p.inv(), &cfg)
-
-	// One echo stream per address, however many servers share it (tenant
-	// networks overlap; the same floating IP can move between servers).
-	index := make(map[netip.Addr]int, len(sel.Targets))
-	addrs := make([]netip.Addr, 0, len(sel.Targets))
-	duplicates := 0
-	for _, t := range sel.Targets {
-		if _, ok := index[t.Addr]; ok {
-			duplicates++
-			continue
-		}
-		index[t.Addr] = len(addrs)
-		addrs = append(addrs, t.Addr)
-	}
+	plan := planCycle(sel.Targets)
+	p.logAmbiguous(plan.ambiguous)
 
 	start := time.Now()
-	results, err := engine.Probe(ctx, addrs)
+	results, err := engine.Probe(ctx, plan.addrs)
 	took := time.Since(start)
 	if err != nil && ctx.Err() != nil {
 		return
 	}
+	if err == nil && len(results) != len(plan.addrs) {
+		err = fmt.Errorf("the engine returned %d results for %d addresses", len(results), len(plan.addrs))
+	}
+
 	if err != nil {
-		p.logger.Error("probe cycle failed", "err", err)
+		// Nothing of this cycle is recorded: the last completed cycle's
+		// results stay, and its timestamp ages as for a stalled loop.
+		p.mu.Lock()
+		p.health.CycleErrors++
+		p.health.InvalidAddrs = sel.Invalid
+		p.health.DuplicateAddr = len(plan.ambiguous)
+		p.mu.Unlock()
+		p.logger.Error("probe cycle failed; its results are discarded", "err", err)
+		return
 	}
 
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	live := make(map[key]bool, len(sel.Targets))
-	for _, t := range sel.Targets {
+	p.health.InvalidAddrs = sel.Invalid
+	p.health.DuplicateAddr = len(plan.ambiguous)
+	live := make(map[key]bool, len(plan.targets))
+	for _, t := range plan.targets {
 		k := t.key()
-		live[k] = true
-		i := index[t.Addr]
-		if i >= len(results) {
-			continue
+		if live[k] {
+			continue // listed twice with the same labels: one series
 		}
-		r := results[i]
+		live[k] = true
+		r := results[plan.index[t.Addr]]
 		st := p.targets[k]
 		if st == nil {
 			st = newTargetState(t, cfg.RTTBuckets)
@@ -192,6 +205,9 @@ func (p *Prober) Cycle(ctx context.Context) {
 		}
 		st.sent += uint64(r.Sent)
 		st.received += uint64(r.Received)
+		// No request left the host (no socket for the family, sends
+		// refused): the exporter's fault says nothing of the address.
+		st.probed = r.Sent > 0
 		st.up = 0
 		if r.Received > 0 {
 			st.up = 1
@@ -205,13 +221,100 @@ func (p *Prober) Cycle(ctx context.Context) {
 			delete(p.targets, k)
 		}
 	}
-	p.health.Targets = len(sel.Targets)
+	p.health.Targets = len(live)
 	p.health.LastDuration = took
 	p.health.LastCycleEnd = time.Now()
 	p.health.Cycles++
 	p.generation++
-	p.health.InvalidAddrs = sel.Invalid
-	p.health.DuplicateAddr = duplicates
+}
+
+// cyclePlan is what one cycle probes: each address once, however many of
+// a server's addresses share it.
+type cyclePlan struct {
+	addrs   []netip.Addr
+	index   map[netip.Addr]int
+	targets []Target // those reported, in selection order
+	// ambiguous holds the addresses that distinct servers have, with the
+	// ids of those servers, sorted.
+	ambiguous map[netip.Addr][]string
+}
+
+// planCycle leaves out every address that more than one server has
+// (overlapping tenant networks, a floating IP in transit): a reply proves
+// nothing about which of them answered. An address a server lists twice
+// (on two networks) is probed once and reported for each.
+func planCycle(targets []Target) cyclePlan {
+	owner := make(map[netip.Addr]string, len(targets))
+	var ambiguous map[netip.Addr][]string
+	for _, t := range targets {
+		id, ok := owner[t.Addr]
+		switch {
+		case !ok:
+			owner[t.Addr] = t.ServerID
+		case id != t.ServerID:
+			if ambiguous == nil {
+				ambiguous = map[netip.Addr][]string{}
+			}
+			ids := ambiguous[t.Addr]
+			if ids == nil {
+				ids = []string{id}
+			}
+			if !slices.Contains(ids, t.ServerID) {
+				ids = append(ids, t.ServerID)
+			}
+			ambiguous[t.Addr] = ids
+		}
+	}
+	plan := cyclePlan{
+		addrs:     make([]netip.Addr, 0, len(owner)-len(ambiguous)),
+		index:     make(map[netip.Addr]int, len(owner)-len(ambiguous)),
+		targets:   make([]Target, 0, len(targets)),
+		ambiguous: ambiguous,
+	}
+	for _, ids := range ambiguous {
+		slices.Sort(ids)
+	}
+	for _, t := range targets {
+		if _, ok := ambiguous[t.Addr]; ok {
+			continue
+		}
+		plan.targets = append(plan.targets, t)
+		if _, ok := plan.index[t.Addr]; !ok {
+			plan.index[t.Addr] = len(plan.addrs)
+			plan.addrs = append(plan.addrs, t.Addr)
+		}
+	}
+	return plan
+}
+
+// logAmbiguous logs the addresses left out for being ambiguous when they
+// change, not every cycle.
+func (p *Prober) logAmbiguous(ambiguous map[netip.Addr][]string) {
+	p.ambiguousMu.Lock()
+	same := maps.EqualFunc(ambiguous, p.ambiguous, slices.Equal)
+	p.ambiguous = ambiguous
+	p.ambiguousMu.Unlock()
+	if same {
+		return
+	}
+	if len(ambiguous) == 0 {
+		p.logger.Info("no address is held by more than one server any more")
+		return
+	}
+	addrs := slices.SortedFunc(maps.Keys(ambiguous), netip.Addr.Compare)
+	const shown = 20
+	var b strings.Builder
+	for i, a := range addrs[:min(len(addrs), shown)] {
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		fmt.Fprintf(&b, "%s: %s", a, strings.Join(ambiguous[a], " "))
+	}
+	if len(addrs) > shown {
+		fmt.Fprintf(&b, "; and %d more", len(addrs)-shown)
+	}
+	p.logger.Info("addresses held by more than one server are not probed, because a reply could come from either",
+		"addresses", len(addrs), "servers", b.String())
 }
 
 // Health returns the probe loop's state.

@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -65,14 +66,36 @@ var gzipPool = sync.Pool{New: func() any {
 	return gz
 }}
 
+// gzipAccepted reads Accept-Encoding as RFC 9110 says: comma-separated
+// codings, each with an optional weight; a weight of 0 refuses the coding,
+// and * stands for every coding not listed.
 func gzipAccepted(header string) bool {
-	for _, part := range strings.Split(header, ",") {
-		enc, q, _ := strings.Cut(strings.TrimSpace(part), ";")
-		if strings.TrimSpace(enc) == "gzip" && !strings.Contains(strings.ReplaceAll(q, " ", ""), "q=0") {
-			return true
+	gzipQ, starQ := -1.0, -1.0 // -1: not listed
+	for part := range strings.SplitSeq(header, ",") {
+		coding, params, _ := strings.Cut(part, ";")
+		q := 1.0
+		for param := range strings.SplitSeq(params, ";") {
+			name, value, ok := strings.Cut(param, "=")
+			if !ok || !strings.EqualFold(strings.TrimSpace(name), "q") {
+				continue
+			}
+			v, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
+			if err != nil || v < 0 || v > 1 {
+				v = 0 // not a weight: do not take it as consent
+			}
+			q = v
+		}
+		switch strings.ToLower(strings.TrimSpace(coding)) {
+		case "gzip", "x-gzip":
+			gzipQ = max(gzipQ, q)
+		case "*":
+			starQ = max(starQ, q)
 		}
 	}
-	return false
+	if gzipQ >= 0 {
+		return gzipQ > 0
+	}
+	return starQ > 0
 }
 
 // WriteText writes every family in the text exposition format: the large
@@ -85,11 +108,17 @@ func (s *Service) WriteText(w io.Writer) error {
 	return s.writeSmall(w)
 }
 
+var textBufPool = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}
+
 func (s *Service) writeLarge(w io.Writer) error {
-	tw := &textWriter{w: w, buf: make([]byte, 0, 64<<10)}
+	buf := textBufPool.Get().(*[]byte)
+	defer textBufPool.Put(buf)
+	tw := &textWriter{w: w, buf: (*buf)[:0]}
 	s.writeServers(tw)
 	s.prober.writeTargets(tw)
-	return tw.flush()
+	err := tw.flush()
+	*buf = tw.buf[:0]
+	return err
 }
 
 // gzipCache keeps the large families compressed, as a gzip member of its
@@ -338,38 +367,97 @@ func (s *Service) writeServers(t *textWriter) {
 	}
 }
 
-func (p *Prober) writeTargets(t *textWriter) {
+// targetRow is one target as a scrape writes it. Rows are copied under the
+// prober's lock and written after it is released: writing can block for as
+// long as the client does not read, and the probe loop must not wait for
+// that. labels and le are never changed once built, so rows share them.
+type targetRow struct {
+	labels         []byte
+	le             []string
+	up             float64
+	probed         bool
+	sent, received uint64
+	count          uint64
+	sum            float64
+	buckets        []uint64 // per classic bucket, not cumulative; +Inf last
+}
+
+// targetRows is reused from scrape to scrape: at 10,000 targets the rows
+// and their buckets are a few hundred kilobytes.
+type targetRows struct {
+	rows    []targetRow
+	buckets []uint64
+}
+
+var targetRowsPool = sync.Pool{New: func() any { return new(targetRows) }}
+
+// copyTargets copies what a scrape writes of every target into c.
+func (p *Prober) copyTargets(c *targetRows) {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
-	if len(p.targets) == 0 {
+	n := 0
+	for _, st := range p.targets {
+		n += len(st.rtt.classic)
+	}
+	c.rows = slices.Grow(c.rows[:0], len(p.targets))
+	// Grown once, so that the rows' bucket slices stay in this array.
+	c.buckets = slices.Grow(c.buckets[:0], n)
+	for _, st := range p.targets {
+		off := len(c.buckets)
+		c.buckets = append(c.buckets, st.rtt.classic...)
+		c.rows = append(c.rows, targetRow{
+			labels: st.labels, le: st.le, up: st.up, probed: st.probed,
+			sent: st.sent, received: st.received, count: st.rtt.count, sum: st.rtt.sum,
+			buckets: c.buckets[off:len(c.buckets):len(c.buckets)],
+		})
+	}
+}
+
+func (p *Prober) writeTargets(t *textWriter) {
+	c := targetRowsPool.Get().(*targetRows)
+	defer func() {
+		clear(c.rows) // drop the labels of targets that may be gone
+		c.rows = c.rows[:0]
+		targetRowsPool.Put(c)
+	}()
+	p.copyTargets(c)
+	rows := c.rows
+	if len(rows) == 0 {
 		return
 	}
-	states := make([]*targetState, 0, len(p.targets))
-	for _, st := range p.targets {
-		states = append(states, st)
-	}
-	t.header("openstack_vm_icmp_up", "1 if the last probe cycle got at least one echo reply from the address.", "gauge")
-	for _, st := range states {
-		t.sample("openstack_vm_icmp_up", st.labels, "", st.up)
-	}
-	t.header("openstack_vm_icmp_packets_sent_total", "ICMP echo requests sent to the address.", "counter")
-	for _, st := range states {
-		t.sample("openstack_vm_icmp_packets_sent_total", st.labels, "", float64(st.sent))
-	}
-	t.header("openstack_vm_icmp_packets_received_total", "Matching ICMP echo replies received in time from the address.", "counter")
-	for _, st := range states {
-		t.sample("openstack_vm_icmp_packets_received_total", st.labels, "", float64(st.received))
-	}
-	t.header("openstack_vm_icmp_rtt_seconds", "Round-trip time of ICMP echo replies.", "histogram")
-	for _, st := range states {
-		var cum uint64
-		for i, le := range st.le {
-			cum += st.rtt.classic[i]
-			t.sample("openstack_vm_icmp_rtt_seconds_bucket", st.labels, le, float64(cum))
+	probed := 0
+	for i := range rows {
+		if rows[i].probed {
+			probed++
 		}
-		t.sample("openstack_vm_icmp_rtt_seconds_bucket", st.labels, `le="+Inf"`, float64(st.rtt.count))
-		t.sample("openstack_vm_icmp_rtt_seconds_sum", st.labels, "", st.rtt.sum)
-		t.sample("openstack_vm_icmp_rtt_seconds_count", st.labels, "", float64(st.rtt.count))
+	}
+	if probed > 0 {
+		t.header("openstack_vm_icmp_up", icmpUpHelp, "gauge")
+		for i := range rows {
+			if rows[i].probed {
+				t.sample("openstack_vm_icmp_up", rows[i].labels, "", rows[i].up)
+			}
+		}
+	}
+	t.header("openstack_vm_icmp_packets_sent_total", icmpSentHelp, "counter")
+	for i := range rows {
+		t.sample("openstack_vm_icmp_packets_sent_total", rows[i].labels, "", float64(rows[i].sent))
+	}
+	t.header("openstack_vm_icmp_packets_received_total", icmpReceivedHelp, "counter")
+	for i := range rows {
+		t.sample("openstack_vm_icmp_packets_received_total", rows[i].labels, "", float64(rows[i].received))
+	}
+	t.header("openstack_vm_icmp_rtt_seconds", rttHelp, "histogram")
+	for i := range rows {
+		r := &rows[i]
+		var cum uint64
+		for j, le := range r.le {
+			cum += r.buckets[j]
+			t.sample("openstack_vm_icmp_rtt_seconds_bucket", r.labels, le, float64(cum))
+		}
+		t.sample("openstack_vm_icmp_rtt_seconds_bucket", r.labels, `le="+Inf"`, float64(r.count))
+		t.sample("openstack_vm_icmp_rtt_seconds_sum", r.labels, "", r.sum)
+		t.sample("openstack_vm_icmp_rtt_seconds_count", r.labels, "", float64(r.count))
 	}
 }
 

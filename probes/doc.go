@@ -3,6 +3,11 @@
 // times. It knows nothing about Nova or Prometheus: addresses in, results out,
 // a context to cancel.
 //
+// Sockets are raw (Options.Privileged; CAP_NET_RAW) or ICMP datagram
+// sockets (net.ipv4.ping_group_range); Options.Auto tries a raw socket first
+// and falls back to a datagram one when the raw one is refused, as
+// blackbox_exporter does, and the engine logs which it uses.
+//
 // Two engines implement Prober:
 //
 //   - Shared (the default): one long-lived socket per address family for all

@@ -48,8 +48,8 @@ func TestLab(t *testing.T) {
 	if err := lab.SetLoss(50); err != nil {
 		t.Fatal(err)
 	}
-	child := func(t *testing.T, scenario string) {
-		args := append(lab.ExecPrefix(), os.Args[0], "-test.run=^TestLabChild$", "-test.v", "-test.count=1")
+	child := func(t *testing.T, scenario string, wrapper ...string) {
+		args := append(append(lab.ExecPrefix(), wrapper...), os.Args[0], "-test.run=^TestLabChild$", "-test.v", "-test.count=1")
 		cmd := exec.Command(args[0], args[1:]...)
 		cmd.Env = append(os.Environ(), "PROBES_LAB_CHILD="+scenario)
 		out, err := cmd.CombinedOutput()
@@ -73,13 +73,18 @@ func TestLab(t *testing.T) {
 	}
 
 	// Unprivileged: first without ping_group_range (the error must say how
-	// to fix it), then with it.
+	// to fix it), then with it. Auto mode in a process without CAP_NET_RAW
+	// (dropped from the bounding set, so root gets none of it at exec):
+	// refused both ways, then falling back to datagram sockets.
+	noRaw := []string{"setpriv", "--bounding-set=-net_raw", "--inh-caps=-net_raw", "--"}
 	t.Run("unprivileged-denied", func(t *testing.T) { child(t, "shared/unprivileged-denied") })
+	t.Run("auto-denied", func(t *testing.T) { child(t, "shared/auto-denied", noRaw...) })
 	if err := lab.EnableUnprivilegedPing(); err != nil {
 		t.Fatal(err)
 	}
 	for _, engine := range []string{"shared", "pro-bing"} {
 		t.Run(engine+"/unprivileged", func(t *testing.T) { child(t, engine+"/unprivileged") })
+		t.Run(engine+"/auto-fallback", func(t *testing.T) { child(t, engine+"/auto-fallback", noRaw...) })
 	}
 }
 
@@ -89,7 +94,8 @@ func TestLabChild(t *testing.T) {
 		return // runs inside the lab, started by TestLab
 	}
 	engine, mode, _ := strings.Cut(scenario, "/")
-	opts := Options{Privileged: mode == "privileged" || mode == "blocked", Count: 4, Timeout: 500 * time.Millisecond, Spacing: 20 * time.Millisecond}
+	opts := Options{Privileged: mode == "privileged" || mode == "blocked", Auto: strings.HasPrefix(mode, "auto"),
+		Count: 4, Timeout: 500 * time.Millisecond, Spacing: 20 * time.Millisecond}
 	newEngine := func() (Prober, error) {
 		if engine == "pro-bing" {
 			return NewProBing(opts)
@@ -97,9 +103,15 @@ func TestLabChild(t *testing.T) {
 		return NewShared(opts)
 	}
 	p, err := newEngine()
-	if mode == "unprivileged-denied" {
+	switch mode {
+	case "unprivileged-denied":
 		if !errors.Is(err, ErrPermission) || !strings.Contains(err.Error(), "ping_group_range") {
 			t.Fatalf("unprivileged without ping_group_range: %v", err)
+		}
+		return
+	case "auto-denied":
+		if !errors.Is(err, ErrPermission) || !strings.Contains(err.Error(), "CAP_NET_RAW") || !strings.Contains(err.Error(), "sysctl -w net.ipv4.ping_group_range") {
+			t.Fatalf("auto without CAP_NET_RAW nor ping_group_range: %v", err)
 		}
 		return
 	}
@@ -107,6 +119,19 @@ func TestLabChild(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p.Close()
+	if mode == "auto-fallback" {
+		// The process has no CAP_NET_RAW: auto must have fallen back.
+		privileged := false
+		switch e := p.(type) {
+		case *Shared:
+			privileged = e.opts.Privileged || e.sockets[0].privileged
+		case *ProBing:
+			privileged = e.opts.Privileged
+		}
+		if privileged {
+			t.Fatal("auto without CAP_NET_RAW reports raw sockets")
+		}
+	}
 
 	if mode == "blocked" {
 		res, err := p.Probe(context.Background(), labAnswer)

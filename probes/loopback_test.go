@@ -147,3 +147,87 @@ func TestClosedProber(t *testing.T) {
 		t.Error("probe on a closed prober")
 	}
 }
+
+// As root, auto mode opens raw sockets, and both engines probe with them.
+func TestAutoModeAsRoot(t *testing.T) {
+	requireRoot(t)
+	opts := Options{Auto: true, Count: 2, Timeout: time.Second, Spacing: 10 * time.Millisecond}
+	shared, err := NewShared(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer shared.Close()
+	if !shared.opts.Privileged || shared.sockets[0] == nil || !shared.sockets[0].privileged {
+		t.Errorf("auto as root did not open raw sockets: %+v", shared.opts)
+	}
+	pb, err := NewProBing(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !pb.opts.Privileged {
+		t.Error("auto as root: pro-bing not privileged")
+	}
+	addrs := []netip.Addr{netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("::1")}
+	for name, p := range map[string]Prober{"shared": shared, "pro-bing": pb} {
+		res, err := p.Probe(context.Background(), addrs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, r := range res {
+			if r.Sent != 2 || r.Received != 2 {
+				t.Errorf("%s: %s: %+v", name, addrs[i], r)
+			}
+		}
+	}
+}
+
+// A send rate above one pinger per nanosecond means no pacing, not a panic.
+func TestProBingUnboundedRate(t *testing.T) {
+	requireRoot(t)
+	p, err := NewProBing(Options{Privileged: true, Count: 1, Timeout: time.Second, PacketsPerSecond: 2_000_000_000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	addrs := []netip.Addr{netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("127.0.0.2"), netip.MustParseAddr("127.0.0.3")}
+	res, err := p.Probe(context.Background(), addrs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range res {
+		if r.Sent != 1 || r.Received != 1 {
+			t.Errorf("%s: %+v", addrs[i], r)
+		}
+	}
+}
+
+// Without an IPv6 socket (a host without IPv6) IPv6 requests are not sent:
+// Sent stays 0, which the exporter reports as no icmp_up rather than down,
+// and each counts as a send error. IPv4 targets are not affected.
+func TestSharedWithoutIPv6Socket(t *testing.T) {
+	requireRoot(t)
+	p, err := NewShared(Options{Privileged: true, Count: 2, Timeout: time.Second, Spacing: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	// As NewShared leaves it when the IPv6 socket cannot be opened.
+	p.mu.Lock()
+	_ = p.sockets[1].close()
+	p.sockets[1] = nil
+	p.mu.Unlock()
+	addrs := []netip.Addr{netip.MustParseAddr("::1"), netip.MustParseAddr("127.0.0.1")}
+	res, err := p.Probe(context.Background(), addrs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := res[0]; r.Sent != 0 || r.Received != 0 {
+		t.Errorf("::1 without an IPv6 socket: %+v", r)
+	}
+	if r := res[1]; r.Sent != 2 || r.Received != 2 {
+		t.Errorf("127.0.0.1: %+v", r)
+	}
+	if st := p.Stats(); st.SendErrors != 2 {
+		t.Errorf("send errors %d, want 2", st.SendErrors)
+	}
+}

@@ -43,6 +43,10 @@ type Options struct {
 	// Privileged selects raw sockets (CAP_NET_RAW) instead of ICMP datagram
 	// sockets (net.ipv4.ping_group_range).
 	Privileged bool
+	// Auto tries raw sockets first and falls back to datagram sockets when
+	// the raw ones are refused for lack of privilege; Privileged is then
+	// ignored. The engine logs which it uses.
+	Auto bool
 	// Count is the number of echo requests per address and cycle.
 	Count int
 	// Timeout is how long a reply is waited for after its request.
@@ -84,16 +88,80 @@ func (s *stats) snapshot() Stats {
 	return Stats{SendErrors: s.sendErrors.Load(), SocketErrors: s.socketErrors.Load()}
 }
 
-// permissionError explains how to grant what the mode needs.
-func permissionError(privileged bool, cause error) error {
-	if privileged {
-		return fmt.Errorf("%w: mode privileged opens raw ICMP sockets and needs CAP_NET_RAW: "+
-			"run `setcap cap_net_raw+ep <binary>`, set AmbientCapabilities=CAP_NET_RAW in the systemd unit, "+
-			"add NET_RAW to the container's capabilities, or use mode: unprivileged with net.ipv4.ping_group_range (%v)",
-			ErrPermission, cause)
+// permissionError is the refusal of an ICMP socket for lack of privilege;
+// its message says how to grant what the mode needs.
+type permissionError struct {
+	privileged bool
+	cause      error
+}
+
+func (e *permissionError) Is(target error) bool { return target == ErrPermission }
+func (e *permissionError) Unwrap() error        { return e.cause }
+
+func (e *permissionError) Error() string {
+	if e.privileged {
+		return fmt.Sprintf("%v: mode privileged opens raw ICMP sockets and needs CAP_NET_RAW: %s, "+
+			"or use mode: unprivileged with net.ipv4.ping_group_range (%v)", ErrPermission, grantRaw, e.cause)
 	}
-	return fmt.Errorf("%w: mode unprivileged opens ICMP datagram sockets, which the kernel allows only to groups in "+
-		"net.ipv4.ping_group_range (now %q, this process's group is %d): run `sysctl -w net.ipv4.ping_group_range=\"0 2147483647\"` "+
-		"(persist it in /etc/sysctl.d/), or use mode: privileged with CAP_NET_RAW (%v)",
-		ErrPermission, pingGroupRange(), processGID(), cause)
+	return fmt.Sprintf("%v: mode unprivileged opens ICMP datagram sockets, which the kernel allows only to groups in "+
+		"net.ipv4.ping_group_range (%s): %s, or use mode: privileged with CAP_NET_RAW (%v)",
+		ErrPermission, groupState(), grantDatagram, e.cause)
+}
+
+const (
+	grantRaw = "run `setcap cap_net_raw+ep <binary>`, set AmbientCapabilities=CAP_NET_RAW in the systemd unit, " +
+		"or add NET_RAW to the container's capabilities"
+	grantDatagram = "run `sysctl -w net.ipv4.ping_group_range=\"0 2147483647\"` (persist it in /etc/sysctl.d/)"
+)
+
+func groupState() string {
+	return fmt.Sprintf("now %q, this process's group is %d", pingGroupRange(), processGID())
+}
+
+func permissionErr(privileged bool, cause error) error {
+	return &permissionError{privileged: privileged, cause: cause}
+}
+
+// openMode opens a socket in the mode opts asks for and says whether it is
+// a raw one. In auto mode a raw socket is tried first (it gets the kernel
+// filter on the prober's ICMP ID) and a datagram socket only when the raw
+// one is refused for lack of privilege; any other failure is returned as is.
+func openMode(opts *Options, open func(privileged bool) (*socket, error)) (*socket, bool, error) {
+	if !opts.Auto {
+		s, err := open(opts.Privileged)
+		return s, opts.Privileged, err
+	}
+	s, rawErr := open(true)
+	if rawErr == nil {
+		return s, true, nil
+	}
+	if !errors.Is(rawErr, ErrPermission) {
+		return nil, false, rawErr
+	}
+	s, dgramErr := open(false)
+	if dgramErr == nil {
+		return s, false, nil
+	}
+	if !errors.Is(dgramErr, ErrPermission) {
+		return nil, false, dgramErr
+	}
+	return nil, false, fmt.Errorf("%w: mode auto tried both kinds of ICMP socket. Raw sockets need CAP_NET_RAW: %s "+
+		"(refused: %v). ICMP datagram sockets need the process's group in net.ipv4.ping_group_range (%s): %s (refused: %v)",
+		ErrPermission, grantRaw, causeOf(rawErr), groupState(), grantDatagram, causeOf(dgramErr))
+}
+
+func causeOf(err error) error {
+	var pe *permissionError
+	if errors.As(err, &pe) {
+		return pe.cause
+	}
+	return err
+}
+
+// modeName names the kind of socket for logs.
+func modeName(privileged bool) string {
+	if privileged {
+		return "privileged (raw sockets)"
+	}
+	return "unprivileged (ICMP datagram sockets)"
 }

@@ -33,11 +33,15 @@ const proBingConcurrency = 128
 // privilege is reported at start rather than at the first cycle.
 func NewProBing(opts Options) (*ProBing, error) {
 	opts.setDefaults()
-	sock, err := openSocket(false, opts.Privileged, 0)
+	sock, privileged, err := openMode(&opts, func(privileged bool) (*socket, error) {
+		return openSocket(false, privileged, 0)
+	})
 	if err != nil {
 		return nil, err
 	}
 	_ = sock.close()
+	opts.Logger.Info("ICMP probing", "engine", "pro-bing", "mode", modeName(privileged), "auto", opts.Auto)
+	opts.Privileged, opts.Auto = privileged, false
 	return &ProBing{opts: opts, concurrency: proBingConcurrency}, nil
 }
 
@@ -48,9 +52,15 @@ func (p *ProBing) Probe(ctx context.Context, addrs []netip.Addr) ([]Result, erro
 	results := make([]Result, len(addrs))
 	sem := make(chan struct{}, p.concurrency)
 	var wg sync.WaitGroup
-	// Start pingers no faster than the configured packet rate allows.
-	pace := time.NewTicker(time.Second * time.Duration(p.opts.Count) / time.Duration(p.opts.PacketsPerSecond))
-	defer pace.Stop()
+	// Start pingers no faster than the configured packet rate allows. A rate
+	// above one pinger per nanosecond is no pacing at all (and a zero
+	// period would make NewTicker panic).
+	var pace <-chan time.Time
+	if period := time.Second * time.Duration(p.opts.Count) / time.Duration(p.opts.PacketsPerSecond); period > 0 {
+		t := time.NewTicker(period)
+		defer t.Stop()
+		pace = t.C
+	}
 	for i, addr := range addrs {
 		select {
 		case sem <- struct{}{}:
@@ -58,9 +68,9 @@ func (p *ProBing) Probe(ctx context.Context, addrs []netip.Addr) ([]Result, erro
 			wg.Wait()
 			return results, ctx.Err()
 		}
-		if i > 0 {
+		if i > 0 && pace != nil {
 			select {
-			case <-pace.C:
+			case <-pace:
 			case <-ctx.Done():
 				<-sem
 				wg.Wait()
@@ -111,7 +121,7 @@ func (p *ProBing) ping(ctx context.Context, addr netip.Addr, id int) Result {
 	pinger.OnSendError = func(*probing.Packet, error) { p.stats.sendErrors.Add(1) }
 	if err := pinger.RunWithContext(ctx); err != nil && !errors.Is(err, context.Canceled) {
 		if errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EACCES) {
-			err = permissionError(p.opts.Privileged, err)
+			err = permissionErr(p.opts.Privileged, err)
 		}
 		p.stats.socketErrors.Add(1)
 		p.opts.Logger.Debug("pinger failed", "address", addr, "err", fmt.Errorf("pro-bing: %w", err))

@@ -56,7 +56,8 @@ func (c *cycle) finishIfComplete() {
 
 // NewShared opens the IPv4 socket (its failure is returned: without it the
 // exporter cannot do its job) and the IPv6 socket (its failure is logged and
-// only IPv6 targets fail, for hosts without IPv6).
+// only IPv6 targets fail, for hosts without IPv6). In auto mode the IPv4
+// socket decides the mode of both.
 func NewShared(opts Options) (*Shared, error) {
 	opts.setDefaults()
 	s := &Shared{
@@ -65,12 +66,21 @@ func NewShared(opts Options) (*Shared, error) {
 		id:    uint16(rand.UintN(1 << 16)),
 		epoch: time.Now(),
 	}
-	if err := s.open(0); err != nil {
+	sock, privileged, err := openMode(&opts, func(privileged bool) (*socket, error) {
+		return openSocket(false, privileged, s.id)
+	})
+	if err != nil {
 		return nil, err
 	}
+	s.opts.Privileged, s.opts.Auto = privileged, false
+	s.start(0, sock)
 	if err := s.open(1); err != nil {
-		opts.Logger.Warn("IPv6 targets cannot be probed", "err", err)
+		// Requests to IPv6 targets then count as send errors and their
+		// openstack_vm_icmp_up is left out, rather than reported down.
+		opts.Logger.Warn("IPv6 targets cannot be probed: their requests count as send errors and they get no "+
+			"openstack_vm_icmp_up; if this host has no IPv6, set probe.icmp.ip_versions: [4]", "err", err)
 	}
+	opts.Logger.Info("ICMP probing", "engine", "shared", "mode", modeName(privileged), "auto", opts.Auto)
 	return s, nil
 }
 
@@ -79,11 +89,16 @@ func (s *Shared) open(family int) error {
 	if err != nil {
 		return err
 	}
+	s.start(family, sock)
+	return nil
+}
+
+// start makes sock the family's socket and starts its reader.
+func (s *Shared) start(family int, sock *socket) {
 	s.sockets[family] = sock
 	s.broken[family].Store(false)
 	s.readers.Add(1)
 	go s.read(family, sock)
-	return nil
 }
 
 // reopenBroken replaces a socket whose reader failed.

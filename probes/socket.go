@@ -52,7 +52,7 @@ func openSocket(v6, privileged bool, id uint16) (*socket, error) {
 	conn, err := icmp.ListenPacket(network, address)
 	if err != nil {
 		if errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EACCES) {
-			return nil, permissionError(privileged, err)
+			return nil, permissionErr(privileged, err)
 		}
 		return nil, fmt.Errorf("opening ICMP socket %s: %w", network, err)
 	}

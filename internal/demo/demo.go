@@ -59,22 +59,21 @@ func StartCloud() (*Cloud, *config.Config, error) {
 	return &Cloud{sc}, cfg, nil
 }
 
-// ChooseICMPMode picks a mode this process may use: raw sockets as root,
-// datagram sockets where ping_group_range allows, and otherwise turns
+// ChooseICMPMode sets mode auto (raw sockets as root, datagram sockets
+// where ping_group_range allows) and, where neither can be opened, turns
 // probing off with the reason, so the demo still shows the inventory.
 func ChooseICMPMode(cfg *config.Config, logger *slog.Logger) {
-	for _, mode := range []string{"privileged", "unprivileged"} {
-		p, err := probes.NewShared(probes.Options{Privileged: mode == "privileged"})
-		if err == nil {
-			p.Close()
-			cfg.Probe.ICMP.Mode = mode
-			return
-		}
-		if !errors.Is(err, probes.ErrPermission) {
-			logger.Warn("ICMP socket", "mode", mode, "err", err)
-		}
+	cfg.Probe.ICMP.Mode = "auto"
+	p, err := probes.NewShared(probes.Options{Auto: true})
+	if err == nil {
+		p.Close()
+		return
 	}
 	cfg.Probe.ICMP.Enabled = false
+	if !errors.Is(err, probes.ErrPermission) {
+		logger.Warn("ICMP probing is off in this demo", "err", err)
+		return
+	}
 	logger.Warn("ICMP probing is off in this demo: run it as root, or allow ICMP datagram sockets with " +
 		"`sudo sysctl -w net.ipv4.ping_group_range=\"0 2147483647\"`")
 }
