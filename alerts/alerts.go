@@ -55,10 +55,14 @@ type Params struct {
 	HostDownFor        string `yaml:"host_down_for"`
 	HostMaintenanceFor string `yaml:"host_maintenance_for"`
 
-	APIDownFor      string `yaml:"api_down_for"`
-	StaleIntervals  int    `yaml:"stale_intervals"`
-	ProbeOverrunFor string `yaml:"probe_overrun_for"`
-	ExporterDownFor string `yaml:"exporter_down_for"`
+	APIDownFor          string `yaml:"api_down_for"`
+	StaleIntervals      int    `yaml:"stale_intervals"`
+	ProbeOverrunFor     string `yaml:"probe_overrun_for"`
+	ProbeStallIntervals int    `yaml:"probe_stall_intervals"`
+	ProbeErrorsWindow   string `yaml:"probe_errors_window"`
+	ProbeErrorsFor      string `yaml:"probe_errors_for"`
+	HostUnknownFor      string `yaml:"host_unknown_for"`
+	ExporterDownFor     string `yaml:"exporter_down_for"`
 }
 
 // DefaultParams returns the values of params.yaml.
@@ -182,8 +186,11 @@ func PrometheusRule(p Params) ([]byte, error) {
 // HistoryRecordings are the recording rules that need Prometheus's history
 // ("answered ICMP before"), with what the one-shot report, which has one
 // snapshot and no history, uses instead: every address it probed counts as
-// one that answered before, so an address that does not answer now is
-// reported, with a note that the report cannot tell whether it ever did.
+// one that answered before. The findings of every alert that reads such a
+// recording are therefore unconfirmed: the report lists them apart ("does
+// not answer ping now; whether it answered before cannot be told"), never
+// as critical, because a server whose security group drops ICMP (Nova's
+// default group does) looks the same in one snapshot.
 var HistoryRecordings = map[string]string{
 	"openstack_vm_address:icmp_answered:history": "max without (instance, job) (openstack_vm_icmp_up) * 0 + 1",
 }

@@ -8,7 +8,9 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/prometheus/common/model"
 	"gopkg.in/yaml.v3"
 )
 
@@ -48,27 +50,89 @@ func TestPromtoolCheckAndUnitTests(t *testing.T) {
 	if err != nil {
 		t.Fatalf("promtool test rules: %v\n%s", err, out)
 	}
-	// Every alert is exercised by a unit test that expects it to fire.
-	var all []byte
-	for _, f := range tests {
-		b, _ := os.ReadFile(f)
-		all = append(all, b...)
-	}
+	// Every alert is checked by a unit test one evaluation (1m) before it
+	// fires, silent, and when it fires.
 	groups, err := Rules(DefaultParams())
 	if err != nil {
 		t.Fatal(err)
 	}
+	edges := firingEdges(t, tests)
 	for _, g := range groups {
 		for _, r := range g.Rules {
-			if r.Alert == "" {
-				continue
-			}
-			fires := regexp.MustCompile(`alertname: ` + r.Alert + `\n\s+exp_alerts:\n\s+- exp_labels`)
-			if !fires.Match(all) {
-				t.Errorf("no unit test expects %s to fire", r.Alert)
+			if r.Alert != "" && !edges[r.Alert] {
+				t.Errorf("no unit test expects %s silent at some eval_time and firing one minute later", r.Alert)
 			}
 		}
 	}
+}
+
+// unitTests is the part of promtool's test file format these tests read.
+type unitTests struct {
+	EvaluationInterval string `yaml:"evaluation_interval"`
+	Tests              []struct {
+		AlertRuleTest []struct {
+			EvalTime  string `yaml:"eval_time"`
+			Alertname string `yaml:"alertname"`
+			ExpAlerts []struct {
+				ExpLabels map[string]string `yaml:"exp_labels"`
+			} `yaml:"exp_alerts"`
+		} `yaml:"alert_rule_test"`
+	} `yaml:"tests"`
+}
+
+func readUnitTests(t *testing.T, files []string) []unitTests {
+	t.Helper()
+	var out []unitTests
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var u unitTests
+		if err := yaml.Unmarshal(b, &u); err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		if u.EvaluationInterval != "1m" {
+			t.Fatalf("%s: evaluation_interval %q: the checks here assume 1m", f, u.EvaluationInterval)
+		}
+		out = append(out, u)
+	}
+	return out
+}
+
+// firingEdges lists the alerts that some test group expects silent at T
+// and firing at T+1m.
+func firingEdges(t *testing.T, files []string) map[string]bool {
+	t.Helper()
+	edges := map[string]bool{}
+	for _, u := range readUnitTests(t, files) {
+		for _, g := range u.Tests {
+			silent := map[string]map[time.Duration]bool{}
+			for _, a := range g.AlertRuleTest {
+				if len(a.ExpAlerts) == 0 {
+					if silent[a.Alertname] == nil {
+						silent[a.Alertname] = map[time.Duration]bool{}
+					}
+					silent[a.Alertname][evalTime(t, a.EvalTime)] = true
+				}
+			}
+			for _, a := range g.AlertRuleTest {
+				if len(a.ExpAlerts) > 0 && silent[a.Alertname][evalTime(t, a.EvalTime)-time.Minute] {
+					edges[a.Alertname] = true
+				}
+			}
+		}
+	}
+	return edges
+}
+
+func evalTime(t *testing.T, s string) time.Duration {
+	t.Helper()
+	d, err := model.ParseDuration(s)
+	if err != nil {
+		t.Fatalf("eval_time %q: %v", s, err)
+	}
+	return time.Duration(d)
 }
 
 func TestOverrideRenders(t *testing.T) {
@@ -186,33 +250,141 @@ func TestAlertmanagerExample(t *testing.T) {
 	if out, err := exec.Command(amtool, "check-config", "alertmanager.example.yml").CombinedOutput(); err != nil {
 		t.Fatalf("amtool check-config: %v\n%s", err, out)
 	}
-	groups, _ := Rules(DefaultParams())
-	names := map[string]bool{}
-	for _, g := range groups {
-		for _, r := range g.Rules {
-			if r.Alert != "" {
-				names[r.Alert] = true
-			}
-		}
+	b, err := os.ReadFile("alertmanager.example.yml")
+	if err != nil {
+		t.Fatal(err)
 	}
-	b, _ := os.ReadFile("alertmanager.example.yml")
 	var cfg struct {
+		Route struct {
+			Routes []struct {
+				Matchers []string `yaml:"matchers"`
+				Receiver string   `yaml:"receiver"`
+			} `yaml:"routes"`
+		} `yaml:"route"`
 		Inhibit []struct {
 			Source []string `yaml:"source_matchers"`
 			Target []string `yaml:"target_matchers"`
+			Equal  []string `yaml:"equal"`
 		} `yaml:"inhibit_rules"`
+		Receivers []struct {
+			Name     string `yaml:"name"`
+			Webhooks []any  `yaml:"webhook_configs"`
+		} `yaml:"receivers"`
 	}
 	if err := yaml.Unmarshal(b, &cfg); err != nil {
 		t.Fatal(err)
 	}
-	alertNames := regexp.MustCompile(`OpenStack[A-Za-z]+`)
-	for _, rule := range cfg.Inhibit {
-		for _, m := range append(rule.Source, rule.Target...) {
-			for _, n := range alertNames.FindAllString(m, -1) {
-				if !names[n] {
-					t.Errorf("inhibit rule names %s, which is no alert", n)
+	// Every severity reaches a receiver that sends somewhere.
+	sends := map[string]bool{}
+	for _, r := range cfg.Receivers {
+		sends[r.Name] = len(r.Webhooks) > 0
+	}
+	for _, r := range cfg.Route.Routes {
+		if !sends[r.Receiver] {
+			t.Errorf("route %v goes to %q, which sends nothing", r.Matchers, r.Receiver)
+		}
+	}
+
+	// The alerts as the rules really label them: every label set a unit
+	// test expects (promtool compares them exactly), with the alert name.
+	tests, _ := filepath.Glob("tests/*.test.yml")
+	var seen []map[string]string
+	for _, u := range readUnitTests(t, tests) {
+		for _, g := range u.Tests {
+			for _, a := range g.AlertRuleTest {
+				for _, e := range a.ExpAlerts {
+					l := map[string]string{"alertname": a.Alertname}
+					for k, v := range e.ExpLabels {
+						l[k] = v
+					}
+					seen = append(seen, l)
 				}
 			}
 		}
 	}
+	groups, _ := Rules(DefaultParams())
+	for _, g := range groups {
+		for _, r := range g.Rules {
+			found := false
+			for _, l := range seen {
+				found = found || (l["alertname"] == r.Alert && l["severity"] == r.Labels["severity"])
+			}
+			if r.Alert != "" && !found {
+				t.Errorf("no unit test shows the labels of %s (%s)", r.Alert, r.Labels["severity"])
+			}
+		}
+	}
+	rank := map[string]int{"critical": 0, "warning": 1, "info": 2}
+	for i, rule := range cfg.Inhibit {
+		sources, targets := matching(t, seen, rule.Source), matching(t, seen, rule.Target)
+		if len(sources) == 0 || len(targets) == 0 {
+			t.Errorf("inhibit rule %d matches no alert on one side (%d sources, %d targets)", i, len(sources), len(targets))
+		}
+		// Alertmanager counts a label missing on both sides as equal: the
+		// rule would then silence the target everywhere. So every source
+		// has each equal label, and every target alert has it too (though
+		// it may be empty on some of its alerts, like the host of a server
+		// not scheduled yet, which are then never silenced).
+		targetHas := map[string]map[string]bool{}
+		for _, tg := range targets {
+			if targetHas[tg["alertname"]] == nil {
+				targetHas[tg["alertname"]] = map[string]bool{}
+			}
+			for _, e := range rule.Equal {
+				targetHas[tg["alertname"]][e] = targetHas[tg["alertname"]][e] || tg[e] != ""
+			}
+		}
+		for name, has := range targetHas {
+			for _, e := range rule.Equal {
+				if !has[e] {
+					t.Errorf("inhibit rule %d: equal label %q is never on target %s", i, e, name)
+				}
+			}
+		}
+		for _, s := range sources {
+			for _, e := range rule.Equal {
+				if s[e] == "" {
+					t.Errorf("inhibit rule %d: equal label %q missing on source %s", i, e, s["alertname"])
+				}
+			}
+			for _, tg := range targets {
+				if rank[s["severity"]] > rank[tg["severity"]] {
+					t.Errorf("inhibit rule %d: %s (%s) would silence %s (%s)", i, s["alertname"], s["severity"], tg["alertname"], tg["severity"])
+				}
+			}
+		}
+	}
+}
+
+// matching returns the label sets that all the matchers (Alertmanager's
+// name="v", name=~"re" forms) select.
+func matching(t *testing.T, sets []map[string]string, matchers []string) []map[string]string {
+	t.Helper()
+	parse := regexp.MustCompile(`^(\w+)\s*(=~|!~|!=|=)\s*"(.*)"$`)
+	var out []map[string]string
+	for _, l := range sets {
+		ok := true
+		for _, m := range matchers {
+			p := parse.FindStringSubmatch(strings.TrimSpace(m))
+			if p == nil {
+				t.Fatalf("matcher %q: not understood", m)
+			}
+			re := regexp.MustCompile("^(?:" + p[3] + ")$")
+			v := l[p[1]]
+			switch p[2] {
+			case "=":
+				ok = ok && v == p[3]
+			case "!=":
+				ok = ok && v != p[3]
+			case "=~":
+				ok = ok && re.MatchString(v)
+			case "!~":
+				ok = ok && !re.MatchString(v)
+			}
+		}
+		if ok {
+			out = append(out, l)
+		}
+	}
+	return out
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql"
+	"github.com/prometheus/prometheus/promql/parser"
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/template"
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
@@ -32,7 +33,7 @@ import (
 // labels and value Prometheus would give it.
 type Finding struct {
 	Alert       string            `json:"alert"`
-	Severity    string            `json:"severity"`
+	Severity    string            `json:"severity,omitempty"`
 	Labels      map[string]string `json:"labels"`
 	Value       float64           `json:"value"`
 	Summary     string            `json:"summary"`
@@ -41,6 +42,10 @@ type Finding struct {
 	Mitigation  string            `json:"mitigation,omitempty"`
 	// Notes say what the one snapshot could not show.
 	Notes []string `json:"notes,omitempty"`
+	// Unconfirmed marks a finding of an alert that reads Prometheus's
+	// history, which one snapshot cannot show (see
+	// alerts.HistoryRecordings): Build lists it apart, never as critical.
+	Unconfirmed bool `json:"-"`
 }
 
 // Snapshot is the exporter's metrics gathered twice: before and after one
@@ -48,17 +53,13 @@ type Finding struct {
 type Snapshot struct {
 	Before, After     []*dto.MetricFamily
 	BeforeAt, AfterAt time.Time
-	// StatusBackfill gives each server's state series a history since
-	// openstack_vm_status_since_timestamp_seconds (capped at 3 hours), so
-	// rules that measure a state's duration from Prometheus's history see
-	// what the inventory knows.
-	StatusBackfill bool
 }
 
 // Evaluate runs every alerting rule of the rule groups over the snapshot,
 // in order, recording rules first (history recordings substituted), and
 // returns what would fire. `for:` durations are not applied: a condition
-// true now is reported, with a note.
+// true now is reported, with a note. Findings of alerts that read history
+// are marked Unconfirmed.
 func Evaluate(ctx context.Context, snap Snapshot, params alerts.Params) ([]Finding, error) {
 	groups, err := alerts.Rules(params)
 	if err != nil {
@@ -72,9 +73,6 @@ func Evaluate(ctx context.Context, snap Snapshot, params alerts.Params) ([]Findi
 	// The exporter is up: the report is it.
 	for _, at := range []time.Time{snap.BeforeAt, snap.AfterAt} {
 		st.add(labels.FromStrings("__name__", "up", "job", job, "instance", "report"), at, 1)
-	}
-	if snap.StatusBackfill {
-		st.backfillStatus(snap.AfterAt)
 	}
 
 	engine := promql.NewEngine(promql.EngineOpts{
@@ -94,6 +92,7 @@ func Evaluate(ctx context.Context, snap Snapshot, params alerts.Params) ([]Findi
 		return res.Vector()
 	}
 
+	historic := historyDependent(groups)
 	var findings []Finding
 	for _, g := range groups {
 		for _, r := range g.Rules {
@@ -114,7 +113,9 @@ func Evaluate(ctx context.Context, snap Snapshot, params alerts.Params) ([]Findi
 				continue
 			}
 			for _, s := range vec {
-				findings = append(findings, newFinding(ctx, r, s, snap.AfterAt, query))
+				f := newFinding(ctx, r, s, snap.AfterAt, query)
+				f.Unconfirmed = historic[r.Alert]
+				findings = append(findings, f)
 			}
 		}
 	}
@@ -148,8 +149,39 @@ func jobOf(selector string) string {
 	return "openstack-vm-exporter"
 }
 
-// historyAlerts are the alerts whose expressions read history recordings.
-var historyAlerts = map[string]bool{"OpenStackVMUnreachable": true, "OpenStackHostVMsUnreachable": true}
+// historyDependent returns the alerts that read a history recording
+// (alerts.HistoryRecordings), directly or through other recordings.
+func historyDependent(groups []alerts.Group) map[string]bool {
+	tainted := map[string]bool{}
+	for rec := range alerts.HistoryRecordings {
+		tainted[rec] = true
+	}
+	out := map[string]bool{}
+	for _, g := range groups {
+		for _, r := range g.Rules {
+			expr, err := parser.NewParser(parser.Options{}).ParseExpr(r.Expr)
+			if err != nil {
+				continue // Evaluate reports it
+			}
+			reads := false
+			parser.Inspect(expr, func(n parser.Node, _ []parser.Node) error {
+				if vs, ok := n.(*parser.VectorSelector); ok && tainted[vs.Name] {
+					reads = true
+				}
+				return nil
+			})
+			if !reads {
+				continue
+			}
+			if r.Record != "" {
+				tainted[r.Record] = true
+			} else {
+				out[r.Alert] = true
+			}
+		}
+	}
+	return out
+}
 
 func newFinding(ctx context.Context, r alerts.Rule, s promql.Sample, at time.Time, query func(string) (promql.Vector, error)) Finding {
 	lbls := map[string]string{}
@@ -178,10 +210,6 @@ func newFinding(ctx context.Context, r alerts.Rule, s promql.Sample, at time.Tim
 	f.RunbookURL = r.Annotations["runbook_url"]
 	if r.For != "" && r.For != "0s" {
 		f.Notes = append(f.Notes, fmt.Sprintf("The alert waits %s before it fires; the report shows the condition as it is now.", r.For))
-	}
-	if historyAlerts[r.Alert] {
-		f.Notes = append(f.Notes, "The report has no history: it cannot tell whether this address ever answered ICMP. "+
-			"A server whose security group drops ICMP shows here too, but never fires the alert.")
 	}
 	return f
 }
@@ -281,40 +309,6 @@ func (m *memStorage) zeroCountersBefore(before time.Time) {
 			strings.HasSuffix(name, "_sum") || strings.HasSuffix(name, "_count")
 		if counterLike && len(s.samples) > 0 && s.samples[0].T() > t {
 			s.samples = append([]chunks.Sample{fsample{t: t}}, s.samples...)
-		}
-	}
-}
-
-// backfillStatus repeats every openstack_vm_status sample every 4 minutes
-// (inside the 5-minute lookback) back to the server's status since time, at
-// most 3 hours back.
-func (m *memStorage) backfillStatus(at time.Time) {
-	since := map[string]int64{}
-	for _, s := range m.series {
-		if s.lset.Get("__name__") == "openstack_vm_status_since_timestamp_seconds" && len(s.samples) > 0 {
-			since[s.lset.Get("id")] = int64(s.samples[len(s.samples)-1].F() * 1000)
-		}
-	}
-	end := at.UnixMilli()
-	floor := at.Add(-3 * time.Hour).UnixMilli()
-	var add []*memSeries
-	for _, s := range m.series {
-		if s.lset.Get("__name__") != "openstack_vm_status" {
-			continue
-		}
-		from, ok := since[s.lset.Get("id")]
-		if !ok {
-			continue
-		}
-		from = max(from, floor)
-		add = append(add, &memSeries{lset: s.lset})
-		for t := end - int64(4*time.Minute/time.Millisecond); t >= from; t -= int64(4 * time.Minute / time.Millisecond) {
-			add[len(add)-1].samples = append(add[len(add)-1].samples, fsample{t: t, f: 1})
-		}
-	}
-	for _, a := range add {
-		for _, smp := range a.samples {
-			m.addSample(a.lset, smp)
 		}
 	}
 }

@@ -24,9 +24,29 @@ type Report struct {
 	Generated time.Time `json:"generated"`
 	Servers   int       `json:"servers"`
 	Probed    int       `json:"probed_addresses"`
-	Findings  []Finding `json:"findings"`
+	// Findings are the known issues the snapshot shows.
+	Findings []Finding `json:"findings"`
+	// Unconfirmed are findings of alerts that need Prometheus's history:
+	// addresses that do not answer ping now, which may never have (a
+	// security group that drops ICMP, as OpenStack's default one does).
+	// They carry no severity and never count as critical.
+	Unconfirmed []Finding `json:"unconfirmed"`
 	// Critical counts the findings of severity critical.
 	Critical int `json:"critical"`
+}
+
+// UnconfirmedNote says why the unconfirmed findings are apart.
+const UnconfirmedNote = "Not answering ping now; whether they answered before cannot be told from one snapshot. " +
+	"Security groups often drop ICMP (OpenStack's default group does): Prometheus alerts only on addresses " +
+	"that answered before, and the report counts none of these as an issue."
+
+// ExitStatus is the exit status of the report command: 2 when a critical
+// issue was found, else 0. Unconfirmed findings never make it 2.
+func (r *Report) ExitStatus() int {
+	if r.Critical > 0 {
+		return 2
+	}
+	return 0
 }
 
 // Collect refreshes the inventory once, runs one probe cycle, and gathers
@@ -47,7 +67,7 @@ func Collect(ctx context.Context, svc *exporter.Service) (Snapshot, error) {
 	if err != nil {
 		return Snapshot{}, err
 	}
-	return Snapshot{Before: before, After: after, BeforeAt: beforeAt, AfterAt: time.Now(), StatusBackfill: true}, nil
+	return Snapshot{Before: before, After: after, BeforeAt: beforeAt, AfterAt: time.Now()}, nil
 }
 
 // Build evaluates the snapshot and attaches each finding's runbook
@@ -57,7 +77,14 @@ func Build(ctx context.Context, snap Snapshot, params alerts.Params, runbooks fs
 	if err != nil {
 		return nil, err
 	}
-	r := &Report{Generated: snap.AfterAt.UTC(), Findings: findings}
+	r := &Report{Generated: snap.AfterAt.UTC(), Findings: []Finding{}, Unconfirmed: []Finding{}}
+	for _, f := range findings {
+		if f.Unconfirmed {
+			r.Unconfirmed = append(r.Unconfirmed, unconfirmed(f))
+			continue
+		}
+		r.Findings = append(r.Findings, f)
+	}
 	for _, fam := range snap.After {
 		switch fam.GetName() {
 		case "openstack_vm_inventory_servers":
@@ -74,6 +101,29 @@ func Build(ctx context.Context, snap Snapshot, params alerts.Params, runbooks fs
 		}
 	}
 	return r, nil
+}
+
+// unconfirmed rewrites a finding that needs history: its rule's texts
+// assert that the address answered before, which the snapshot cannot show,
+// and its severity would count it as a known issue.
+func unconfirmed(f Finding) Finding {
+	f.Severity = ""
+	labels := map[string]string{}
+	for k, v := range f.Labels {
+		if k != "severity" {
+			labels[k] = v
+		}
+	}
+	f.Labels = labels
+	switch {
+	case labels["address"] != "":
+		f.Summary = fmt.Sprintf("Server %s does not answer ping at %s now.", labels["name"], labels["address"])
+	case labels["host"] != "":
+		f.Summary = fmt.Sprintf("%.0f%% of the probed servers of host %s do not answer ping now.", 100*f.Value, labels["host"])
+	}
+	f.Description = f.Summary
+	f.Notes = []string{UnconfirmedNote}
+	return f
 }
 
 // section returns the text of a runbook's "## <name>" section.
@@ -109,7 +159,7 @@ type Check struct {
 	RunbookURL string `json:"runbook_url"`
 }
 
-var catalogueRow = regexp.MustCompile(`^\| \[(\w+)\]\(\w+\.md\) \| \w+ \| (.+) \|$`)
+var catalogueRow = regexp.MustCompile(`^\| \[(\w+)\]\(\w+\.md\) \| [\w/]+ \| (.+) \|$`)
 
 // Catalogue lists the known issues checked, as detek's plan did: the alert
 // rules, with the one-line description of the runbooks' index.
@@ -143,11 +193,11 @@ func Catalogue(params alerts.Params, runbooks fs.FS) ([]Check, error) {
 
 // WriteTable writes the report for a terminal.
 func (r *Report) WriteTable(w io.Writer) error {
-	fmt.Fprintf(w, "openstack-vm-exporter report, %s: %d servers, %d probed addresses, %d known issues (%d critical)\n\n",
-		r.Generated.Format(time.RFC3339), r.Servers, r.Probed, len(r.Findings), r.Critical)
+	fmt.Fprintf(w, "openstack-vm-exporter report, %s: %d servers, %d probed addresses, %d known issues (%d critical), %d unconfirmed\n\n",
+		r.Generated.Format(time.RFC3339), r.Servers, r.Probed, len(r.Findings), r.Critical, len(r.Unconfirmed))
 	if len(r.Findings) == 0 {
 		fmt.Fprintln(w, "No known issue found.")
-		return nil
+		return r.writeUnconfirmed(w)
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "SEVERITY\tISSUE\tSERVER\tID\tPROJECT\tHOST\tADDRESS\tSUMMARY")
@@ -173,7 +223,23 @@ func (r *Report) WriteTable(w io.Writer) error {
 			fmt.Fprintf(w, "Mitigation:\n%s\n", indent(f.Mitigation))
 		}
 	}
-	return nil
+	return r.writeUnconfirmed(w)
+}
+
+// writeUnconfirmed writes the unconfirmed findings apart, without severity.
+func (r *Report) writeUnconfirmed(w io.Writer) error {
+	if len(r.Unconfirmed) == 0 {
+		return nil
+	}
+	fmt.Fprintf(w, "\n== Unconfirmed (%d): not answering ping now\n%s\n\n", len(r.Unconfirmed), UnconfirmedNote)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "CHECK\tSERVER\tID\tPROJECT\tHOST\tADDRESS\tSUMMARY")
+	for _, f := range r.Unconfirmed {
+		l := f.Labels
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", f.Alert, orDash(oneLine(l["name"])), orDash(l["id"]), orDash(l["project_id"]),
+			orDash(l["host"]), orDash(l["address"]), oneLine(f.Summary))
+	}
+	return tw.Flush()
 }
 
 // WriteJSON writes the report as JSON.
@@ -186,7 +252,10 @@ func (r *Report) WriteJSON(w io.Writer) error {
 // WriteHTML writes the report as one self-contained HTML page; every value
 // is escaped by html/template.
 func (r *Report) WriteHTML(w io.Writer) error {
-	return htmlPage.Execute(w, r)
+	return htmlPage.Execute(w, struct {
+		*Report
+		UnconfirmedNote string
+	}{r, UnconfirmedNote})
 }
 
 // WriteCatalogue writes the list of checks as a table.
@@ -264,6 +333,7 @@ code { font-size: .85rem; }
   <div class="card"><b>{{.Probed}}</b>probed addresses</div>
   <div class="card"><b>{{len .Findings}}</b>known issues</div>
   <div class="card"><b>{{.Critical}}</b>critical</div>
+  <div class="card"><b>{{len .Unconfirmed}}</b>unconfirmed</div>
 </div>
 {{if .Findings}}
 <table>
@@ -286,6 +356,21 @@ code { font-size: .85rem; }
 </details>{{end}}{{end}}
 {{else}}
 <p>No known issue found.</p>
+{{end}}
+{{if .Unconfirmed}}
+<h2 id="unconfirmed">Unconfirmed: not answering ping now</h2>
+<p class="note">{{.UnconfirmedNote}}</p>
+<table class="unconfirmed">
+<thead><tr><th>Check</th><th>Server</th><th>ID</th><th>Project</th><th>Host</th><th>Address</th><th>What</th></tr></thead>
+<tbody>
+{{range .Unconfirmed}}<tr>
+<td><a href="{{.RunbookURL}}">{{.Alert}}</a></td>
+<td>{{index .Labels "name"}}</td><td><code>{{index .Labels "id"}}</code></td><td>{{index .Labels "project_id"}}</td>
+<td>{{index .Labels "host"}}</td><td>{{index .Labels "address"}}</td>
+<td>{{.Summary}}</td>
+</tr>
+{{end}}</tbody>
+</table>
 {{end}}
 </body>
 </html>

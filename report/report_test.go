@@ -27,10 +27,19 @@ import (
 
 const hostileName = `<script>alert("x")</script> & "quotes" \ {braces}`
 
-// fixture builds a stand-in cloud with one server per known issue, and
-// near misses, whose addresses live in a namespace lab; the exporter's
-// sockets are opened in the lab's hypervisor namespace.
-func collect(t *testing.T) (Snapshot, map[string]string) {
+// scenario is a stand-in cloud and where its addresses live in a namespace
+// lab.
+type scenario struct {
+	servers  []standin.Server
+	services map[string]string
+	lab      map[netlab.Behaviour][]string
+}
+
+// collect starts the scenario's cloud and lab and takes a report snapshot;
+// the exporter's sockets are opened in the lab's hypervisor namespace. The
+// Lossy namespace drops every other echo request (the first of each pair),
+// so that loss is exact; the Slow one answers after 100 ms.
+func collect(t *testing.T, sc scenario) Snapshot {
 	t.Helper()
 	lab := netlab.New(t)
 	cloud, err := standin.Start("127.0.0.1:0")
@@ -38,38 +47,33 @@ func collect(t *testing.T) (Snapshot, map[string]string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cloud.Close() })
-	now := time.Now().UTC().Truncate(time.Second)
-	ago := func(d time.Duration) time.Time { return now.Add(-d) }
-	addr := func(a string) []standin.Address {
-		return []standin.Address{{Network: "provider", Addr: a, Type: "fixed"}}
+	for i := range sc.servers {
+		sc.servers[i].ProjectID, sc.servers[i].Flavor = "p1", "m1.small"
 	}
-	servers := []standin.Server{
-		{ID: "s-error", Name: "broken", Host: "cmp-1", VMState: "error", PowerState: 4, Updated: ago(3 * time.Hour)},
-		{ID: "s-error-new", Name: "just-broken", Host: "cmp-1", VMState: "error", PowerState: 4, Updated: ago(time.Minute)},
-		{ID: "s-build", Name: "stuck", VMState: "building", TaskState: "scheduling", Updated: ago(3 * time.Hour)},
-		{ID: "s-build-new", Name: "booting", Host: "cmp-1", VMState: "building", TaskState: "spawning", Updated: ago(5 * time.Minute)},
-		{ID: "s-migrating", Name: "moving", Host: "cmp-1", VMState: "active", TaskState: "migrating", PowerState: 1, Updated: ago(2 * time.Hour)},
-		{ID: "s-resize", Name: "resized", Host: "cmp-1", VMState: "resized", PowerState: 1, Updated: ago(50 * time.Hour)},
-		{ID: "s-ghost", Name: "ghost", Host: "cmp-1", VMState: "active", PowerState: 4, Updated: ago(2 * time.Hour)},
-		{ID: "s-paused", Name: "frozen", Host: "cmp-1", VMState: "active", PowerState: 3, Updated: ago(2 * time.Hour)},
-		{ID: "s-ok", Name: hostileName, Host: "cmp-1", VMState: "active", PowerState: 1, Updated: ago(9 * time.Hour), Addresses: addr("198.18.0.1")},
-		{ID: "s-dead", Name: "silent", Host: "cmp-1", VMState: "active", PowerState: 1, Updated: ago(9 * time.Hour), Addresses: addr("198.18.3.1")},
-		{ID: "s-down-host", Name: "orphan", Host: "cmp-2", VMState: "active", PowerState: 1, Updated: ago(9 * time.Hour)},
-		{ID: "s-maint", Name: "parked", Host: "cmp-3", VMState: "active", PowerState: 1, Updated: ago(9 * time.Hour)},
+	cloud.Put(sc.servers...)
+	for host, state := range sc.services {
+		cloud.SetService(host, state)
 	}
-	for i := range servers {
-		servers[i].ProjectID, servers[i].Flavor = "p1", "m1.small"
+	for b, addrs := range sc.lab {
+		for _, a := range addrs {
+			if err := lab.Add(b, netip.MustParseAddr(a)); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
-	cloud.Put(servers...)
-	cloud.SetService("cmp-1", "UP")
-	cloud.SetService("cmp-2", "DOWN")
-	cloud.SetService("cmp-3", "MAINTENANCE")
-	if err := lab.Add(netlab.Answer, netipOf("198.18.0.1")); err != nil {
-		t.Fatal(err)
+	everyOther := exec.Command("ip", "netns", "exec", lab.Namespace(netlab.Lossy), "nft", "-f", "-")
+	everyOther.Stdin = strings.NewReader(`delete table inet netlab
+table inet netlab {
+	chain input {
+		type filter hook input priority 0; policy accept;
+		icmp type echo-request numgen inc mod 2 == 0 drop
 	}
-	if err := lab.Add(netlab.Dead, netipOf("198.18.3.1")); err != nil {
-		t.Fatal(err)
+}
+`)
+	if out, err := everyOther.CombinedOutput(); err != nil {
+		t.Fatalf("nft: %v: %s", err, out)
 	}
+	lab.SetDelay(100 * time.Millisecond)
 	for k, v := range cloud.Env() {
 		t.Setenv(k, v)
 	}
@@ -86,11 +90,47 @@ func collect(t *testing.T) (Snapshot, map[string]string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ids := map[string]string{}
-	for _, s := range servers {
-		ids[s.ID] = s.Name
+	return snap
+}
+
+// knownIssues has one server per known issue, and near misses.
+func knownIssues() scenario {
+	now := time.Now().UTC().Truncate(time.Second)
+	ago := func(d time.Duration) time.Time { return now.Add(-d) }
+	addr := func(a string) []standin.Address {
+		return []standin.Address{{Network: "provider", Addr: a, Type: "fixed"}}
 	}
-	return snap, ids
+	return scenario{
+		servers: []standin.Server{
+			{ID: "s-error", Name: "broken", Host: "cmp-1", VMState: "error", PowerState: 4, Updated: ago(3 * time.Hour)},
+			{ID: "s-error-new", Name: "just-broken", Host: "cmp-1", VMState: "error", PowerState: 4, Updated: ago(time.Minute)},
+			{ID: "s-build", Name: "stuck", VMState: "building", TaskState: "scheduling", Updated: ago(3 * time.Hour)},
+			{ID: "s-build-new", Name: "booting", Host: "cmp-1", VMState: "building", TaskState: "spawning", Updated: ago(5 * time.Minute)},
+			{ID: "s-migrating", Name: "moving", Host: "cmp-1", VMState: "active", TaskState: "migrating", PowerState: 1, Updated: ago(2 * time.Hour)},
+			{ID: "s-resize", Name: "resized", Host: "cmp-1", VMState: "resized", PowerState: 1, Updated: ago(50 * time.Hour)},
+			{ID: "s-ghost", Name: "ghost", Host: "cmp-1", VMState: "active", PowerState: 4, Updated: ago(2 * time.Hour)},
+			{ID: "s-paused", Name: "frozen", Host: "cmp-1", VMState: "active", PowerState: 3, Updated: ago(2 * time.Hour)},
+			{ID: "s-ok", Name: hostileName, Host: "cmp-1", VMState: "active", PowerState: 1, Updated: ago(9 * time.Hour), Addresses: addr("198.18.0.1")},
+			{ID: "s-lossy", Name: "lossy", Host: "cmp-1", VMState: "active", PowerState: 1, Updated: ago(9 * time.Hour), Addresses: addr("198.18.1.1")},
+			{ID: "s-slow", Name: "slow", Host: "cmp-1", VMState: "active", PowerState: 1, Updated: ago(9 * time.Hour), Addresses: addr("198.18.2.1")},
+			{ID: "s-dead", Name: "silent", Host: "cmp-1", VMState: "active", PowerState: 1, Updated: ago(9 * time.Hour), Addresses: addr("198.18.3.1")},
+			// cmp-2's nova-compute is DOWN with a server ACTIVE on it: critical.
+			{ID: "s-down-host", Name: "orphan", Host: "cmp-2", VMState: "active", PowerState: 1, Updated: ago(9 * time.Hour)},
+			{ID: "s-maint", Name: "parked", Host: "cmp-3", VMState: "active", PowerState: 1, Updated: ago(9 * time.Hour)},
+			// cmp-4: three servers that do not answer ping, as with a
+			// security group that drops ICMP.
+			{ID: "s-quiet-1", Name: "quiet-1", Host: "cmp-4", VMState: "active", PowerState: 1, Updated: ago(9 * time.Hour), Addresses: addr("198.18.3.2")},
+			{ID: "s-quiet-2", Name: "quiet-2", Host: "cmp-4", VMState: "active", PowerState: 1, Updated: ago(9 * time.Hour), Addresses: addr("198.18.3.3")},
+			{ID: "s-quiet-3", Name: "quiet-3", Host: "cmp-4", VMState: "active", PowerState: 1, Updated: ago(9 * time.Hour), Addresses: addr("198.18.3.4")},
+		},
+		services: map[string]string{"cmp-1": "UP", "cmp-2": "DOWN", "cmp-3": "MAINTENANCE", "cmp-4": "UP"},
+		lab: map[netlab.Behaviour][]string{
+			netlab.Answer: {"198.18.0.1"},
+			netlab.Lossy:  {"198.18.1.1"},
+			netlab.Slow:   {"198.18.2.1"},
+			netlab.Dead:   {"198.18.3.1", "198.18.3.2", "198.18.3.3", "198.18.3.4"},
+		},
+	}
 }
 
 func findingsByAlert(fs []Finding) map[string][]string {
@@ -116,12 +156,11 @@ var testRunbooks = fstest.MapFS{
 }
 
 func TestReportFindsTheKnownIssues(t *testing.T) {
-	snap, _ := collect(t)
+	snap := collect(t, knownIssues())
 	r, err := Build(context.Background(), snap, alerts.DefaultParams(), testRunbooks)
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := findingsByAlert(r.Findings)
 	want := map[string][]string{
 		"OpenStackVMInError":                {"s-error"},
 		"OpenStackVMStuckBuilding":          {"s-build"},
@@ -131,13 +170,25 @@ func TestReportFindsTheKnownIssues(t *testing.T) {
 		"OpenStackVMPausedUnexpectedly":     {"s-paused"},
 		"OpenStackComputeHostDown":          {"cmp-2"},
 		"OpenStackComputeHostInMaintenance": {"cmp-3"},
-		"OpenStackVMUnreachable":            {"s-dead@198.18.3.1"},
+		"OpenStackVMPacketLoss":             {"s-lossy@198.18.1.1"},
+		"OpenStackVMHighLatency":            {"s-slow@198.18.2.1"},
 	}
-	if fmt.Sprint(got) != fmt.Sprint(want) {
+	if got := findingsByAlert(r.Findings); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("findings\n got %v\nwant %v", got, want)
 	}
-	if r.Servers != 12 || r.Probed != 2 || r.Critical != 0 {
-		t.Errorf("report counts: %d servers, %d probed, %d critical", r.Servers, r.Probed, r.Critical)
+	// The servers that do not answer now are listed apart, cmp-4's as a
+	// host where most do not, and none of it counts as critical.
+	wantUnconfirmed := map[string][]string{
+		"OpenStackVMUnreachable":      {"s-dead@198.18.3.1", "s-quiet-1@198.18.3.2", "s-quiet-2@198.18.3.3", "s-quiet-3@198.18.3.4"},
+		"OpenStackHostVMsUnreachable": {"cmp-4"},
+	}
+	if got := findingsByAlert(r.Unconfirmed); fmt.Sprint(got) != fmt.Sprint(wantUnconfirmed) {
+		t.Errorf("unconfirmed\n got %v\nwant %v", got, wantUnconfirmed)
+	}
+	// The one critical issue is real: a down compute service with an
+	// ACTIVE server on it. The command exits 2.
+	if r.Servers != 17 || r.Probed != 7 || r.Critical != 1 || r.ExitStatus() != 2 {
+		t.Errorf("report counts: %d servers, %d probed, %d critical, exit status %d", r.Servers, r.Probed, r.Critical, r.ExitStatus())
 	}
 	for _, f := range r.Findings {
 		if f.Summary == "" || strings.Contains(f.Summary, "{{") || f.RunbookURL == "" {
@@ -148,33 +199,116 @@ func TestReportFindsTheKnownIssues(t *testing.T) {
 			if !strings.Contains(f.Description, "3h 0m") || !strings.Contains(f.Mitigation, "openstack server set --state active") {
 				t.Errorf("ERROR finding: %q / %q", f.Description, f.Mitigation)
 			}
-		case "OpenStackVMUnreachable":
-			if len(f.Notes) < 2 || !strings.Contains(strings.Join(f.Notes, " "), "no history") {
-				t.Errorf("unreachable finding does not say the report has no history: %v", f.Notes)
+		case "OpenStackComputeHostDown":
+			if f.Severity != "critical" || f.Value != 1 {
+				t.Errorf("compute host finding: %s, value %g", f.Severity, f.Value)
+			}
+		case "OpenStackVMPacketLoss":
+			if f.Value != 0.5 {
+				t.Errorf("loss %g, want 0.5 (every other request dropped)", f.Value)
 			}
 		}
+	}
+	for _, f := range r.Unconfirmed {
+		if f.Severity != "" || f.Labels["severity"] != "" || len(f.Notes) != 1 || f.Notes[0] != UnconfirmedNote ||
+			!strings.Contains(f.Summary, "do") || strings.Contains(f.Summary, "stopped") {
+			t.Errorf("unconfirmed finding %s: severity %q, labels %v, summary %q, notes %v", f.Alert, f.Severity, f.Labels, f.Summary, f.Notes)
+		}
+	}
+	var table bytes.Buffer
+	if err := r.WriteTable(&table); err != nil {
+		t.Fatal(err)
+	}
+	i := strings.Index(table.String(), "== Unconfirmed (5): not answering ping now")
+	if i < 0 || strings.Contains(table.String()[i:], "critical") || !strings.Contains(table.String()[i:], "100% of the probed servers of host cmp-4") {
+		t.Errorf("table:\n%s", table.String())
+	}
+}
+
+// Servers that merely drop ICMP, most of a host's, are no critical issue:
+// the report lists them apart and exits 0.
+func TestReportICMPBlockingIsNotCritical(t *testing.T) {
+	addr := func(a string) []standin.Address {
+		return []standin.Address{{Network: "provider", Addr: a, Type: "fixed"}}
+	}
+	updated := time.Now().Add(-time.Hour)
+	snap := collect(t, scenario{
+		servers: []standin.Server{
+			{ID: "a", Name: "a", Host: "cmp-1", VMState: "active", PowerState: 1, Updated: updated, Addresses: addr("198.18.0.1")},
+			{ID: "b", Name: "b", Host: "cmp-1", VMState: "active", PowerState: 1, Updated: updated, Addresses: addr("198.18.3.1")},
+			{ID: "c", Name: "c", Host: "cmp-1", VMState: "active", PowerState: 1, Updated: updated, Addresses: addr("198.18.3.2")},
+			{ID: "d", Name: "d", Host: "cmp-1", VMState: "active", PowerState: 1, Updated: updated, Addresses: addr("198.18.3.3")},
+		},
+		services: map[string]string{"cmp-1": "UP"},
+		lab:      map[netlab.Behaviour][]string{netlab.Answer: {"198.18.0.1"}, netlab.Dead: {"198.18.3.1", "198.18.3.2", "198.18.3.3"}},
+	})
+	r, err := Build(context.Background(), snap, alerts.DefaultParams(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := findingsByAlert(r.Unconfirmed)
+	if len(r.Findings) != 0 || r.Critical != 0 || r.ExitStatus() != 0 ||
+		fmt.Sprint(got["OpenStackHostVMsUnreachable"]) != "[cmp-1]" || len(got["OpenStackVMUnreachable"]) != 3 {
+		t.Errorf("findings %v, unconfirmed %v, critical %d, exit status %d", findingsByAlert(r.Findings), got, r.Critical, r.ExitStatus())
 	}
 }
 
 // The report and the alert rules must not disagree. The snapshot becomes a
 // promtool rule unit test: the same series, held for three hours (shifted so
-// that every time in state stays as it was), and the test expects exactly
-// the alerts the report found to fire.
+// that every time in state stays as it was). Two histories are given to the
+// addresses that do not answer now: never answered (a security group that
+// drops ICMP), where the rules must fire exactly the report's findings; and
+// answered until 30 minutes ago, where they must also fire its unconfirmed
+// findings, with the severity the rules give them.
 func TestReportAgreesWithPromtool(t *testing.T) {
 	promtool, err := exec.LookPath("promtool")
 	if err != nil {
 		t.Fatal("promtool not found: apt-get install -y prometheus")
 	}
-	snap, _ := collect(t)
+	snap := collect(t, knownIssues())
 	params := alerts.DefaultParams()
 	r, err := Build(context.Background(), snap, params, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	if len(r.Findings) < 10 || len(r.Unconfirmed) < 5 {
+		t.Fatalf("%d findings, %d unconfirmed: the comparison would prove little", len(r.Findings), len(r.Unconfirmed))
+	}
+	groups, err := alerts.Rules(params)
+	if err != nil {
+		t.Fatal(err)
+	}
+	severity := map[string]string{}
+	for _, g := range groups {
+		for _, rule := range g.Rules {
+			severity[rule.Alert] = rule.Labels["severity"]
+		}
+	}
 	dir := t.TempDir()
 	rules, _ := alerts.Render(params)
 	os.WriteFile(filepath.Join(dir, "rules.yml"), rules, 0o644)
 
+	for _, tc := range []struct {
+		name     string
+		silent   string // values of openstack_vm_icmp_up for an address that does not answer now
+		expected []Finding
+	}{
+		{"never-answered", "0x180", r.Findings},
+		{"answered-before", "1x149 0x30", append(append([]Finding{}, r.Findings...), r.Unconfirmed...)},
+	} {
+		test := agreementTest(snap, tc.silent, tc.expected, severity)
+		path := filepath.Join(dir, tc.name+".test.yml")
+		os.WriteFile(path, []byte(test), 0o644)
+		out, err := exec.Command(promtool, "test", "rules", path).CombinedOutput()
+		if err != nil {
+			t.Errorf("%s: promtool and the report disagree: %v\n%s", tc.name, err, out)
+		}
+	}
+}
+
+// agreementTest writes a promtool test of the snapshot's series over three
+// hours, expecting exactly these findings to fire at the end.
+func agreementTest(snap Snapshot, silent string, expected []Finding, severity map[string]string) string {
 	const minutes = 180
 	evalAt := time.Duration(minutes) * time.Minute
 	offset := float64(snap.AfterAt.Unix()) - evalAt.Seconds()
@@ -196,6 +330,15 @@ func TestReportAgreesWithPromtool(t *testing.T) {
 		}
 		return l
 	}
+	with := func(l map[string]string, k, v string) map[string]string {
+		out := map[string]string{k: v}
+		for a, b := range l {
+			out[a] = b
+		}
+		return out
+	}
+	// A counter that grew by v in the snapshot grows by v every minute.
+	perMinute := func(v float64) string { return fmt.Sprintf("0+%gx%d", v, minutes) }
 	series("up", map[string]string{"job": "openstack-vm-exporter", "instance": "report"}, fmt.Sprintf("1x%d", minutes))
 	for _, fam := range snap.After {
 		name := fam.GetName()
@@ -207,21 +350,27 @@ func TestReportAgreesWithPromtool(t *testing.T) {
 				// Times move with the test's clock.
 				series(name, l, fmt.Sprintf("%gx%d", m.GetGauge().GetValue()-offset, minutes))
 			case name == "openstack_vm_icmp_up" && m.GetGauge().GetValue() == 0:
-				// The report assumes an unanswering address answered
-				// before; so does this history.
-				series(name, l, fmt.Sprintf("1x%d 0x30", minutes-31))
+				series(name, l, silent)
 			case m.Gauge != nil:
 				series(name, l, fmt.Sprintf("%gx%d", m.GetGauge().GetValue(), minutes))
 			case m.Counter != nil && strings.HasPrefix(name, "openstack_vm_icmp_"):
-				series(name, l, fmt.Sprintf("0+%gx%d", m.GetCounter().GetValue(), minutes))
+				series(name, l, perMinute(m.GetCounter().GetValue()))
 			case m.Counter != nil:
 				series(name, l, fmt.Sprintf("%gx%d", m.GetCounter().GetValue(), minutes))
+			case m.Histogram != nil:
+				h := m.GetHistogram()
+				series(name+"_sum", l, perMinute(h.GetSampleSum()))
+				series(name+"_count", l, perMinute(float64(h.GetSampleCount())))
+				for _, b := range h.GetBucket() {
+					series(name+"_bucket", with(l, "le", formatLe(b.GetUpperBound())), perMinute(float64(b.GetCumulativeCount())))
+				}
+				series(name+"_bucket", with(l, "le", "+Inf"), perMinute(float64(h.GetSampleCount())))
 			}
 		}
 	}
 	var exp strings.Builder
-	for _, f := range r.Findings {
-		l := map[string]string{"__name__": "ALERTS", "alertname": f.Alert, "alertstate": "firing"}
+	for _, f := range expected {
+		l := map[string]string{"alertname": f.Alert, "alertstate": "firing", "severity": severity[f.Alert]}
 		for k, v := range f.Labels {
 			if v != "" {
 				l[k] = v
@@ -229,15 +378,13 @@ func TestReportAgreesWithPromtool(t *testing.T) {
 		}
 		var parts []string
 		for k, v := range l {
-			if k != "__name__" {
-				parts = append(parts, fmt.Sprintf("%s=%q", k, v))
-			}
+			parts = append(parts, fmt.Sprintf("%s=%q", k, v))
 		}
 		sort.Strings(parts)
 		js, _ := json.Marshal("ALERTS{" + strings.Join(parts, ", ") + "}")
 		fmt.Fprintf(&exp, "          - labels: %s\n            value: 1\n", js)
 	}
-	test := fmt.Sprintf(`rule_files: [rules.yml]
+	return fmt.Sprintf(`rule_files: [rules.yml]
 evaluation_interval: 1m
 tests:
   - interval: 1m
@@ -247,15 +394,6 @@ tests:
         eval_time: %dm
         exp_samples:
 %s`, in.String(), minutes, exp.String())
-	path := filepath.Join(dir, "agree.test.yml")
-	os.WriteFile(path, []byte(test), 0o644)
-	out, err := exec.Command(promtool, "test", "rules", path).CombinedOutput()
-	if err != nil {
-		t.Errorf("promtool and the report disagree: %v\n%s", err, out)
-	}
-	if len(r.Findings) < 8 {
-		t.Errorf("only %d findings: the comparison would prove little", len(r.Findings))
-	}
 }
 
 func TestFormats(t *testing.T) {
@@ -338,5 +476,3 @@ func TestCatalogue(t *testing.T) {
 		}
 	}
 }
-
-func netipOf(s string) netip.Addr { return netip.MustParseAddr(s) }
