@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"html"
 	"io"
 	"log/slog"
 	"net/http"
@@ -37,6 +38,12 @@ const defaultListenAddress = ":9735"
 const exporterName = "openstack_vm_exporter"
 
 func main() {
+	// A SIGHUP (systemctl reload) may come while the exporter starts: its
+	// default action would kill the process. Queue it from the very start;
+	// the server applies it once running.
+	signals := make(chan os.Signal, 8)
+	signal.Notify(signals, syscall.SIGHUP)
+
 	app := kingpin.New("openstack-vm-exporter", "Exports OpenStack server state from Nova and ICMP reachability of every server address.")
 	app.Version(version.Print(exporterName))
 	app.HelpFlag.Short('h')
@@ -49,6 +56,8 @@ func main() {
 	metricsPath := serve.Flag("web.telemetry-path", "Path under which to expose metrics.").Default("/metrics").String()
 	checkConfig := serve.Flag("config.check", "Validate the configuration file and exit.").Bool()
 	hostOverride := serve.Flag("openstack.host", "Nova host of this hypervisor; overrides openstack.host of the file (e.g. a Kubernetes node name).").String()
+	lifecycle := serve.Flag("web.enable-lifecycle", "Enable reloading the configuration by HTTP POST /-/reload (SIGHUP always reloads).").Default("false").Bool()
+	writeTimeout := serve.Flag("web.write-timeout", "Longest time to answer one request, a scrape included: a client that stops reading is cut off after it, freeing its scrape slot.").Default("2m").Duration()
 
 	demoCmd := app.Command("demo", "Run the exporter against a built-in demo cloud on 127.0.0.1 (no OpenStack needed).")
 	demoWebConfig := kingpinflag.AddFlags(demoCmd, "127.0.0.1:9735")
@@ -64,6 +73,13 @@ func main() {
 
 	command := kingpin.MustParse(app.Parse(os.Args[1:]))
 	logger := promslog.New(logConfig)
+	if command == serve.FullCommand() || command == demoCmd.FullCommand() {
+		// Stopping during start-up, too, goes through the graceful path.
+		signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM)
+	} else {
+		// One-shot commands keep the default actions.
+		signal.Stop(signals)
+	}
 
 	if command == reportCmd.FullCommand() {
 		os.Exit(runReport(reportOptions{
@@ -73,7 +89,7 @@ func main() {
 	}
 
 	if command == demoCmd.FullCommand() {
-		if err := runDemo(demoWebConfig, *demoPrometheus, logger); err != nil {
+		if err := runDemo(demoWebConfig, *demoPrometheus, signals, logger); err != nil {
 			logger.Error("demo stopped", "err", err)
 			os.Exit(1)
 		}
@@ -90,7 +106,8 @@ func main() {
 		fmt.Println("configuration is valid")
 		return
 	}
-	if err := runServer(cfg, load, webConfig, *metricsPath, logger); err != nil {
+	if err := runServer(cfg, load, serverOptions{web: webConfig, metricsPath: *metricsPath, lifecycle: *lifecycle,
+		writeTimeout: *writeTimeout, signals: signals}, logger); err != nil {
 		logger.Error("exporter stopped", "err", err)
 		os.Exit(1)
 	}
@@ -180,14 +197,11 @@ func runReport(o reportOptions, logger *slog.Logger) int {
 		logger.Error("writing the report", "err", err)
 		return 1
 	}
-	if r.Critical > 0 {
-		return 2
-	}
-	return 0
+	return r.ExitStatus()
 }
 
 // runDemo starts the demo cloud and serves the exporter on it.
-func runDemo(webConfig *web.FlagConfig, promAddr string, logger *slog.Logger) error {
+func runDemo(webConfig *web.FlagConfig, promAddr string, signals <-chan os.Signal, logger *slog.Logger) error {
 	cloud, cfg, err := demo.StartCloud()
 	if err != nil {
 		return err
@@ -221,7 +235,8 @@ openstack-vm-exporter demo
 Stop with Ctrl-C.
 
 `, cloud.URL, addr, addr, prometheusLine)
-	return runServer(cfg, func() (*config.Config, error) { return cfg, nil }, webConfig, "/metrics", logger)
+	return runServer(cfg, func() (*config.Config, error) { return cfg, nil }, serverOptions{web: webConfig, metricsPath: "/metrics",
+		writeTimeout: 2 * time.Minute, signals: signals}, logger)
 }
 
 // loadConfig reads the file (or takes the defaults) and applies the host
@@ -243,9 +258,23 @@ func loadConfig(path, host string) (*config.Config, error) {
 	return cfg, nil
 }
 
+// shutdownTimeout bounds the whole graceful stop (requests in flight and the
+// loops), well under the systemd unit's TimeoutStopSec=20s, after which
+// systemd would kill the process.
+const shutdownTimeout = 10 * time.Second
+
+type serverOptions struct {
+	web         *web.FlagConfig
+	metricsPath string
+	// lifecycle enables POST /-/reload, as Prometheus's flag of that name.
+	lifecycle    bool
+	writeTimeout time.Duration
+	signals      <-chan os.Signal
+}
+
 // runServer starts the inventory and probe loops, serves HTTP, reloads the
 // configuration on SIGHUP or POST /-/reload, and stops on SIGINT/SIGTERM.
-func runServer(cfg *config.Config, load func() (*config.Config, error), webConfig *web.FlagConfig, metricsPath string, logger *slog.Logger) error {
+func runServer(cfg *config.Config, load func() (*config.Config, error), o serverOptions, logger *slog.Logger) error {
 	logger.Info("starting openstack-vm-exporter", "version", version.Info(), "build_context", version.BuildContext())
 	svc, err := exporter.New(cfg, logger)
 	if err != nil {
@@ -268,7 +297,7 @@ func runServer(cfg *config.Config, load func() (*config.Config, error), webConfi
 	}
 
 	mux := http.NewServeMux()
-	mux.Handle(metricsPath, svc.Handler(promhttp.HandlerOpts{
+	mux.Handle(o.metricsPath, svc.Handler(promhttp.HandlerOpts{
 		ErrorLog:            slog.NewLogLogger(logger.Handler(), slog.LevelError),
 		ErrorHandling:       promhttp.ContinueOnError,
 		MaxRequestsInFlight: 4,
@@ -290,22 +319,33 @@ func runServer(cfg *config.Config, load func() (*config.Config, error), webConfi
 			http.Error(w, "use POST", http.StatusMethodNotAllowed)
 			return
 		}
+		// Without a web config anyone who reaches the port could trigger
+		// reloads: off unless asked for, as in Prometheus.
+		if !o.lifecycle {
+			http.Error(w, "Lifecycle API is not enabled: start the exporter with --web.enable-lifecycle, or send SIGHUP", http.StatusForbidden)
+			return
+		}
 		if err := reload(); err != nil {
 			http.Error(w, "reload rejected: "+err.Error(), http.StatusBadRequest)
 			return
 		}
 		fmt.Fprintln(w, "Reloaded")
 	})
-	if metricsPath != "/" {
+	if o.metricsPath != "/" {
+		reloadNote := "Configuration reload: SIGHUP. POST /-/reload is off (start with --web.enable-lifecycle to allow it)."
+		if o.lifecycle {
+			reloadNote = "Configuration reload: SIGHUP, or POST /-/reload (--web.enable-lifecycle is on)."
+		}
 		landing, err := web.NewLandingPage(web.LandingConfig{
 			Name:        "OpenStack VM Exporter",
 			Description: "Nova server state and ICMP reachability of every server address",
 			Version:     version.Info(),
 			Links: []web.LandingLinks{
-				{Address: metricsPath, Text: "Metrics"},
+				{Address: o.metricsPath, Text: "Metrics"},
 				{Address: "/-/healthy", Text: "Health"},
 				{Address: "/-/ready", Text: "Readiness", Description: "ready after the first successful inventory refresh"},
 			},
+			ExtraHTML: "<p>" + html.EscapeString(reloadNote) + "</p>",
 		})
 		if err != nil {
 			return err
@@ -313,33 +353,53 @@ func runServer(cfg *config.Config, load func() (*config.Config, error), webConfi
 		mux.Handle("/", landing)
 	}
 
-	server := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	signals := make(chan os.Signal, 1)
-	signal.Notify(signals, syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM)
-	go func() {
-		for sig := range signals {
+	server := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		// Requests carry no body worth waiting for.
+		ReadTimeout: 30 * time.Second,
+		// A client that stops reading would otherwise hold one of the four
+		// scrape slots for ever. The default (2m) leaves a large scrape
+		// (50,000 servers, tens of MB unzipped) time over a slow link.
+		WriteTimeout: o.writeTimeout,
+		IdleTimeout:  2 * time.Minute,
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- web.ListenAndServe(server, o.web, logger) }()
+
+	// Whatever ends the server, the loops get the same bounded time to stop.
+	waitLoops := func(deadline context.Context) {
+		stop()
+		select {
+		case <-loopsDone:
+		case <-deadline.Done():
+			logger.Warn("the inventory and probe loops did not stop within the shutdown bound; exiting anyway", "bound", shutdownTimeout)
+		}
+	}
+	for {
+		select {
+		case err := <-serveErr:
+			// The listener failed (address in use, unreadable web config).
+			deadline, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+			waitLoops(deadline)
+			cancel()
+			return err
+		case sig := <-o.signals:
 			if sig == syscall.SIGHUP {
+				logger.Info("reloading the configuration", "signal", sig.String())
 				_ = reload()
 				continue
 			}
-			logger.Info("shutting down", "signal", sig.String())
-			stop()
-			shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			_ = server.Shutdown(shutdownCtx)
-			cancel()
-			return
+			logger.Info("shutting down", "signal", sig.String(), "bound", shutdownTimeout)
+			deadline, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+			defer cancel()
+			stop() // the loops stop while the requests in flight end
+			if err := server.Shutdown(deadline); err != nil {
+				logger.Warn("requests still in flight at the shutdown bound are cut off", "err", err)
+				_ = server.Close()
+			}
+			waitLoops(deadline)
+			return nil
 		}
-	}()
-
-	err = web.ListenAndServe(server, webConfig, logger)
-	if errors.Is(err, http.ErrServerClosed) {
-		err = nil
 	}
-	stop()
-	select {
-	case <-loopsDone:
-	case <-time.After(10 * time.Second):
-		logger.Warn("loops did not stop within 10s")
-	}
-	return err
 }

@@ -13,6 +13,7 @@ import (
 	"reflect"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -73,8 +74,9 @@ type ICMP struct {
 	Count int `yaml:"count"`
 	// Timeout is how long a reply is waited for after its request.
 	Timeout time.Duration `yaml:"timeout"`
-	// Mode is "privileged" (raw sockets, CAP_NET_RAW) or "unprivileged"
-	// (ICMP datagram sockets, net.ipv4.ping_group_range).
+	// Mode is "privileged" (raw sockets, CAP_NET_RAW), "unprivileged"
+	// (ICMP datagram sockets, net.ipv4.ping_group_range) or "auto" (raw
+	// sockets where allowed, else datagram sockets).
 	Mode string `yaml:"mode"`
 	// Statuses are the Nova statuses whose servers are probed.
 	Statuses []string `yaml:"statuses"`
@@ -132,10 +134,11 @@ func Parse(data []byte) (*Config, error) {
 		if doc.Kind != yaml.MappingNode && !(doc.Kind == yaml.ScalarNode && doc.Tag == "!!null") {
 			return nil, fmt.Errorf("line %d: the configuration must be a mapping of sections (openstack, probe)", doc.Line)
 		}
-		if err := checkKeys(doc, reflect.TypeOf(*c), "", lines); err != nil {
+		if err := checkKeys(doc, reflect.ValueOf(*Default()), "", lines); err != nil {
 			return nil, err
 		}
 		if err := doc.Decode(c); err != nil {
+			// checkKeys has tried every value already; this is a backstop.
 			return nil, fmt.Errorf("decoding: %w", err)
 		}
 	}
@@ -150,16 +153,21 @@ func Parse(data []byte) (*Config, error) {
 }
 
 // checkKeys walks the YAML mapping against the struct's yaml tags, so that an
-// unknown key is reported with its line and the keys allowed beside it.
-func checkKeys(n *yaml.Node, t reflect.Type, prefix string, lines map[string]int) error {
+// unknown key is reported with its line and the keys allowed beside it, and
+// tries each value against its field's type, so that a value of the wrong
+// type is reported with its key, its line and what the key takes (yaml.v3's
+// own message names neither the key nor what would do). def holds the
+// defaults, whose values serve as examples.
+func checkKeys(n *yaml.Node, def reflect.Value, prefix string, lines map[string]int) error {
 	if n.Kind != yaml.MappingNode {
 		return nil
 	}
-	fields := map[string]reflect.Type{}
+	t := def.Type()
+	fields := map[string]int{}
 	var allowed []string
 	for i := 0; i < t.NumField(); i++ {
 		name := strings.Split(t.Field(i).Tag.Get("yaml"), ",")[0]
-		fields[name] = t.Field(i).Type
+		fields[name] = i
 		allowed = append(allowed, name)
 	}
 	sort.Strings(allowed)
@@ -169,7 +177,7 @@ func checkKeys(n *yaml.Node, t reflect.Type, prefix string, lines map[string]int
 		if prefix != "" {
 			path = prefix + "." + k.Value
 		}
-		ft, ok := fields[k.Value]
+		fi, ok := fields[k.Value]
 		if !ok {
 			where := "at the top level"
 			if prefix != "" {
@@ -182,16 +190,127 @@ func checkKeys(n *yaml.Node, t reflect.Type, prefix string, lines map[string]int
 			return &ValidationError{Key: path, Line: k.Line, Msg: fmt.Sprintf("key %q is given twice", k.Value)}
 		}
 		lines[path] = k.Line
-		if ft.Kind() == reflect.Struct && ft != reflect.TypeOf(time.Duration(0)) {
-			if v.Kind != yaml.MappingNode && !(v.Kind == yaml.ScalarNode && v.Tag == "!!null") {
+		fv := def.Field(fi)
+		if fv.Kind() == reflect.Struct && fv.Type() != durationType {
+			if v.Kind != yaml.MappingNode && !isNull(v) {
 				return &ValidationError{Key: path, Line: v.Line, Msg: fmt.Sprintf("%s must be a mapping", path)}
 			}
-			if err := checkKeys(v, ft, path, lines); err != nil {
+			if err := checkKeys(v, fv, path, lines); err != nil {
 				return err
 			}
+			continue
+		}
+		if err := checkValue(v, fv, path); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+var durationType = reflect.TypeOf(time.Duration(0))
+
+func isNull(n *yaml.Node) bool { return n.Kind == yaml.ScalarNode && n.Tag == "!!null" }
+
+// checkValue decodes v as the field's type would, and on failure says what
+// the key takes. A list is tried element by element, to point at the wrong
+// one.
+func checkValue(v *yaml.Node, def reflect.Value, path string) error {
+	t := def.Type()
+	// yaml.v3 truncates a fraction given for a whole number (10.5 → 10).
+	fits := func(n *yaml.Node, t reflect.Type) bool {
+		return n.Decode(reflect.New(t).Interface()) == nil && !(t.Kind() == reflect.Int && n.Tag == "!!float")
+	}
+	bad := v
+	if t.Kind() == reflect.Slice && v.Kind == yaml.SequenceNode {
+		bad = nil
+		for _, e := range v.Content {
+			if !fits(e, t.Elem()) {
+				bad = e
+				break
+			}
+		}
+		if bad == nil && fits(v, t) {
+			return nil
+		}
+		if bad == nil {
+			bad = v
+		}
+	} else if fits(v, t) {
+		return nil
+	}
+	return &ValidationError{Key: path, Line: bad.Line, Msg: "must be " + expected(def, path) + ", got " + describeNode(bad, t)}
+}
+
+// listExamples stand in for defaults that are empty lists.
+var listExamples = map[string]string{"probe.icmp.networks": "[provider]"}
+
+// expected says what a key of def's type takes, with the default (or an
+// example) as illustration.
+func expected(def reflect.Value, path string) string {
+	switch t := def.Type(); {
+	case t == durationType:
+		return "a duration such as " + shortDuration(time.Duration(def.Int())) + " (a number with a unit: ms, s, m or h)"
+	case t.Kind() == reflect.Bool:
+		return "true or false"
+	case t.Kind() == reflect.Int:
+		return fmt.Sprintf("a whole number, e.g. %d", def.Int())
+	case t.Kind() == reflect.String:
+		return "a single value (text)"
+	case t.Kind() == reflect.Slice:
+		example := listExamples[path]
+		if example == "" {
+			var items []string
+			for i := 0; i < def.Len() && i < 3; i++ {
+				items = append(items, fmt.Sprint(def.Index(i).Interface()))
+			}
+			example = "[" + strings.Join(items, ", ") + "]"
+		}
+		what := "a list"
+		switch t.Elem().Kind() {
+		case reflect.Int:
+			what = "a list of whole numbers"
+		case reflect.Float64:
+			what = "a list of numbers"
+		}
+		return what + ", e.g. " + example
+	}
+	return "a " + def.Type().String()
+}
+
+// describeNode shows what the file holds, shortened, with a hint for the
+// usual mistake of a duration without its unit.
+func describeNode(n *yaml.Node, t reflect.Type) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	case yaml.AliasNode:
+		return "an alias"
+	}
+	v := n.Value
+	if len(v) > 40 {
+		v = v[:40] + "..."
+	}
+	got := strconv.Quote(v)
+	if t == durationType && (n.Tag == "!!int" || n.Tag == "!!float") {
+		got += fmt.Sprintf(" (a number alone has no unit: write %ss for seconds)", n.Value)
+	}
+	return got
+}
+
+// shortDuration writes d in its largest whole unit: 1m, 10m, 2s, 500ms
+// (time.Duration's String writes 1m0s).
+func shortDuration(d time.Duration) string {
+	for _, u := range []struct {
+		unit time.Duration
+		name string
+	}{{time.Hour, "h"}, {time.Minute, "m"}, {time.Second, "s"}, {time.Millisecond, "ms"}} {
+		if d >= u.unit && d%u.unit == 0 {
+			return fmt.Sprintf("%d%s", d/u.unit, u.name)
+		}
+	}
+	return d.String()
 }
 
 // ValidationError names the key at fault, its line (0 when the key was not
@@ -219,6 +338,14 @@ func oneOf(key, value string, allowed ...string) error {
 	}
 	return invalid(key, "%q is not allowed (one of: %s)", value, strings.Join(allowed, ", "))
 }
+
+// MaxPacketsPerSecondLimit bounds probe.icmp.max_packets_per_second. At
+// 100,000 echo requests a second 50,000 addresses are probed three times in
+// 1.5 s; faster, the replies arrive quicker than one socket's receive buffer
+// is drained and are lost as if the servers had not answered. The bound also
+// keeps the pacing period (a second over the rate, times count) far from
+// the zero a much larger rate would round it to.
+const MaxPacketsPerSecondLimit = 100000
 
 // KnownStatuses are the server statuses Nova's API can return.
 var KnownStatuses = []string{
@@ -262,7 +389,7 @@ func (p *ICMP) validate() error {
 	if err := oneOf("probe.icmp.engine", p.Engine, "shared", "pro-bing"); err != nil {
 		return err
 	}
-	if err := oneOf("probe.icmp.mode", p.Mode, "privileged", "unprivileged"); err != nil {
+	if err := oneOf("probe.icmp.mode", p.Mode, "privileged", "unprivileged", "auto"); err != nil {
 		return err
 	}
 	if p.Interval < 100*time.Millisecond {
@@ -274,8 +401,8 @@ func (p *ICMP) validate() error {
 	if p.Timeout <= 0 || p.Timeout >= p.Interval {
 		return invalid("probe.icmp.timeout", "must be positive and shorter than interval (%s), got %s", p.Interval, p.Timeout)
 	}
-	if p.MaxPacketsPerSecond < 1 {
-		return invalid("probe.icmp.max_packets_per_second", "must be at least 1, got %d", p.MaxPacketsPerSecond)
+	if p.MaxPacketsPerSecond < 1 || p.MaxPacketsPerSecond > MaxPacketsPerSecondLimit {
+		return invalid("probe.icmp.max_packets_per_second", "must be between 1 and %d, got %d", MaxPacketsPerSecondLimit, p.MaxPacketsPerSecond)
 	}
 	if len(p.Statuses) == 0 {
 		return invalid("probe.icmp.statuses", "must name at least one status (e.g. ACTIVE)")

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"net/netip"
 	"os"
 	"reflect"
@@ -20,7 +21,7 @@ func TestDefaults(t *testing.T) {
 		t.Errorf("openstack defaults: %+v", c.OpenStack)
 	}
 	p := c.Probe.ICMP
-	if !p.Enabled || p.Interval != 15*time.Second || p.Count != 3 || p.Mode != "privileged" || p.Engine != "shared" {
+	if !p.Enabled || p.Interval != 15*time.Second || p.Count != 3 || p.Mode != "auto" || p.Engine != "shared" {
 		t.Errorf("probe defaults: %+v", p)
 	}
 	if !reflect.DeepEqual(p.Statuses, []string{"ACTIVE"}) || !reflect.DeepEqual(p.IPVersions, []int{4, 6}) {
@@ -47,7 +48,7 @@ func TestExampleIsDefaultsAndComplete(t *testing.T) {
 		t.Fatal(err)
 	}
 	lines := map[string]int{}
-	if err := checkKeys(root.Content[0], reflect.TypeOf(Config{}), "", lines); err != nil {
+	if err := checkKeys(root.Content[0], reflect.ValueOf(*Default()), "", lines); err != nil {
 		t.Fatal(err)
 	}
 	for _, key := range allKeys(reflect.TypeOf(Config{}), "") {
@@ -107,8 +108,8 @@ func TestErrors(t *testing.T) {
 		{"duplicate key", "openstack:\n  scope: all\n  scope: host\n", []string{"line 3"}},
 		{"section not a mapping", "openstack: yes\n", []string{"line 1", "openstack must be a mapping"}},
 		{"not a mapping", "- a\n- b\n", []string{"line 1", "mapping"}},
-		{"bad duration", "openstack:\n  timeout: soon\n", []string{"line 2"}},
-		{"bad type", "probe:\n  icmp:\n    count: three\n", []string{"line 3"}},
+		{"bad duration", "openstack:\n  timeout: soon\n", []string{"line 2", "openstack.timeout", "a duration such as 30s", `got "soon"`}},
+		{"bad type", "probe:\n  icmp:\n    count: three\n", []string{"line 3", "probe.icmp.count", "a whole number, e.g. 3", `got "three"`}},
 		{"bad scope", "openstack:\n  scope: region\n", []string{"line 2", "openstack.scope", `"region"`, "host, all"}},
 		{"host with scope all", "openstack:\n  scope: all\n  host: cmp1\n", []string{"line 3", "openstack.host"}},
 		{"bad interface", "openstack:\n  interface: private\n", []string{"openstack.interface", "public, internal, admin"}},
@@ -128,7 +129,9 @@ func TestErrors(t *testing.T) {
 		{"no address types", "probe:\n  icmp:\n    address_types: []\n", []string{"probe.icmp.address_types"}},
 		{"bad ip version", "probe:\n  icmp:\n    ip_versions: [5]\n", []string{"probe.icmp.ip_versions", "4, 6"}},
 		{"no ip versions", "probe:\n  icmp:\n    ip_versions: []\n", []string{"probe.icmp.ip_versions"}},
-		{"rate", "probe:\n  icmp:\n    max_packets_per_second: 0\n", []string{"probe.icmp.max_packets_per_second"}},
+		{"rate", "probe:\n  icmp:\n    max_packets_per_second: 0\n", []string{"line 3", "probe.icmp.max_packets_per_second", "between 1 and 100000"}},
+		// A rate this high would round the pacing period to zero.
+		{"rate too high", "probe:\n  icmp:\n    max_packets_per_second: 2000000000\n", []string{"line 3", "probe.icmp.max_packets_per_second", "between 1 and 100000", "got 2000000000"}},
 		{"buckets unsorted", "probe:\n  icmp:\n    rtt_buckets: [0.1, 0.01]\n", []string{"probe.icmp.rtt_buckets", "increasing"}},
 		{"buckets empty", "probe:\n  icmp:\n    rtt_buckets: []\n", []string{"probe.icmp.rtt_buckets"}},
 		{"invalid yaml", "openstack: [\n", []string{"parsing YAML"}},
@@ -144,6 +147,83 @@ func TestErrors(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A value of the wrong type names its key, its line and what the key
+// takes, for every type the configuration has.
+func TestTypeErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name, yaml string
+		want       []string
+	}{
+		{"duration as a number", "openstack:\n  refresh_interval: 60\n",
+			[]string{"line 2: openstack.refresh_interval: must be a duration such as 1m", "ms, s, m or h", `got "60"`, "write 60s"}},
+		{"duration as a float", "probe:\n  icmp:\n    timeout: 1.5\n",
+			[]string{"line 3: probe.icmp.timeout: must be a duration such as 2s", "write 1.5s"}},
+		{"duration as a word", "openstack:\n  full_refresh_interval: hourly\n",
+			[]string{"line 2: openstack.full_refresh_interval: must be a duration such as 10m", `got "hourly"`}},
+		{"duration as a list", "probe:\n  icmp:\n    interval: [15s]\n",
+			[]string{"line 3: probe.icmp.interval: must be a duration such as 15s", "got a list"}},
+		{"int as a word", "probe:\n  icmp:\n    count: abc\n",
+			[]string{"line 3: probe.icmp.count: must be a whole number, e.g. 3", `got "abc"`}},
+		{"int as a fraction", "openstack:\n  page_size: 10.5\n",
+			[]string{"line 2: openstack.page_size: must be a whole number, e.g. 1000", `got "10.5"`}},
+		{"int as a mapping", "probe:\n  icmp:\n    max_packets_per_second: {a: 1}\n",
+			[]string{"line 3: probe.icmp.max_packets_per_second: must be a whole number, e.g. 5000", "got a mapping"}},
+		{"bool as a word", "probe:\n  icmp:\n    enabled: maybe\n",
+			[]string{"line 3: probe.icmp.enabled: must be true or false", `got "maybe"`}},
+		{"bool as a number", "openstack:\n  insecure: 2\n",
+			[]string{"line 2: openstack.insecure: must be true or false", `got "2"`}},
+		{"string as a list", "openstack:\n  cloud: [a, b]\n",
+			[]string{"line 2: openstack.cloud: must be a single value (text)", "got a list"}},
+		{"string as a mapping", "probe:\n  icmp:\n    opt_out_metadata_key: {k: v}\n",
+			[]string{"line 3: probe.icmp.opt_out_metadata_key: must be a single value", "got a mapping"}},
+		{"list as a scalar", "probe:\n  icmp:\n    statuses: ACTIVE\n",
+			[]string{"line 3: probe.icmp.statuses: must be a list, e.g. [ACTIVE]", `got "ACTIVE"`}},
+		{"empty-default list as a scalar", "probe:\n  icmp:\n    networks: provider\n",
+			[]string{"line 3: probe.icmp.networks: must be a list, e.g. [provider]"}},
+		{"list element of the wrong type", "probe:\n  icmp:\n    statuses:\n      - ACTIVE\n      - {x: 1}\n",
+			[]string{"line 5: probe.icmp.statuses: must be a list, e.g. [ACTIVE]", "got a mapping"}},
+		{"int list element", "probe:\n  icmp:\n    ip_versions: [4, six]\n",
+			[]string{"line 3: probe.icmp.ip_versions: must be a list of whole numbers, e.g. [4, 6]", `got "six"`}},
+		{"int list as a scalar", "probe:\n  icmp:\n    ip_versions: 4\n",
+			[]string{"probe.icmp.ip_versions: must be a list of whole numbers", `got "4"`}},
+		{"float list element", "probe:\n  icmp:\n    rtt_buckets:\n      - 0.1\n      - fast\n",
+			[]string{"line 5: probe.icmp.rtt_buckets: must be a list of numbers, e.g. [0.0002, 0.0005, 0.001]", `got "fast"`}},
+		{"long value shortened", "openstack:\n  timeout: " + strings.Repeat("x", 100) + "\n",
+			[]string{"openstack.timeout", `..."`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse([]byte(tc.yaml))
+			if err == nil {
+				t.Fatal("no error")
+			}
+			var ve *ValidationError
+			if !errors.As(err, &ve) {
+				t.Errorf("error %T %q is not a ValidationError", err, err)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+			if strings.Contains(err.Error(), "cannot unmarshal") {
+				t.Errorf("error %q is yaml.v3's own", err)
+			}
+		})
+	}
+}
+
+// Values yaml.v3 takes for each type are still taken.
+func TestTypesAccepted(t *testing.T) {
+	c, err := Parse([]byte("openstack:\n  refresh_interval: 90s\n  insecure: false\n  cloud: 123\nprobe:\n  icmp:\n    count: 5\n    interval: 1m30s\n    rtt_buckets: [1, 2.5]\n    networks: []\n    enabled: yes\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.OpenStack.RefreshInterval != 90*time.Second || c.OpenStack.Cloud != "123" || c.Probe.ICMP.Count != 5 ||
+		c.Probe.ICMP.Interval != 90*time.Second || !reflect.DeepEqual(c.Probe.ICMP.RTTBuckets, []float64{1, 2.5}) || !c.Probe.ICMP.Enabled {
+		t.Errorf("parsed %+v", c)
 	}
 }
 

@@ -6,10 +6,15 @@ package exporter
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"reflect"
+	"regexp"
 	"sync"
 	"time"
 
@@ -37,6 +42,9 @@ type Service struct {
 
 	mu  sync.Mutex
 	cfg *config.Config
+	// creds identifies the credentials in use, so that a reload sees a
+	// rotated password or secret even when the configuration is unchanged.
+	creds credentialsID
 }
 
 // New builds the service from a validated configuration. It fails only on
@@ -46,11 +54,19 @@ func New(cfg *config.Config, logger *slog.Logger) (*Service, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	invOpts, client, err := inventorySetup(cfg, logger)
+	invOpts, err := inventoryOptions(cfg, logger)
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{logger: logger, cfg: cfg, inv: inventory.New(invOpts, client)}
+	creds, err := loadCredentials(cfg.OpenStack)
+	if err != nil {
+		return nil, err
+	}
+	client, err := inventoryClient(cfg, invOpts, creds, logger)
+	if err != nil {
+		return nil, err
+	}
+	s := &Service{logger: logger, cfg: cfg, inv: inventory.New(invOpts, client), creds: identify(creds)}
 	var engine probes.Prober
 	if cfg.Probe.ICMP.Enabled {
 		if engine, err = newEngine(cfg.Probe.ICMP, logger); err != nil {
@@ -67,7 +83,36 @@ func New(cfg *config.Config, logger *slog.Logger) (*Service, error) {
 	return s, nil
 }
 
+// inventorySetup derives the inventory's options and client from the
+// configuration, credentials included.
 func inventorySetup(cfg *config.Config, logger *slog.Logger) (inventory.Options, *inventory.Client, error) {
+	opts, err := inventoryOptions(cfg, logger)
+	if err != nil {
+		return opts, nil, err
+	}
+	creds, err := loadCredentials(cfg.OpenStack)
+	if err != nil {
+		return opts, nil, err
+	}
+	client, err := inventoryClient(cfg, opts, creds, logger)
+	return opts, client, err
+}
+
+// yamlQuoted is how YAML's errors quote a value of the wrong type: its
+// first seven characters, which in clouds.yaml may be those of a password.
+var yamlQuoted = regexp.MustCompile("`[^`\n]*`")
+
+// loadCredentials reads the credentials, with no quoted value left in an
+// error: the error is logged and answered to a reload request.
+func loadCredentials(c config.OpenStack) (*inventory.Credentials, error) {
+	creds, err := inventory.LoadCredentials(c)
+	if err != nil && yamlQuoted.MatchString(err.Error()) {
+		return nil, errors.New(yamlQuoted.ReplaceAllString(err.Error(), "(a value, not shown)"))
+	}
+	return creds, err
+}
+
+func inventoryOptions(cfg *config.Config, logger *slog.Logger) (inventory.Options, error) {
 	opts := inventory.Options{OpenStack: cfg.OpenStack, Logger: logger}
 	if cfg.Probe.ICMP.OptOutMetadataKey != "" {
 		opts.KeepMetadata = []string{cfg.Probe.ICMP.OptOutMetadataKey}
@@ -77,25 +122,88 @@ func inventorySetup(cfg *config.Config, logger *slog.Logger) (inventory.Options,
 		if opts.Host == "" {
 			h, err := os.Hostname()
 			if err != nil {
-				return opts, nil, fmt.Errorf("openstack.host is empty and the hostname cannot be read: %w", err)
+				return opts, fmt.Errorf("openstack.host is empty and the hostname cannot be read: %w", err)
 			}
 			opts.Host = h
 		}
 	}
-	creds, err := inventory.LoadCredentials(cfg.OpenStack)
-	if err != nil {
-		return opts, nil, err
-	}
-	if creds.TLS.InsecureSkipVerify {
-		logger.Warn("TLS certificate verification of the OpenStack API is OFF (insecure): anyone on the path can read the credentials")
-	}
+	return opts, nil
+}
+
+func inventoryClient(cfg *config.Config, opts inventory.Options, creds *inventory.Credentials, logger *slog.Logger) (*inventory.Client, error) {
+	// The inventory warns when TLS verification is off (insecure).
 	client, err := inventory.NewClient(creds, inventory.ClientOptions{UserAgent: "openstack-vm-exporter"})
 	if err != nil {
-		return opts, nil, err
+		return nil, err
 	}
 	logger.Info("inventory configured", "credentials", creds.Source, "auth_url", creds.Auth.IdentityEndpoint,
 		"scope", cfg.OpenStack.Scope, "host", opts.Host, "refresh_interval", cfg.OpenStack.RefreshInterval)
-	return opts, client, nil
+	return client, nil
+}
+
+// credentialsID tells two sets of credentials apart without keeping the
+// secrets: a SHA-256 digest of every field, and the CA pool (not secret),
+// which cannot be enumerated into a digest but can be compared.
+type credentialsID struct {
+	digest [sha256.Size]byte
+	roots  *x509.CertPool
+}
+
+func identify(c *inventory.Credentials) credentialsID {
+	h := sha256.New()
+	hashValue(h, reflect.ValueOf(c.Auth))
+	hashValue(h, reflect.ValueOf(c.Endpoint))
+	id := credentialsID{}
+	if c.TLS != nil {
+		fmt.Fprintf(h, "tls:%t:%q:", c.TLS.InsecureSkipVerify, c.TLS.ServerName)
+		for _, cert := range c.TLS.Certificates {
+			for _, der := range cert.Certificate {
+				fmt.Fprintf(h, "%d:", len(der))
+				h.Write(der)
+			}
+		}
+		id.roots = c.TLS.RootCAs
+	}
+	h.Sum(id.digest[:0])
+	return id
+}
+
+func (a credentialsID) equal(b credentialsID) bool {
+	return a.digest == b.digest && a.roots.Equal(b.roots)
+}
+
+// hashValue writes every exported field of v, by name, length-prefixed so
+// that no two different values write the same bytes.
+func hashValue(w io.Writer, v reflect.Value) {
+	switch v.Kind() {
+	case reflect.Pointer:
+		if v.IsNil() {
+			io.WriteString(w, "nil;")
+			return
+		}
+		io.WriteString(w, "&")
+		hashValue(w, v.Elem())
+	case reflect.Struct:
+		for i := 0; i < v.NumField(); i++ {
+			if f := v.Type().Field(i); f.IsExported() {
+				fmt.Fprintf(w, "%s=", f.Name)
+				hashValue(w, v.Field(i))
+			}
+		}
+	case reflect.Slice:
+		fmt.Fprintf(w, "[%d]", v.Len())
+		for i := 0; i < v.Len(); i++ {
+			hashValue(w, v.Index(i))
+		}
+	case reflect.String:
+		fmt.Fprintf(w, "%d:%s;", v.Len(), v.String())
+	case reflect.Bool:
+		fmt.Fprintf(w, "%t;", v.Bool())
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		fmt.Fprintf(w, "%d;", v.Int())
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		fmt.Fprintf(w, "%d;", v.Uint())
+	}
 }
 
 // registries builds both registries with the service's collectors and the
@@ -120,6 +228,7 @@ func EngineOptions(c config.ICMP, logger *slog.Logger) probes.Options {
 	}
 	return probes.Options{
 		Privileged:       c.Mode == "privileged",
+		Auto:             c.Mode == "auto",
 		Count:            c.Count,
 		Timeout:          c.Timeout,
 		Spacing:          spacing,
@@ -185,17 +294,28 @@ func (s *Service) Run(ctx context.Context) {
 
 // Reload applies a new configuration without a restart. Everything that can
 // fail (credentials, sockets) is prepared first; on failure nothing changes
-// and the error says why.
+// and the error says why. The credentials are read again every time:
+// clouds.yaml (or secure.yaml) may hold a rotated password or application
+// credential while the configuration file is unchanged. (OS_* variables
+// cannot change under a running process; rotating them takes a restart.)
 func (s *Service) Reload(cfg *config.Config) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var invOpts inventory.Options
-	var client *inventory.Client
-	invChanged := !reflect.DeepEqual(cfg.OpenStack, s.cfg.OpenStack) ||
+	invOpts, err := inventoryOptions(cfg, s.logger)
+	if err != nil {
+		return err
+	}
+	creds, err := loadCredentials(cfg.OpenStack)
+	if err != nil {
+		return err
+	}
+	credsID := identify(creds)
+	credsChanged := !credsID.equal(s.creds)
+	invChanged := credsChanged || !reflect.DeepEqual(cfg.OpenStack, s.cfg.OpenStack) ||
 		cfg.Probe.ICMP.OptOutMetadataKey != s.cfg.Probe.ICMP.OptOutMetadataKey
+	var client *inventory.Client
 	if invChanged {
-		var err error
-		if invOpts, client, err = inventorySetup(cfg, s.logger); err != nil {
+		if client, err = inventoryClient(cfg, invOpts, creds, s.logger); err != nil {
 			return err
 		}
 	}
@@ -203,20 +323,20 @@ func (s *Service) Reload(cfg *config.Config) error {
 	old, cur := s.cfg.Probe.ICMP, cfg.Probe.ICMP
 	_, running := s.prober.current()
 	if cur.Enabled && (running == nil || old.Engine != cur.Engine || EngineOptions(old, nil) != EngineOptions(cur, nil)) {
-		var err error
 		if engine, err = newEngine(cur, s.logger); err != nil {
 			return err
 		}
 	}
 	if invChanged {
 		s.inv.Reconfigure(invOpts, client)
+		s.creds = credsID
 	}
 	if replaced := s.prober.SetConfig(cur, engine); replaced != nil {
 		// Closing waits for a running cycle to end; do not hold the reload.
 		go replaced.Close()
 	}
 	s.cfg = cfg
-	s.logger.Info("configuration reloaded", "inventory_changed", invChanged, "engine_changed", engine != nil)
+	s.logger.Info("configuration reloaded", "inventory_changed", invChanged, "credentials_changed", credsChanged, "engine_changed", engine != nil)
 	return nil
 }
 

@@ -21,6 +21,9 @@ go vet ./...
 echo "== go build"
 go build -o /dev/null .
 
+echo "== go build linux/arm64 (the release's other platform)"
+CGO_ENABLED=0 GOOS=linux GOARCH=arm64 go build -trimpath -tags netgo,osusergo -buildvcs=false -o /dev/null .
+
 echo "== govulncheck"
 ./scripts/vulncheck.sh | tail -4
 
