@@ -18,8 +18,8 @@ ARG VERSION=unknown
 ARG REVISION=unknown
 ARG BRANCH=unknown
 # The same build line as `make build` (the Makefile's LDFLAGS); CI builds
-# the binary with exactly this line (dockerfile_test.go keeps them in step).
-RUN CGO_ENABLED=0 go build -trimpath -tags netgo,osusergo -ldflags "-s -w -X github.com/prometheus/common/version.Version=${VERSION} -X github.com/prometheus/common/version.Revision=${REVISION} -X github.com/prometheus/common/version.Branch=${BRANCH} -X github.com/prometheus/common/version.BuildUser=docker -X github.com/prometheus/common/version.BuildDate=unknown" -o /out/openstack-vm-exporter .
+# the binary with exactly this line (deploy/deploy_test.go keeps them in step).
+RUN CGO_ENABLED=0 go build -trimpath -tags netgo,osusergo -buildvcs=false -ldflags "-s -w -X github.com/prometheus/common/version.Version=${VERSION} -X github.com/prometheus/common/version.Revision=${REVISION} -X github.com/prometheus/common/version.Branch=${BRANCH} -X github.com/prometheus/common/version.BuildUser=docker -X github.com/prometheus/common/version.BuildDate=unknown" -o /out/openstack-vm-exporter .
 # The raw ICMP socket needs CAP_NET_RAW; as a file capability the non-root
 # user gets it without any other privilege (run with --cap-add NET_RAW where
 # the runtime drops it by default).

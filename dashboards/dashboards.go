@@ -8,6 +8,8 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+
+	"github.com/prometheus/prometheus/promql/parser"
 )
 
 //go:embed *.json
@@ -134,6 +136,37 @@ func Expand(expr string, vars map[string]string) string {
 		}
 		return m
 	})
+}
+
+// Fallback splits a query of the form `expr or on () (0 * base)`, which
+// shows 0 rather than nothing when expr finds nothing while base does: a
+// test that only asks the whole query for data would learn nothing about
+// expr. ok is false for a query of another form.
+func Fallback(query string) (expr, base string, ok bool) {
+	e, err := parser.NewParser(parser.Options{}).ParseExpr(query)
+	if err != nil {
+		return "", "", false
+	}
+	or, isBin := e.(*parser.BinaryExpr)
+	if !isBin || or.Op != parser.LOR || or.VectorMatching == nil || !or.VectorMatching.On || len(or.VectorMatching.MatchingLabels) != 0 {
+		return "", "", false
+	}
+	rhs := or.RHS
+	for {
+		p, isParen := rhs.(*parser.ParenExpr)
+		if !isParen {
+			break
+		}
+		rhs = p.Expr
+	}
+	mul, isBin := rhs.(*parser.BinaryExpr)
+	if !isBin || mul.Op != parser.MUL {
+		return "", "", false
+	}
+	if n, isNum := mul.LHS.(*parser.NumberLiteral); !isNum || n.Val != 0 {
+		return "", "", false
+	}
+	return or.LHS.String(), mul.RHS.String(), true
 }
 
 // Variables lists the names of a dashboard's template variables.

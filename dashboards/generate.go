@@ -9,9 +9,19 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"strings"
 )
 
 const runbookBase = "https://github.com/openstack-vm-exporter/openstack-vm-exporter/blob/main/docs/runbooks"
+
+// Thresholds of the bundled alerts (alerts/params.yaml), drawn on the
+// panels that show what the alerts measure; dashboards_test.go checks they
+// are the rules' values.
+const (
+	lossThreshold    = 0.2  // loss_threshold
+	latencyThreshold = 0.05 // latency_threshold_seconds
+	staleIntervals   = 5    // stale_intervals
+)
 
 // Every query filters with these selectors, so the template variables work
 // everywhere; max by (...) folds the duplicates of a server that both its
@@ -20,11 +30,21 @@ const (
 	sel     = `job=~"$job", host=~"$host", project_id=~"$project"`
 	hostSel = `job=~"$job", host=~"$host"`
 	jobSel  = `job=~"$job"`
-	vmSel   = `job=~"$job", host=~"$host", id=~"$vm"`
-	// The rules fold job and instance away: ALERTS has neither.
+	vmSel   = `job=~"$job", host=~"$host", project_id=~"$project", id=~"$vm"`
+	// The rules fold job and instance away: ALERTS and the recorded series
+	// have neither.
+	recSel     = `host=~"$host", project_id=~"$project"`
 	alertSel   = `host=~"$host"`
 	alertVMSel = `host=~"$host", id=~"$vm"`
 )
+
+// zeroIfReported is expr, or 0 when expr finds nothing but the exporters
+// report (base is not empty): a count of nothing is 0, while a panel
+// without data shows "No data", never a reassuring 0. dashboards.Fallback
+// splits it again, so the end-to-end test can require data of expr itself.
+func zeroIfReported(expr, base string) string {
+	return expr + " or on () (0 * " + base + ")"
+}
 
 type target struct {
 	Expr         string `json:"expr"`
@@ -70,8 +90,16 @@ func thresholds(steps ...any) map[string]any {
 
 func stat(title, desc, expr, unit string, x, y int, th map[string]any) panel {
 	p := base("stat", title, desc, x, y, 4, 4, target{Expr: expr, Instant: true})
-	p["fieldConfig"] = map[string]any{"defaults": map[string]any{"unit": unit, "thresholds": th, "color": map[string]string{"mode": "thresholds"}}, "overrides": []any{}}
+	p["fieldConfig"] = map[string]any{"defaults": map[string]any{"unit": unit, "thresholds": th, "color": map[string]string{"mode": "thresholds"}, "noValue": "No data"}, "overrides": []any{}}
 	p["options"] = map[string]any{"reduceOptions": map[string]any{"calcs": []string{"lastNotNull"}}, "colorMode": "background", "graphMode": "none"}
+	return p
+}
+
+// withThreshold draws a dashed line at an alert's threshold.
+func withThreshold(p panel, v float64) panel {
+	defaults := p["fieldConfig"].(map[string]any)["defaults"].(map[string]any)
+	defaults["thresholds"] = thresholds("transparent", nil, "red", v)
+	defaults["custom"].(map[string]any)["thresholdsStyle"] = map[string]string{"mode": "dashed"}
 	return p
 }
 
@@ -167,21 +195,34 @@ func vmLink(field string) []any {
 
 func fleet() map[string]any {
 	nextID = 0
-	unreachable := `(max by (host, id, address) (openstack_vm_icmp_up{` + sel + `}) == 0)
-  and on (id, address) (max by (id, address) (max_over_time(openstack_vm_icmp_up{` + sel + `}[1d])) == 1)`
+	// Per-address loss over the panel's rate interval, for the addresses
+	// that lose some but not all requests, as the packet-loss alert reads it
+	// (total loss is unreachability, shown apart).
 	loss := `1 - (
     sum by (host, id, name, address) (rate(openstack_vm_icmp_packets_received_total{` + sel + `}[$__rate_interval]))
   /
     sum by (host, id, name, address) (rate(openstack_vm_icmp_packets_sent_total{` + sel + `}[$__rate_interval]))
 )`
+	meanRTT := `sum by (host, id, name, address) (rate(openstack_vm_icmp_rtt_seconds_sum{` + sel + `}[$__rate_interval]))
+  /
+sum by (host, id, name, address) (rate(openstack_vm_icmp_rtt_seconds_count{` + sel + `}[$__rate_interval]))`
+	unreachable := `openstack_vm_address:icmp_unreachable:bool{` + recSel + `}`
+	servers := `count(openstack_vm_status{` + sel + `})`
+	exporters := `count(up{` + jobSel + `})`
+	// The stale rule of OpenStackVMExporterStale: no refresh for
+	// staleIntervals refresh intervals, counted from the start when the
+	// exporter never had one.
+	inventoryAge := `time() - (openstack_vm_api_last_success_timestamp_seconds{` + jobSel + `} > 0 or process_start_time_seconds{` + jobSel + `})`
 	panels := []panel{
 		row("Fleet", 0),
-		stat("Servers", "Servers in the selected hosts and projects.", `count(max by (id) (openstack_vm_status{`+sel+`})) or vector(0)`, "none", 0, 1, thresholds("blue", nil)),
-		stat("ACTIVE", "Servers whose Nova status is ACTIVE.", `count(max by (id) (openstack_vm_status{status="ACTIVE", `+sel+`})) or vector(0)`, "none", 4, 1, thresholds("green", nil)),
-		stat("ERROR", "Servers in ERROR: see OpenStackVMInError.", `count(max by (id) (openstack_vm_status{status="ERROR", `+sel+`})) or vector(0)`, "none", 8, 1, thresholds("green", nil, "red", 1)),
-		stat("Unreachable addresses", "Addresses that answered ICMP in the last day and do not answer now.", `count(`+unreachable+`) or vector(0)`, "none", 12, 1, thresholds("green", nil, "red", 1)),
-		stat("Known issues firing", "Alerts of the bundled rules firing now.", `count(ALERTS{alertname=~"OpenStack.*", alertstate="firing", `+alertSel+`}) or vector(0)`, "none", 16, 1, thresholds("green", nil, "orange", 1)),
-		stat("Compute hosts down", "Hosts whose nova-compute service Nova reports DOWN or UNKNOWN.", `count(max by (host) (openstack_vm_compute_host_status{host_status=~"DOWN|UNKNOWN", `+hostSel+`})) or vector(0)`, "none", 20, 1, thresholds("green", nil, "red", 1)),
+		stat("Servers", "Servers in the selected hosts and projects.", `count(max by (id) (openstack_vm_status{`+sel+`}))`, "none", 0, 1, thresholds("blue", nil)),
+		stat("ACTIVE", "Servers whose Nova status is ACTIVE.", zeroIfReported(`count(max by (id) (openstack_vm_status{status="ACTIVE", `+sel+`}))`, servers), "none", 4, 1, thresholds("green", nil)),
+		stat("ERROR", "Servers in ERROR: see OpenStackVMInError.", zeroIfReported(`count(max by (id) (openstack_vm_status{status="ERROR", `+sel+`}))`, servers), "none", 8, 1, thresholds("green", nil, "red", 1)),
+		stat("Unreachable addresses", "Addresses that answered ICMP in the last day and do not answer now (the rules' openstack_vm_address:icmp_unreachable:bool). No data: no address answered in the last day, or the rules are not loaded.",
+			zeroIfReported(`count(`+unreachable+` == 1)`, `count(`+unreachable+`)`), "none", 12, 1, thresholds("green", nil, "red", 1)),
+		stat("Known issues firing", "Alerts of the bundled rules firing now.", zeroIfReported(`count(ALERTS{alertname=~"OpenStack.*", alertstate="firing", `+alertSel+`})`, exporters), "none", 16, 1, thresholds("green", nil, "orange", 1)),
+		stat("Compute hosts down", "Hosts whose nova-compute service Nova reports DOWN or UNKNOWN.",
+			zeroIfReported(`count(max by (host) (openstack_vm_compute_host_status{host_status=~"DOWN|UNKNOWN", `+hostSel+`}))`, `count(openstack_vm_compute_host_status{`+hostSel+`})`), "none", 20, 1, thresholds("green", nil, "red", 1)),
 		table("Known issues now", "Every firing alert of the bundled rules; click a row for its runbook.", 0, 5, 24, 8, "none",
 			[]any{map[string]any{"id": "organize", "options": map[string]any{
 				"excludeByName": map[string]bool{"Time": true, "Value": true, "__name__": true, "alertstate": true, "job": true, "instance": true},
@@ -190,35 +231,76 @@ func fleet() map[string]any {
 			target{Expr: `ALERTS{alertname=~"OpenStack.*", alertstate="firing", ` + alertSel + `}`}),
 		timeseries("Servers by status", "Servers per Nova status over time.", "none", 0, 13, 12, 8, true,
 			target{Expr: `count by (status) (max by (id, status) (openstack_vm_status{` + sel + `}))`, LegendFormat: "{{status}}"}),
-		table("Servers by host and status", "How many servers each host holds, per status.", 12, 13, 12, 8, "none",
+		table("Servers by host and status", "How many servers each host holds, per status (one row per host).", 12, 13, 12, 8, "none",
 			[]any{map[string]any{"id": "groupingToMatrix", "options": map[string]any{"columnField": "status", "rowField": "host", "valueField": "Value"}}}, nil,
 			target{Expr: `count by (host, status) (max by (host, id, status) (openstack_vm_status{` + sel + `}))`}),
+
 		row("Reachability", 21),
-		timeseries("Unreachable addresses by host", "Addresses that answered ICMP in the last day and do not now, per host. Many on one host at once: a host or network fault (OpenStackHostVMsUnreachable).", "none", 0, 22, 12, 8, true,
-			target{Expr: `count by (host) (` + unreachable + `)`, LegendFormat: "{{host}}"}),
-		heatmap("Packet loss distribution", "How the addresses' packet loss is distributed over time.", "percentunit", 12, 22, 12, 8, true,
-			target{Expr: loss, LegendFormat: "{{name}} {{address}}"}),
-		heatmap("Round-trip time", "RTT of every echo reply, all selected addresses.", "s", 0, 30, 12, 8, false,
+		timeseries("Unreachable addresses, top 10 hosts", "Addresses that answered ICMP in the last day and do not now, on the ten hosts with most. Many on one host at once: a host or network fault (OpenStackHostVMsUnreachable).", "none", 0, 22, 12, 8, false,
+			target{Expr: `topk(10, count by (host) (` + unreachable + ` == 1))`, LegendFormat: "{{host}}"}),
+		table("Unreachable servers", "Every address that answered in the last day and does not now. Click a row to drill down.", 12, 22, 12, 8, "none",
+			[]any{map[string]any{"id": "organize", "options": map[string]any{
+				"excludeByName": map[string]bool{"Time": true, "Value": true, "__name__": true},
+				"indexByName":   map[string]int{"host": 0, "name": 1, "address": 2, "network": 3, "id": 4, "project_id": 5},
+			}}}, vmLink("id"),
+			target{Expr: unreachable + ` == 1`}),
+		timeseries("Addresses losing packets", fmt.Sprintf("How many addresses lose some echo requests, below and above the %g share at which OpenStackVMPacketLoss fires (total loss counts as unreachable, not here).", lossThreshold), "none", 0, 30, 12, 8, true,
+			target{Expr: fmt.Sprintf(`count((%s) >= %g < 1)`, loss, lossThreshold), LegendFormat: fmt.Sprintf("losing %g or more", lossThreshold)},
+			target{Expr: fmt.Sprintf(`count((%s) > 0 < %g)`, loss, lossThreshold), LegendFormat: fmt.Sprintf("losing less than %g", lossThreshold)}),
+		withThreshold(timeseries("Worst packet loss", fmt.Sprintf("The ten addresses losing most echo requests (not all of them). The line: OpenStackVMPacketLoss's threshold, %g.", lossThreshold), "percentunit", 12, 30, 12, 8, false,
+			target{Expr: `topk(10, (` + loss + `) > 0 < 1)`, LegendFormat: "{{name}} {{address}}"}), lossThreshold),
+		heatmap("Round-trip time", "RTT of every echo reply of the selected addresses, as one histogram summed in Prometheus.", "s", 0, 38, 12, 8, false,
 			target{Expr: `sum by (le) (rate(openstack_vm_icmp_rtt_seconds_bucket{` + sel + `}[$__rate_interval]))`, LegendFormat: "{{le}}"}),
-		timeseries("Worst packet loss", "The ten addresses losing most echo requests.", "percentunit", 12, 30, 12, 8, false,
-			target{Expr: `topk(10, ` + loss + ` > 0)`, LegendFormat: "{{name}} {{address}}"}),
-		row("Compute hosts and exporters", 38),
-		table("Compute host status", "Nova's view of each host's nova-compute service.", 0, 39, 8, 8, "none",
+		withThreshold(timeseries("Slowest addresses", fmt.Sprintf("The ten addresses with the highest mean RTT. The line: OpenStackVMHighLatency's threshold, %g s.", latencyThreshold), "s", 12, 38, 12, 8, false,
+			target{Expr: `topk(10, ` + meanRTT + `)`, LegendFormat: "{{name}} {{address}}"}), latencyThreshold),
+
+		row("Compute hosts", 46),
+		table("Compute hosts by service state", "How many hosts Nova reports in each nova-compute service state.", 0, 47, 8, 7, "none",
+			[]any{map[string]any{"id": "organize", "options": map[string]any{"excludeByName": map[string]bool{"Time": true}, "renameByName": map[string]string{"Value": "hosts"}}}}, nil,
+			target{Expr: `count by (host_status) (max by (host, host_status) (openstack_vm_compute_host_status{` + hostSel + `}))`}),
+		table("Compute hosts not UP", "Hosts whose nova-compute service is DOWN, UNKNOWN or disabled (MAINTENANCE).", 8, 47, 16, 7, "none",
 			[]any{map[string]any{"id": "organize", "options": map[string]any{"excludeByName": map[string]bool{"Time": true, "Value": true}}}}, nil,
-			target{Expr: `max by (host, host_status) (openstack_vm_compute_host_status{` + hostSel + `})`}),
-		timeseries("Inventory refresh", "Whether each exporter's last refresh succeeded, and how old its inventory is.", "s", 8, 39, 8, 8, false,
-			target{Expr: `time() - openstack_vm_api_last_success_timestamp_seconds{` + jobSel + `}`, LegendFormat: "age {{instance}}"},
-			target{Expr: `openstack_vm_api_refresh_duration_seconds{` + jobSel + `}`, LegendFormat: "took {{instance}}"}),
-		timeseries("API errors", "Failed refreshes per second, by cause.", "reqps", 16, 39, 8, 8, true,
+			target{Expr: `max by (host, host_status) (openstack_vm_compute_host_status{host_status!="UP", ` + hostSel + `})`}),
+
+		row("Exporters", 54),
+		stat("Exporters up", "Exporter targets Prometheus scrapes successfully.", `sum(up{`+jobSel+`})`, "none", 0, 55, thresholds("green", nil)),
+		stat("Exporters down", "Exporter targets Prometheus cannot scrape (OpenStackVMExporterDown): their servers' alerts cannot fire.",
+			zeroIfReported(`count(up{`+jobSel+`} == 0)`, exporters), "none", 4, 55, thresholds("green", nil, "red", 1)),
+		stat("Refresh failing", "Exporters whose last inventory refresh failed (OpenStackVMExporterAPIDown once it lasts).",
+			zeroIfReported(`count(openstack_vm_api_up{`+jobSel+`} == 0)`, `count(openstack_vm_api_up{`+jobSel+`})`), "none", 8, 55, thresholds("green", nil, "orange", 1)),
+		stat("Stale inventories", fmt.Sprintf("Exporters with no successful refresh for %d refresh intervals (OpenStackVMExporterStale): their servers' state alerts are off.", staleIntervals),
+			zeroIfReported(fmt.Sprintf(`count((%s) > %d * openstack_vm_api_refresh_interval_seconds{%s})`, inventoryAge, staleIntervals, jobSel), `count(openstack_vm_api_last_success_timestamp_seconds{`+jobSel+`})`), "none", 12, 55, thresholds("green", nil, "red", 1)),
+		stat("Host unknown to Nova", "Exporters whose configured host matches no nova-compute service (OpenStackVMExporterHostUnknown): they watch nothing.",
+			zeroIfReported(`count(openstack_vm_inventory_host_known{`+jobSel+`} == 0)`, `count(openstack_vm_inventory_host_known{`+jobSel+`})`), "none", 16, 55, thresholds("green", nil, "red", 1)),
+		stat("Probe errors", "Echo requests the exporters could not send, and socket failures, per second (OpenStackVMExporterProbeErrors).",
+			`sum(rate(openstack_vm_probe_errors_total{`+jobSel+`}[$__rate_interval]))`, "reqps", 20, 55, thresholds("green", nil, "red", 0.001)),
+		table("Exporters down", "Every exporter target Prometheus cannot scrape, with the host it watches (the host target label, when the scrape configuration sets it).", 0, 59, 12, 8, "none",
+			[]any{map[string]any{"id": "organize", "options": map[string]any{"excludeByName": map[string]bool{"Time": true, "Value": true, "__name__": true}}}}, nil,
+			target{Expr: `up{` + jobSel + `} == 0`}),
+		table("Exporter versions", "How many exporters run each build.", 12, 59, 12, 8, "none",
+			[]any{map[string]any{"id": "organize", "options": map[string]any{"excludeByName": map[string]bool{"Time": true}, "renameByName": map[string]string{"Value": "exporters"}}}}, nil,
+			target{Expr: `count by (version, revision, goversion) (openstack_vm_exporter_build_info{` + jobSel + `})`}),
+		timeseries("Inventory age", fmt.Sprintf("Age of the exporters' inventories: the oldest, the 90th percentile and the median. Past %d refresh intervals an exporter is stale.", staleIntervals), "s", 0, 67, 8, 8, false,
+			target{Expr: `max(` + inventoryAge + `)`, LegendFormat: "oldest"},
+			target{Expr: `quantile(0.9, ` + inventoryAge + `)`, LegendFormat: "p90"},
+			target{Expr: `quantile(0.5, ` + inventoryAge + `)`, LegendFormat: "median"}),
+		timeseries("Refresh failures by cause", "Failed inventory refreshes per second, all exporters, by cause.", "reqps", 8, 67, 8, 8, true,
 			target{Expr: `sum by (reason) (rate(openstack_vm_api_errors_total{` + jobSel + `}[$__rate_interval]))`, LegendFormat: "{{reason}}"}),
-		timeseries("Probe cycle vs interval", "A cycle longer than its interval means addresses are probed late (OpenStackVMExporterProbeOverrun).", "s", 0, 47, 12, 8, false,
-			target{Expr: `openstack_vm_probe_cycle_duration_seconds{` + jobSel + `}`, LegendFormat: "cycle {{instance}}"},
+		timeseries("Probe errors by reason", "Probe errors per second, all exporters, by reason.", "reqps", 16, 67, 8, 8, true,
+			target{Expr: `sum by (reason) (rate(openstack_vm_probe_errors_total{` + jobSel + `}[$__rate_interval]))`, LegendFormat: "{{reason}}"}),
+		timeseries("Probe cycle vs interval", "The longest and the median probe cycle of the exporters, against the longest interval: a cycle longer than its interval probes addresses late (OpenStackVMExporterProbeOverrun).", "s", 0, 75, 8, 8, false,
+			target{Expr: `max(openstack_vm_probe_cycle_duration_seconds{` + jobSel + `})`, LegendFormat: "longest cycle"},
+			target{Expr: `quantile(0.5, openstack_vm_probe_cycle_duration_seconds{` + jobSel + `})`, LegendFormat: "median cycle"},
 			target{Expr: `max(openstack_vm_probe_interval_seconds{` + jobSel + `})`, LegendFormat: "interval"}),
-		timeseries("Probed addresses and exporter cost", "Addresses per exporter, and the CPU the exporter process uses.", "short", 12, 47, 12, 8, false,
-			target{Expr: `openstack_vm_probe_targets{` + jobSel + `}`, LegendFormat: "targets {{instance}}"},
-			target{Expr: `rate(process_cpu_seconds_total{` + jobSel + `}[$__rate_interval])`, LegendFormat: "CPU cores {{instance}}"}),
+		timeseries("Probed addresses", "Addresses probed by all exporters, and by the busiest one.", "short", 8, 75, 8, 8, false,
+			target{Expr: `sum(openstack_vm_probe_targets{` + jobSel + `})`, LegendFormat: "all exporters"},
+			target{Expr: `max(openstack_vm_probe_targets{` + jobSel + `})`, LegendFormat: "busiest exporter"}),
+		timeseries("Exporter CPU", "CPU the exporter processes use, in cores: the busiest, the median, and all together.", "short", 16, 75, 8, 8, false,
+			target{Expr: `max(rate(process_cpu_seconds_total{` + jobSel + `}[$__rate_interval]))`, LegendFormat: "busiest"},
+			target{Expr: `quantile(0.5, rate(process_cpu_seconds_total{` + jobSel + `}[$__rate_interval]))`, LegendFormat: "median"},
+			target{Expr: `sum(rate(process_cpu_seconds_total{` + jobSel + `}[$__rate_interval]))`, LegendFormat: "all"}),
 	}
-	return dashboard("openstack-vm-fleet", "OpenStack VMs / Fleet", "Nova state and ICMP reachability of every server, from openstack-vm-exporter.", panels,
+	return dashboard("openstack-vm-fleet", "OpenStack VMs / Fleet", "Nova state and ICMP reachability of every server, and the health of every exporter, from openstack-vm-exporter.", panels,
 		variable("job", "Job", `label_values(openstack_vm_exporter_build_info, job)`, true),
 		variable("host", "Host", `label_values(openstack_vm_status{job=~"$job"}, host)`, true),
 		variable("project", "Project", `label_values(openstack_vm_status{job=~"$job", host=~"$host"}, project_id)`, true))
@@ -231,15 +313,19 @@ func host() map[string]any {
   /
     sum by (name, address) (rate(openstack_vm_icmp_packets_sent_total{` + vmSel + `}[$__rate_interval]))
 )`
+	// The exporters that report the host's servers: its own, and a central
+	// one if any. Their health series carry no server labels.
+	reporting := `and on (instance, job) count by (instance, job) (openstack_vm_status{` + hostSel + `})`
 	panels := []panel{
 		row("Hypervisor", 0),
-		stat("Servers on the host", "Servers Nova places on the selected hosts.", `count(max by (id) (openstack_vm_status{`+hostSel+`})) or vector(0)`, "none", 0, 1, thresholds("blue", nil)),
-		stat("Compute service", "1 when Nova reports the host's nova-compute UP.", `max(openstack_vm_compute_host_status{host_status="UP", `+hostSel+`}) or vector(0)`, "bool_yes_no", 4, 1, thresholds("red", nil, "green", 1)),
-		stat("Addresses answering", "Share of the host's probed addresses that answered in the last cycle.", `avg(max by (id, address) (openstack_vm_icmp_up{`+hostSel+`}))`, "percentunit", 8, 1, thresholds("red", nil, "orange", 0.5, "green", 0.99)),
-		stat("Known issues firing", "Alerts of the bundled rules firing for these hosts.", `count(ALERTS{alertname=~"OpenStack.*", alertstate="firing", `+alertSel+`}) or vector(0)`, "none", 12, 1, thresholds("green", nil, "orange", 1)),
-		stat("Probe cycle", "Duration of the last probe cycle of the hosts' exporters.", `max(openstack_vm_probe_cycle_duration_seconds{`+jobSel+`})`, "s", 16, 1, thresholds("green", nil)),
-		stat("Inventory age", "Seconds since the last successful inventory refresh.", `max(time() - openstack_vm_api_last_success_timestamp_seconds{`+jobSel+`})`, "s", 20, 1, thresholds("green", nil, "orange", 300, "red", 900)),
-		table("Servers on the host", "Every server of the selected hosts: state, time in state, reachability. Click a row to drill down.", 0, 5, 24, 10, "none",
+		stat("Servers on the host", "Servers Nova places on the selected host, of the selected projects.", `count(max by (id) (openstack_vm_status{`+sel+`}))`, "none", 0, 1, thresholds("blue", nil)),
+		hostStatus(4, 1),
+		stat("Addresses answering", "Share of the addresses that answered ICMP in the last day that answer now (servers that never answer, e.g. behind a security group that drops ICMP, are left out, as the alerts leave them out). No data: no address answered in the last day.",
+			`avg(1 - openstack_vm_address:icmp_unreachable:bool{`+recSel+`})`, "percentunit", 8, 1, thresholds("red", nil, "orange", 0.5, "green", 0.99)),
+		stat("Known issues firing", "Alerts of the bundled rules firing for this host.", zeroIfReported(`count(ALERTS{alertname=~"OpenStack.*", alertstate="firing", `+alertSel+`})`, `count(openstack_vm_status{`+hostSel+`})`), "none", 12, 1, thresholds("green", nil, "orange", 1)),
+		stat("Probe cycle", "Duration of the last probe cycle of the exporters that report this host's servers.", `max(openstack_vm_probe_cycle_duration_seconds{`+jobSel+`} `+reporting+`)`, "s", 16, 1, thresholds("green", nil)),
+		stat("Inventory age", "Seconds since the last successful inventory refresh of the exporters that report this host's servers.", `max((time() - openstack_vm_api_last_success_timestamp_seconds{`+jobSel+`}) `+reporting+`)`, "s", 20, 1, thresholds("green", nil, "orange", 300, "red", 900)),
+		table("Servers on the host", "Every server of the selected host and projects: state, time in state, reachability. Click a row to drill down.", 0, 5, 24, 10, "none",
 			[]any{
 				map[string]any{"id": "merge", "options": map[string]any{}},
 				map[string]any{"id": "organize", "options": map[string]any{
@@ -247,31 +333,51 @@ func host() map[string]any {
 					"renameByName":  map[string]string{"Value #B": "seconds in state", "Value #C": "answers ICMP"},
 				}},
 			}, vmLink("id"),
-			target{Expr: `max by (host, id, name, project_id, status, vm_state, task_state, power_state) (openstack_vm_status{` + hostSel + `})`},
-			target{Expr: `max by (host, id, name, project_id) (time() - openstack_vm_status_since_timestamp_seconds{` + hostSel + `})`},
-			target{Expr: `min by (host, id, name, project_id) (openstack_vm_icmp_up{` + hostSel + `})`}),
+			target{Expr: `max by (host, id, name, project_id, status, vm_state, task_state, power_state) (openstack_vm_status{` + sel + `})`},
+			target{Expr: `max by (host, id, name, project_id) (time() - openstack_vm_status_since_timestamp_seconds{` + sel + `})`},
+			target{Expr: `min by (host, id, name, project_id) (openstack_vm_icmp_up{` + sel + `})`}),
 		row("Server", 15),
 		base("state-timeline", "Status over time", "The selected servers' Nova status and task state, as the exporter saw them.", 0, 16, 24, 6,
 			target{Expr: `max by (name, status, task_state) (openstack_vm_status{` + vmSel + `})`, LegendFormat: "{{name}} {{status}} {{task_state}}"}),
-		timeseries("Reachability", "1 when the address answered in the cycle.", "bool_yes_no", 0, 22, 12, 8, false,
+		timeseries("Reachability", "1 when the address answered in the cycle; a gap when no echo request could be sent.", "bool_yes_no", 0, 22, 12, 8, false,
 			target{Expr: `max by (name, address) (openstack_vm_icmp_up{` + vmSel + `})`, LegendFormat: "{{name}} {{address}}"}),
-		timeseries("Packet loss", "Share of echo requests unanswered.", "percentunit", 12, 22, 12, 8, false,
-			target{Expr: vmLoss, LegendFormat: "{{name}} {{address}}"}),
-		timeseries("Round-trip time", "Mean and 95th percentile RTT per address.", "s", 0, 30, 24, 8, false,
+		withThreshold(timeseries("Packet loss", fmt.Sprintf("Share of echo requests unanswered. The line: OpenStackVMPacketLoss's threshold, %g.", lossThreshold), "percentunit", 12, 22, 12, 8, false,
+			target{Expr: vmLoss, LegendFormat: "{{name}} {{address}}"}), lossThreshold),
+		withThreshold(timeseries("Round-trip time", fmt.Sprintf("Mean and 95th percentile RTT per address. The line: OpenStackVMHighLatency's threshold on the mean, %g s.", latencyThreshold), "s", 0, 30, 24, 8, false,
 			target{Expr: `sum by (name, address) (rate(openstack_vm_icmp_rtt_seconds_sum{` + vmSel + `}[$__rate_interval])) / sum by (name, address) (rate(openstack_vm_icmp_rtt_seconds_count{` + vmSel + `}[$__rate_interval]))`, LegendFormat: "mean {{name}} {{address}}"},
-			target{Expr: `histogram_quantile(0.95, sum by (name, address, le) (rate(openstack_vm_icmp_rtt_seconds_bucket{` + vmSel + `}[$__rate_interval])))`, LegendFormat: "p95 {{name}} {{address}}"}),
+			target{Expr: `histogram_quantile(0.95, sum by (name, address, le) (rate(openstack_vm_icmp_rtt_seconds_bucket{` + vmSel + `}[$__rate_interval])))`, LegendFormat: "p95 {{name}} {{address}}"}), latencyThreshold),
 		table("Known issues of the server", "Firing alerts for the selected servers; click for the runbook.", 0, 38, 24, 6, "none",
 			[]any{map[string]any{"id": "organize", "options": map[string]any{"excludeByName": map[string]bool{"Time": true, "Value": true, "__name__": true, "alertstate": true}}}}, runbookLink,
 			target{Expr: `ALERTS{alertname=~"OpenStack.*", alertstate="firing", ` + alertVMSel + `}`}),
 	}
-	vm := variable("vm", "Server", `query_result(max by (id, name) (openstack_vm_status{job=~"$job", host=~"$host"}))`, true)
+	vm := variable("vm", "Server", `query_result(max by (id, name) (openstack_vm_status{job=~"$job", host=~"$host", project_id=~"$project"}))`, true)
 	vm["regex"] = `/id="(?<value>[^"]+)".*name="(?<text>[^"]*)"/`
 	return dashboard("openstack-vm-host", "OpenStack VMs / Host and server", "One hypervisor's servers, and one server's state and reachability history.", panels,
 		variable("job", "Job", `label_values(openstack_vm_exporter_build_info, job)`, true),
 		variable("host", "Host", `label_values(openstack_vm_status{job=~"$job"}, host)`, false),
+		variable("project", "Project", `label_values(openstack_vm_status{job=~"$job", host=~"$host"}, project_id)`, true),
 		vm)
 }
 
+// hostStatus shows the host's nova-compute state by name; no data when the
+// exporter does not report it (never "DOWN" for a host it knows nothing of).
+func hostStatus(x, y int) panel {
+	states := []struct {
+		name, color string
+	}{{"UP", "green"}, {"MAINTENANCE", "blue"}, {"DOWN", "red"}, {"UNKNOWN", "red"}}
+	var terms []string
+	mappings := map[string]any{}
+	for i, s := range states {
+		terms = append(terms, fmt.Sprintf(`%d * openstack_vm_compute_host_status{host_status="%s", %s}`, i+1, s.name, hostSel))
+		mappings[fmt.Sprint(i+1)] = map[string]any{"text": s.name, "color": s.color, "index": i}
+	}
+	// The worst state if several exporters disagree.
+	p := stat("Compute service", "The state Nova reports for the host's nova-compute service (OpenStackComputeHostDown, OpenStackComputeHostInMaintenance).",
+		"max(\n  "+strings.Join(terms, "\n  or\n  ")+"\n)", "none", x, y, thresholds("text", nil))
+	defaults := p["fieldConfig"].(map[string]any)["defaults"].(map[string]any)
+	defaults["mappings"] = []any{map[string]any{"type": "value", "options": mappings}}
+	return p
+}
 func main() {
 	for name, d := range map[string]map[string]any{"openstack-vm-fleet.json": fleet(), "openstack-vm-host.json": host()} {
 		b, err := json.MarshalIndent(d, "", "  ")

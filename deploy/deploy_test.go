@@ -165,8 +165,26 @@ func TestDockerfile(t *testing.T) {
 	}
 	// The Makefile builds the same way.
 	mk, _ := os.ReadFile(filepath.Join(root, "Makefile"))
-	if !bytes.Contains(mk, []byte("-trimpath -tags netgo,osusergo")) || !strings.Contains(goBuild, "-trimpath -tags netgo,osusergo") {
+	if !bytes.Contains(mk, []byte("-trimpath -tags netgo,osusergo -buildvcs=false")) || !strings.Contains(goBuild, "-trimpath -tags netgo,osusergo -buildvcs=false") {
 		t.Error("the Dockerfile and the Makefile build differently")
+	}
+}
+
+// The build context leaves out the history and the build output: the image
+// builds from the sources alone, and a large context slows every build.
+func TestDockerignore(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join(root, ".dockerignore"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := map[string]bool{}
+	for _, l := range strings.Split(string(b), "\n") {
+		lines[strings.TrimSpace(l)] = true
+	}
+	for _, want := range []string{".git", "dist/", "/openstack-vm-exporter"} {
+		if !lines[want] {
+			t.Errorf(".dockerignore does not exclude %s", want)
+		}
 	}
 }
 
@@ -256,6 +274,9 @@ func TestKubernetesManifests(t *testing.T) {
 				if ds.Spec.Selector == nil || ds.Spec.Selector.MatchLabels["app.kubernetes.io/name"] != ds.Spec.Template.Labels["app.kubernetes.io/name"] {
 					t.Error("selector does not match the pod template")
 				}
+				if want := ":v" + changelogVersion(t); !strings.HasSuffix(c.Image, want) {
+					t.Errorf("DaemonSet image %s, want the released version (tag %s, CHANGELOG.md)", c.Image, want)
+				}
 			case "ConfigMap":
 				cm := &corev1.ConfigMap{}
 				obj = cm
@@ -270,7 +291,21 @@ func TestKubernetesManifests(t *testing.T) {
 			case "ServiceAccount":
 				obj = &corev1.ServiceAccount{}
 			case "ServiceMonitor":
-				obj = &monitoringv1.ServiceMonitor{}
+				sm := &monitoringv1.ServiceMonitor{}
+				obj = sm
+				if err := yaml.UnmarshalStrict(doc, sm); err != nil {
+					t.Fatalf("%s ServiceMonitor: %v", file, err)
+				}
+				hostLabel := false
+				for _, r := range sm.Spec.Endpoints[0].RelabelConfigs {
+					if len(r.SourceLabels) == 1 && r.SourceLabels[0] == "__meta_kubernetes_pod_node_name" && r.TargetLabel == "host" {
+						hostLabel = true
+					}
+				}
+				// The servers' host label must survive the target's.
+				if !hostLabel || !sm.Spec.Endpoints[0].HonorLabels {
+					t.Errorf("ServiceMonitor: host label from the node name %v, honorLabels %v; want both", hostLabel, sm.Spec.Endpoints[0].HonorLabels)
+				}
 			case "PrometheusRule":
 				obj = &monitoringv1.PrometheusRule{}
 			default:
@@ -314,6 +349,68 @@ func TestPrometheusScrapeConfig(t *testing.T) {
 			t.Errorf("scrape examples lack %s", want)
 		}
 	}
+
+	// Every hypervisor's exporter gets a host target label, and keeps the
+	// servers' host label (honor_labels) rather than renaming it.
+	var parsed struct {
+		ScrapeConfigs []struct {
+			JobName       string `yaml:"job_name"`
+			HonorLabels   bool   `yaml:"honor_labels"`
+			StaticConfigs []struct {
+				Labels map[string]string `yaml:"labels"`
+			} `yaml:"static_configs"`
+			FileSD         []any `yaml:"file_sd_configs"`
+			RelabelConfigs []struct {
+				TargetLabel string `yaml:"target_label"`
+			} `yaml:"relabel_configs"`
+		} `yaml:"scrape_configs"`
+	}
+	if err := yaml.Unmarshal(b, &parsed); err != nil {
+		t.Fatal(err)
+	}
+	for _, sc := range parsed.ScrapeConfigs {
+		if strings.HasSuffix(sc.JobName, "-central") {
+			continue
+		}
+		host := len(sc.FileSD) > 0 // the target files carry it
+		for _, r := range sc.RelabelConfigs {
+			host = host || r.TargetLabel == "host"
+		}
+		if !host || !sc.HonorLabels {
+			t.Errorf("job %s: host label %v, honor_labels %v; want both", sc.JobName, host, sc.HonorLabels)
+		}
+	}
+	var groups []struct {
+		Targets []string          `yaml:"targets"`
+		Labels  map[string]string `yaml:"labels"`
+	}
+	fsd, err := os.ReadFile("prometheus/file_sd.example.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.UnmarshalStrict(fsd, &groups); err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range groups {
+		if len(g.Targets) != 1 || g.Labels["host"] == "" {
+			t.Errorf("file_sd.example.yml: %v: want one target per group, with its host label", g)
+		}
+	}
+}
+
+// changelogVersion is the version of CHANGELOG.md's newest heading,
+// "## 0.1.0 - 2026-12-01" or "## 0.1.0 - Unreleased".
+func changelogVersion(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(root, "CHANGELOG.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^## (\d+\.\d+\.\d+) - (\d{4}-\d{2}-\d{2}|Unreleased)$`).FindSubmatch(b)
+	if m == nil {
+		t.Fatal("CHANGELOG.md has no heading \"## X.Y.Z - YYYY-MM-DD\" (or \"- Unreleased\")")
+	}
+	return string(m[1])
 }
 
 // The PrometheusRule is generated from alerts/, never edited by hand.

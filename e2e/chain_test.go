@@ -37,13 +37,13 @@ type notification struct {
 	} `json:"alerts"`
 }
 
-// webhook records notifications; it listens in the hypervisor namespace,
-// where Alertmanager runs.
+// webhook records every notification of the whole test; it listens in the
+// hypervisor namespace, where Alertmanager runs.
 type webhook struct {
-	mu    sync.Mutex
-	got   []notification
-	addr  string
-	close func()
+	mu   sync.Mutex
+	got  []notification
+	bad  []string // bodies that were not a notification
+	addr string
 }
 
 func startWebhook(t *testing.T, lab *netlab.Lab) *webhook {
@@ -57,12 +57,14 @@ func startWebhook(t *testing.T, lab *netlab.Lab) *webhook {
 	srv := &http.Server{Handler: http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		var n notification
 		b, _ := io.ReadAll(r.Body)
-		if err := json.Unmarshal(b, &n); err == nil {
-			n.Receiver = strings.TrimPrefix(r.URL.Path, "/")
-			w.mu.Lock()
-			w.got = append(w.got, n)
-			w.mu.Unlock()
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if err := json.Unmarshal(b, &n); err != nil {
+			w.bad = append(w.bad, string(b))
+			return
 		}
+		n.Receiver = strings.TrimPrefix(r.URL.Path, "/")
+		w.got = append(w.got, n)
 	})}
 	go srv.Serve(l)
 	t.Cleanup(func() { srv.Close() })
@@ -203,8 +205,10 @@ func TestAlertChain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Scraped as deploy/prometheus/prometheus.yml advises for a hypervisor's
+	// exporter: with the host target label and honor_labels.
 	prom, err := stack.StartPrometheus(ctx, "127.0.0.1:19090",
-		promstack.PrometheusConfig(2*time.Second, "openstack-vm-exporter", "127.0.0.1:19735", rulesFile, "127.0.0.1:19093"))
+		promstack.HostPrometheusConfig(2*time.Second, "openstack-vm-exporter", "127.0.0.1:19735", hvHost, rulesFile, "127.0.0.1:19093"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -227,14 +231,52 @@ probe:
 		}
 	}()
 
-	// Phase 1: the fleet's standing issue pages the ticket queue; healthy
-	// servers page nobody.
-	waitFor(t, 90*time.Second, "OpenStackVMInError of broken delivered", func() string {
-		if !hook.has("ticket firing OpenStackVMInError " + w.ids["broken"]) {
-			return fmt.Sprint(hook.delivered())
-		}
-		return ""
-	})
+	// What Alertmanager may deliver in the whole test, "receiver status
+	// alertname id-or-host": the required ones must all come, nothing else
+	// may (checked at the end, over every delivery). Nothing at all for the
+	// healthy servers, no firing per-server alert of b, c, d (inhibited by
+	// the host-wide page), no exporter or compute-host alert.
+	required := []string{
+		"ticket firing OpenStackVMInError " + w.ids["broken"],
+		"ticket firing OpenStackVMInError " + w.ids["later-broken"],
+		"ticket resolved OpenStackVMInError " + w.ids["later-broken"],
+		"ticket firing OpenStackVMStuckInTaskState " + w.ids["will-stick"],
+		"ticket firing OpenStackVMUnreachable " + w.ids["a"],
+		"ticket resolved OpenStackVMUnreachable " + w.ids["a"],
+		"ticket firing OpenStackVMPacketLoss " + w.ids["lossy"],
+		"ticket firing OpenStackVMHighLatency " + w.ids["slow"],
+		"pager firing OpenStackHostVMsUnreachable " + hvHost,
+		"pager resolved OpenStackHostVMsUnreachable " + hvHost,
+	}
+	allowed := map[string]bool{
+		// The group of a's alert also carries b, c and d: when they
+		// recover, Alertmanager may tell the receiver they are resolved
+		// (it never saw them fire; that is harmless).
+		"ticket resolved OpenStackVMUnreachable " + w.ids["b"]: true,
+		"ticket resolved OpenStackVMUnreachable " + w.ids["c"]: true,
+		"ticket resolved OpenStackVMUnreachable " + w.ids["d"]: true,
+		// 50% random loss, measured over 30 requests, dips under 20% about
+		// once in a thousand windows: a true flap, not a false alert.
+		"ticket resolved OpenStackVMPacketLoss " + w.ids["lossy"]: true,
+	}
+	for _, r := range required {
+		allowed[r] = true
+	}
+	waitDelivered := func(d time.Duration, what string, want ...string) {
+		t.Helper()
+		waitFor(t, d, what, func() string {
+			for _, r := range want {
+				if !hook.has(r) {
+					return "missing " + w.named(r)
+				}
+			}
+			return ""
+		})
+	}
+
+	// Phase 1: the fleet's standing issues open tickets; healthy servers
+	// page nobody.
+	waitDelivered(90*time.Second, "standing issues delivered", required[0])
 	// Let Prometheus see every address answer for a while: "answered before".
 	time.Sleep(10 * time.Second)
 
@@ -249,88 +291,49 @@ probe:
 	if err := w.net.Remove(netip.MustParseAddr("198.18.0.1")); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 90*time.Second, "per-server alerts delivered", func() string {
-		for _, want := range []string{
-			"ticket firing OpenStackVMInError " + w.ids["later-broken"],
-			"ticket firing OpenStackVMStuckInTaskState " + w.ids["will-stick"],
-			"ticket firing OpenStackVMUnreachable " + w.ids["a"],
-			"ticket firing OpenStackVMPacketLoss " + w.ids["lossy"],
-			"ticket firing OpenStackVMHighLatency " + w.ids["slow"],
-		} {
-			if !hook.has(want) {
-				return "missing " + want
-			}
-		}
-		return ""
-	})
+	waitDelivered(90*time.Second, "per-server alerts delivered",
+		"ticket firing OpenStackVMInError "+w.ids["later-broken"],
+		"ticket firing OpenStackVMStuckInTaskState "+w.ids["will-stick"],
+		"ticket firing OpenStackVMUnreachable "+w.ids["a"],
+		"ticket firing OpenStackVMPacketLoss "+w.ids["lossy"],
+		"ticket firing OpenStackVMHighLatency "+w.ids["slow"])
 
 	// Phase 3: the host's network fails for most servers: one critical
-	// page for the host, and the per-server pages of b, c, d inhibited.
+	// page for the host, and every per-server reachability alert of the
+	// host held back by Alertmanager.
 	for _, a := range []string{"198.18.0.2", "198.18.0.3", "198.18.0.4"} {
 		if err := w.net.Remove(netip.MustParseAddr(a)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, 60*time.Second, "host-wide page", func() string {
-		if !hook.has("pager firing OpenStackHostVMsUnreachable " + hvHost) {
-			return fmt.Sprint(hook.delivered())
-		}
-		return ""
-	})
-	// Give the per-server alerts of b, c, d time to fire in Prometheus
-	// (unreachable_for 12s): Alertmanager must hold them back.
-	waitFor(t, 60*time.Second, "per-server alerts of b, c, d firing and inhibited in Alertmanager", func() string {
-		resp, err := w.client.Get(am.URL + "/api/v2/alerts?filter=alertname%3D%22OpenStackVMUnreachable%22")
+	waitDelivered(60*time.Second, "host-wide page", "pager firing OpenStackHostVMsUnreachable "+hvHost)
+	// The per-server alerts of b, c, d fire in Prometheus after
+	// unreachable_for (12s); Alertmanager must hold back each of them, and
+	// those of a, lossy and slow, which fired before.
+	wantInhibited := []string{
+		"OpenStackVMUnreachable " + w.ids["a"], "OpenStackVMUnreachable " + w.ids["b"],
+		"OpenStackVMUnreachable " + w.ids["c"], "OpenStackVMUnreachable " + w.ids["d"],
+		"OpenStackVMPacketLoss " + w.ids["lossy"], "OpenStackVMHighLatency " + w.ids["slow"],
+	}
+	waitFor(t, 60*time.Second, "per-server reachability alerts of the host inhibited in Alertmanager", func() string {
+		inhibited, err := inhibitedAlerts(w.client, am.URL)
 		if err != nil {
 			return err.Error()
 		}
-		defer resp.Body.Close()
-		var list []struct {
-			Labels map[string]string `json:"labels"`
-			Status struct {
-				State       string   `json:"state"`
-				InhibitedBy []string `json:"inhibitedBy"`
-			} `json:"status"`
-		}
-		json.NewDecoder(resp.Body).Decode(&list)
-		inhibited := 0
-		for _, a := range list {
-			if a.Status.State == "suppressed" && len(a.Status.InhibitedBy) > 0 {
-				inhibited++
+		var missing []string
+		for _, want := range wantInhibited {
+			if !inhibited[want] {
+				missing = append(missing, w.named(want))
 			}
 		}
-		if inhibited < 3 {
-			return fmt.Sprintf("%d inhibited of %d", inhibited, len(list))
+		if len(missing) > 0 {
+			return fmt.Sprintf("not inhibited: %v", missing)
 		}
 		return ""
 	})
-	for _, name := range []string{"b", "c", "d"} {
-		if hook.has("firing OpenStackVMUnreachable " + w.ids[name]) {
-			t.Errorf("server %s paged on its own during the host-wide outage", name)
-		}
-	}
 
 	// The dashboards' queries all return data from this Prometheus.
-	ds, err := dashboards.Load()
-	if err != nil {
-		t.Fatal(err)
-	}
-	vars := map[string]string{"job": "openstack-vm-exporter", "host": hvHost, "project": ".*", "vm": ".*"}
-	var empty []string
-	for _, d := range ds {
-		for _, q := range d.Queries(vars) {
-			n, err := promQuery(w.client, prom.URL, q.Expr)
-			if err != nil {
-				t.Errorf("%s: %v\n%s", q.Where, err, q.Expr)
-			} else if n == 0 {
-				empty = append(empty, q.Where)
-			}
-		}
-	}
-	if len(empty) > 0 {
-		sort.Strings(empty)
-		t.Errorf("dashboard queries without data:\n%s", strings.Join(empty, "\n"))
-	}
+	checkDashboards(t, w.client, prom.URL)
 
 	// Phase 4: repairs resolve the alerts.
 	for _, a := range []string{"198.18.0.1", "198.18.0.2", "198.18.0.3", "198.18.0.4"} {
@@ -342,28 +345,24 @@ probe:
 	if err := w.cloud.Update(ctx, map[string]openstacklab.Update{w.ids["later-broken"]: {VMState: &active}}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 90*time.Second, "resolutions delivered", func() string {
-		for _, want := range []string{
-			"pager resolved OpenStackHostVMsUnreachable " + hvHost,
-			"ticket resolved OpenStackVMInError " + w.ids["later-broken"],
-			"ticket resolved OpenStackVMUnreachable " + w.ids["a"],
-		} {
-			if !hook.has(want) {
-				return "missing " + want
-			}
-		}
-		return ""
-	})
+	waitDelivered(90*time.Second, "every expected notification delivered", required...)
+	// A late notification would come within a few group intervals (2s).
+	time.Sleep(6 * time.Second)
 
-	// Nobody was paged for the healthy server, and every delivered alert
-	// carried its runbook.
+	// Every delivery of the whole test was expected.
+	seen := map[string]bool{}
 	for _, d := range hook.delivered() {
-		if strings.Contains(d, w.ids["healthy"]) {
-			t.Errorf("the healthy server was paged: %s", d)
+		if !allowed[d] && !seen[d] {
+			t.Errorf("unexpected notification: %s", w.named(d))
 		}
+		seen[d] = true
 	}
 	hook.mu.Lock()
 	defer hook.mu.Unlock()
+	for _, b := range hook.bad {
+		t.Errorf("a webhook body that is not a notification: %.500s", b)
+	}
+	// Every delivered alert carried its runbook, severity and labels.
 	for _, n := range hook.got {
 		for _, a := range n.Alerts {
 			name := a.Labels["alertname"]
@@ -374,6 +373,104 @@ probe:
 				(a.Labels["id"] == "" || a.Labels["name"] == "" || a.Labels["host"] != hvHost || a.Labels["project_id"] == "") {
 				t.Errorf("%s delivered without the server's labels: %v", name, a.Labels)
 			}
+			if _, ok := a.Labels["exported_host"]; ok {
+				t.Errorf("%s delivered with exported_host: the scrape renamed the servers' host label: %v", name, a.Labels)
+			}
+		}
+	}
+}
+
+// named replaces the server ids in s by the test's server names.
+func (w *world) named(s string) string {
+	for name, id := range w.ids {
+		s = strings.ReplaceAll(s, id, name)
+	}
+	return s
+}
+
+// inhibitedAlerts lists "alertname id" of every alert Alertmanager holds
+// back because another alert inhibits it.
+func inhibitedAlerts(client *http.Client, amURL string) (map[string]bool, error) {
+	resp, err := client.Get(amURL + "/api/v2/alerts")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var list []struct {
+		Labels map[string]string `json:"labels"`
+		Status struct {
+			State       string   `json:"state"`
+			InhibitedBy []string `json:"inhibitedBy"`
+		} `json:"status"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&list); err != nil {
+		return nil, err
+	}
+	out := map[string]bool{}
+	for _, a := range list {
+		if a.Status.State == "suppressed" && len(a.Status.InhibitedBy) > 0 {
+			out[a.Labels["alertname"]+" "+a.Labels["id"]] = true
+		}
+	}
+	return out, nil
+}
+
+// emptyHere are the dashboard queries this world cannot give data, and why.
+// The rest must: a query of the form `expr or on () (0 * base)` needs data
+// from expr itself, not only from its fallback to 0.
+var emptyHere = map[string]string{
+	`"Compute hosts down" target A`:       "the host stays UP: a DOWN host would inhibit the alerts this test checks",
+	`"Compute hosts not UP" target A`:     "the host stays UP",
+	`"Exporters down" target A`:           "the one exporter is up",
+	`"Refresh failing" target A`:          "every refresh succeeds",
+	`"Stale inventories" target A`:        "the inventory is fresh",
+	`"Host unknown to Nova" target A`:     "Nova knows the host",
+	`"Addresses losing packets" target B`: "the lossy server loses 50%, above the threshold; no server loses less",
+}
+
+func checkDashboards(t *testing.T, client *http.Client, promURL string) {
+	t.Helper()
+	ds, err := dashboards.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	vars := map[string]string{"job": "openstack-vm-exporter", "host": hvHost, "project": ".*", "vm": ".*"}
+	var empty []string
+	exempted := map[string]bool{}
+	for _, d := range ds {
+		for _, q := range d.Queries(vars) {
+			exprs := map[string]string{"": q.Expr}
+			if expr, base, ok := dashboards.Fallback(q.Expr); ok {
+				exprs = map[string]string{"": expr, " (its fallback's base)": base}
+			}
+			for part, expr := range exprs {
+				n, err := promQuery(client, promURL, expr)
+				if err != nil {
+					t.Errorf("%s%s: %v\n%s", q.Where, part, err, expr)
+					continue
+				}
+				exempt := ""
+				for where := range emptyHere {
+					if part == "" && strings.HasSuffix(q.Where, where) {
+						exempt = where
+					}
+				}
+				switch {
+				case exempt != "":
+					exempted[exempt] = true
+				case n == 0:
+					empty = append(empty, q.Where+part)
+				}
+			}
+		}
+	}
+	if len(empty) > 0 {
+		sort.Strings(empty)
+		t.Errorf("dashboard queries without data:\n%s", strings.Join(empty, "\n"))
+	}
+	for where := range emptyHere {
+		if !exempted[where] {
+			t.Errorf("no dashboard query ends in %s: update emptyHere", where)
 		}
 	}
 }

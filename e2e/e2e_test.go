@@ -24,6 +24,7 @@ import (
 
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/netlab"
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/openstacklab"
+	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/promstack"
 )
 
 const hvHost = "hv-e2e"
@@ -145,12 +146,14 @@ func (w *world) startExporter(t *testing.T, config string, env map[string]string
 		e.cmd.Env = append(e.cmd.Env, k+"="+v)
 	}
 	e.cmd.Stdout, e.cmd.Stderr = e.output, e.output
-	if err := e.cmd.Start(); err != nil {
+	// Tied: killed by the kernel if this test binary dies on its -timeout.
+	exited, err := promstack.StartTied(e.cmd)
+	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		_ = e.cmd.Process.Kill()
-		_ = e.cmd.Wait()
+		<-exited
 		if t.Failed() {
 			t.Logf("exporter output (last 6000 bytes):\n%s", tail(e.output.String(), 6000))
 			t.Logf("openstack logs:\n%s", w.cloud.Logs())
