@@ -7,7 +7,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-
 	"net/http"
 	"net/netip"
 	"os"
@@ -24,7 +23,7 @@ import (
 
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/netlab"
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/openstacklab"
-	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/promstack"
+	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/tied"
 )
 
 const hvHost = "hv-e2e"
@@ -147,7 +146,7 @@ func (w *world) startExporter(t *testing.T, config string, env map[string]string
 	}
 	e.cmd.Stdout, e.cmd.Stderr = e.output, e.output
 	// Tied: killed by the kernel if this test binary dies on its -timeout.
-	exited, err := promstack.StartTied(e.cmd)
+	exited, err := tied.Start(e.cmd)
 	if err != nil {
 		t.Fatal(err)
 	}

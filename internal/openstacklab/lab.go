@@ -28,11 +28,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/tied"
 )
 
 //go:embed py/lab.py
@@ -237,36 +238,13 @@ func (l *Lab) command(ctx context.Context, args ...string) *exec.Cmd {
 	return cmd
 }
 
-// startTied starts cmd so that the kernel kills it when the test process
-// dies: a test that panics on its -timeout runs no t.Cleanup, and would
-// leave Keystone and Nova running. It waits for cmd and sends Wait's result.
-// The parent-death signal follows the thread that forked, not the process,
-// and Go ends a thread whose goroutine exits locked to it (netlab.Do may):
-// the forking goroutine keeps its thread locked until the child is reaped.
-// (promstack.StartTied is the same; the lab does not depend on it.)
-func startTied(cmd *exec.Cmd) (<-chan error, error) {
-	cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
-	started, exited := make(chan error, 1), make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		if err := cmd.Start(); err != nil {
-			started <- err
-			return
-		}
-		started <- nil
-		exited <- cmd.Wait()
-	}()
-	return exited, <-started
-}
-
 // python runs one lab.py command to its end and returns its output.
 func (l *Lab) python(ctx context.Context, stdin io.Reader, args ...string) (string, error) {
 	cmd := l.command(ctx, args...)
 	cmd.Stdin = stdin
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
-	exited, err := startTied(cmd)
+	exited, err := tied.Start(cmd)
 	if err == nil {
 		err = <-exited
 	}
@@ -285,7 +263,7 @@ func (l *Lab) serve(ctx context.Context, name, url string, args ...string) error
 	}
 	cmd := l.command(context.Background(), args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
-	exited, err := startTied(cmd)
+	exited, err := tied.Start(cmd)
 	logFile.Close()
 	if err != nil {
 		return err

@@ -2,7 +2,7 @@
 // bundled rules, for the demo and the end-to-end test: configuration files
 // written into a directory of the caller, loopback ports, and processes
 // stopped by Close, or killed by the kernel when the process that started
-// them dies (StartTied).
+// them dies (package tied).
 package promstack
 
 import (
@@ -13,11 +13,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/tied"
 )
 
 // Binaries as Debian installs them (packages prometheus, prometheus-alertmanager).
@@ -138,7 +139,7 @@ func (s *Stack) start(ctx context.Context, name, url, readyPath, binary string, 
 	}
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	exited, err := StartTied(cmd)
+	exited, err := tied.Start(cmd)
 	logFile.Close()
 	if err != nil {
 		return nil, err
@@ -168,35 +169,6 @@ func (s *Stack) start(ctx context.Context, name, url, readyPath, binary string, 
 			return nil, fmt.Errorf("%s not ready within 60s:\n%s", name, p.Log())
 		}
 	}
-}
-
-// StartTied starts cmd so that the kernel kills it (SIGKILL) when the
-// process that started it dies: a test that panics on its -timeout runs no
-// t.Cleanup, and would leave its Prometheus, Alertmanager or exporter
-// running. It waits for cmd, and sends Wait's result on the channel.
-//
-// The kernel sends the parent-death signal when the thread that forked the
-// child exits, not the process, and Go ends a thread when a goroutine exits
-// while locked to it (netlab.Do does so when it cannot leave a namespace).
-// So the goroutine that forks keeps its thread locked until the child has
-// been reaped: no other goroutine can run on it, let alone end it.
-func StartTied(cmd *exec.Cmd) (<-chan error, error) {
-	if cmd.SysProcAttr == nil {
-		cmd.SysProcAttr = &syscall.SysProcAttr{}
-	}
-	cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
-	started, exited := make(chan error, 1), make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		if err := cmd.Start(); err != nil {
-			started <- err
-			return
-		}
-		started <- nil
-		exited <- cmd.Wait()
-	}()
-	return exited, <-started
 }
 
 // Log returns the end of the program's log.

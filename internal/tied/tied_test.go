@@ -1,4 +1,4 @@
-package promstack
+package tied
 
 import (
 	"bufio"
@@ -13,19 +13,19 @@ import (
 	"time"
 )
 
-// TestStartTied runs a helper process (this test binary again) that starts
-// a child with StartTied from a goroutine that then ends its own thread,
+// TestStart runs a helper process (this test binary again) that starts
+// a child with Start from a goroutine that then ends its own thread,
 // ends many more of its threads the way Go does (goroutines exiting while
 // locked to their thread), and is then killed
 // with SIGKILL, as a test that panics on its -timeout dies without running
 // any cleanup. The child must outlive the threads and die with the helper.
-func TestStartTied(t *testing.T) {
-	if os.Getenv("PROMSTACK_TIED_HELPER") == "1" {
+func TestStart(t *testing.T) {
+	if os.Getenv("TIED_HELPER") == "1" {
 		tiedHelper()
 		return
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^TestStartTied$")
-	cmd.Env = append(os.Environ(), "PROMSTACK_TIED_HELPER=1")
+	cmd := exec.Command(os.Args[0], "-test.run=^TestStart$")
+	cmd.Env = append(os.Environ(), "TIED_HELPER=1")
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -78,7 +78,7 @@ func tiedHelper() {
 			}
 			// Exiting locked ends this thread: had the child been
 			// forked here, the kernel would kill it now.
-			_, err := StartTied(child)
+			_, err := Start(child)
 			started = err == nil
 			errc <- err
 		}()
