@@ -32,6 +32,10 @@ type Prober struct {
 
 	mu      sync.RWMutex
 	targets map[key]*targetState
+	// le and leBounds: the rendered le labels of the buckets in use, one
+	// copy for all targets (a copy each was 2 MB at 10,000 targets).
+	le       []string
+	leBounds []float64
 	// generation counts changes of targets, for caches of what they render.
 	generation uint64
 	health     ProbeHealth
@@ -65,13 +69,15 @@ type targetState struct {
 	rtt      *rttHistogram
 }
 
-func newTargetState(t Target, bounds []float64) *targetState {
+// newTargetState starts a target's series; le holds the rendered le labels
+// of bounds, shared by every target (they are never changed).
+func newTargetState(t Target, bounds []float64, le []string) *targetState {
 	return &targetState{
 		target: t,
 		labels: labelsOf("id", t.ServerID, "name", t.Name, "project_id", t.ProjectID, "host", t.Host,
 			"network", t.Network, "address", t.Addr.String()),
 		values: []string{t.ServerID, t.Name, t.ProjectID, t.Host, t.Network, t.Addr.String()},
-		le:     leLabels(bounds),
+		le:     le,
 		rtt:    newRTTHistogram(bounds),
 	}
 }
@@ -200,7 +206,10 @@ func (p *Prober) Cycle(ctx context.Context) {
 		r := results[plan.index[t.Addr]]
 		st := p.targets[k]
 		if st == nil {
-			st = newTargetState(t, cfg.RTTBuckets)
+			if p.le == nil || !slices.Equal(p.leBounds, cfg.RTTBuckets) {
+				p.leBounds, p.le = slices.Clone(cfg.RTTBuckets), leLabels(cfg.RTTBuckets)
+			}
+			st = newTargetState(t, cfg.RTTBuckets, p.le)
 			p.targets[k] = st
 		}
 		st.sent += uint64(r.Sent)
