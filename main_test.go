@@ -164,6 +164,23 @@ func startCloud(t *testing.T) *standin.Cloud {
 	return c
 }
 
+// reloadIntervalBySIGHUP writes baseConfig with a 3s probe interval, sends
+// SIGHUP and waits until the metrics show the new interval.
+func reloadIntervalBySIGHUP(t *testing.T, r *running, cfgPath, base string) {
+	t.Helper()
+	writeConfig(t, cfgPath, fmt.Sprintf(baseConfig, "3s"))
+	if err := r.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "SIGHUP reload", func() string {
+		_, body := get(nil, base+"/metrics")
+		if v := metricValue(body, "openstack_vm_probe_interval_seconds"); v != "3" {
+			return "probe interval " + v
+		}
+		return ""
+	})
+}
+
 func writeConfig(t *testing.T, path, body string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
@@ -208,17 +225,7 @@ func TestReload(t *testing.T) {
 	})
 
 	// A valid change by SIGHUP.
-	writeConfig(t, cfgPath, fmt.Sprintf(baseConfig, "3s"))
-	if err := r.cmd.Process.Signal(syscall.SIGHUP); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 10*time.Second, "SIGHUP reload", func() string {
-		_, body := get(nil, base+"/metrics")
-		if v := metricValue(body, "openstack_vm_probe_interval_seconds"); v != "3" {
-			return "probe interval " + v
-		}
-		return ""
-	})
+	reloadIntervalBySIGHUP(t, r, cfgPath, base)
 
 	// An invalid change by POST is rejected with the reason; nothing is lost.
 	writeConfig(t, cfgPath, fmt.Sprintf(baseConfig, "2s")+"    colour: blue\n")
@@ -403,17 +410,7 @@ func TestSIGHUPAtStartAndLifecycleOff(t *testing.T) {
 		t.Errorf("the landing page does not say how to reload:\n%s", body)
 	}
 
-	writeConfig(t, cfgPath, fmt.Sprintf(baseConfig, "3s"))
-	if err := r.cmd.Process.Signal(syscall.SIGHUP); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 10*time.Second, "SIGHUP reload", func() string {
-		_, body := get(nil, base+"/metrics")
-		if v := metricValue(body, "openstack_vm_probe_interval_seconds"); v != "3" {
-			return "probe interval " + v
-		}
-		return ""
-	})
+	reloadIntervalBySIGHUP(t, r, cfgPath, base)
 }
 
 // A password rotated in clouds.yaml is used after a reload even though the
