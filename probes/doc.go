@@ -28,19 +28,20 @@
 //     without bound otherwise).
 //
 // Why Shared is the default, measured by bench/run.sh on a 2-core machine,
-// every target answering, one echo request per address every 15 s (see
-// docs/performance.md for the whole table):
+// every target answering, one echo request per address every 15 s (runs of
+// 2026-11-25; see docs/performance.md for the whole table):
 //
-//	                         1,000 addresses          10,000 addresses
-//	Shared                   0.4% of a core, 28 MiB   2.6-4.4% of a core, 77-88 MiB, 0 lost
-//	ProBing                  1.4% of a core, 29 MiB   15% of a core, 95 MiB, 0 lost
-//	fping (one round)        62 µs CPU per probe      77 µs CPU per probe
-//	smokeping_prober 0.6.1   67% of a core, 12-46% of replies missing
-//	blackbox_exporter        4.8% of a core
+//	                         1,000 addresses            10,000 addresses
+//	Shared                   0.3-0.4% of a core, 28 MiB 2.8-3.4% of a core, 84-86 MiB, 0 lost
+//	ProBing                  1.0-1.2% of a core, 28 MiB 9.9-11.9% of a core, 95-99 MiB, 0 lost
+//	fping (one round)        35-40 µs CPU per probe     39 µs CPU per probe
+//	smokeping_prober 0.6.1   37-43% of a core, 28-33% of replies missing
+//	blackbox_exporter        2.9-3.5% of a core
 //
-// Shared costs 40-65 µs of CPU per probe (fping 62-81 µs; the exporter's
-// figures include rendering and serving the metrics), scales linearly, and
-// lost no reply. A pinger per target costs four times as much: a socket,
+// Shared costs 43-53 µs of CPU per probe (fping 35-40 µs; the exporter's
+// figures include reading the inventory and rendering and serving the
+// metrics), scales about linearly (62 µs a probe at 50,000), and lost no
+// reply. A pinger per target costs three to four times as much: a socket,
 // goroutines and a BPF program per target and cycle, and with raw sockets
 // every reply copied to every open socket. smokeping_prober's long-lived
 // pinger per target polls its socket about ten times a second per target and
