@@ -37,6 +37,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/standin"
+	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/syncbuf"
 )
 
 var binary string
@@ -56,28 +57,10 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// syncBuffer collects a process's output for the test to read while it runs.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 type running struct {
 	cmd    *exec.Cmd
 	addr   string
-	output *syncBuffer
+	output *syncbuf.Buffer
 	done   chan error
 }
 
@@ -105,7 +88,7 @@ func startBinary(t *testing.T, env map[string]string, args ...string) *running {
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
-	r := &running{cmd: cmd, addr: addr, output: &syncBuffer{}, done: make(chan error, 1)}
+	r := &running{cmd: cmd, addr: addr, output: &syncbuf.Buffer{}, done: make(chan error, 1)}
 	cmd.Stdout, cmd.Stderr = r.output, r.output
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -445,9 +428,16 @@ func TestReloadRotatedCredentials(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	if resp.StatusCode != 200 || !strings.Contains(r.output.String(), "credentials_changed=false") {
+	if resp.StatusCode != 200 {
 		t.Errorf("reload without a change: %d\n%s", resp.StatusCode, r.output)
 	}
+	// The log line travels through a pipe: it may come after the answer.
+	waitFor(t, 10*time.Second, "the reload's log line", func() string {
+		if !strings.Contains(r.output.String(), "credentials_changed=false") {
+			return "no credentials_changed=false in the log"
+		}
+		return ""
+	})
 
 	writeClouds(cloud.Password)
 	logins := cloud.Logins()
@@ -458,9 +448,12 @@ func TestReloadRotatedCredentials(t *testing.T) {
 	if cloud.Logins() <= logins {
 		t.Error("no login after the reload")
 	}
-	if !strings.Contains(r.output.String(), "credentials_changed=true") {
-		t.Errorf("the reload did not see the rotated password:\n%s", r.output)
-	}
+	waitFor(t, 10*time.Second, "the rotated password seen by the reload", func() string {
+		if !strings.Contains(r.output.String(), "credentials_changed=true") {
+			return "no credentials_changed=true in the log"
+		}
+		return ""
+	})
 	if _, body := get(nil, base+"/metrics"); !strings.Contains(body, `openstack_vm_status{host="cmp-1",id="srv-1"`) {
 		t.Error("no inventory after the rotation")
 	}

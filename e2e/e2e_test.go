@@ -13,7 +13,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -23,6 +22,7 @@ import (
 
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/netlab"
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/openstacklab"
+	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/syncbuf"
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/tied"
 )
 
@@ -111,24 +111,7 @@ type exporter struct {
 	w      *world
 	addr   string
 	cmd    *exec.Cmd
-	output *lockedBuffer
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
+	output *syncbuf.Buffer
 }
 
 func (w *world) startExporter(t *testing.T, config string, env map[string]string) *exporter {
@@ -137,7 +120,7 @@ func (w *world) startExporter(t *testing.T, config string, env map[string]string
 	if err := os.WriteFile(cfgPath, []byte(config), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	e := &exporter{w: w, addr: "127.0.0.1:19735", output: &lockedBuffer{}}
+	e := &exporter{w: w, addr: "127.0.0.1:19735", output: &syncbuf.Buffer{}}
 	args := append(w.net.ExecPrefix(), binary, "--config.file="+cfgPath, "--web.listen-address="+e.addr, "--log.level=debug")
 	e.cmd = exec.Command(args[0], args[1:]...)
 	e.cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + w.dir}

@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/standin"
+	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/syncbuf"
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/probes"
 )
 
@@ -179,23 +180,10 @@ func TestFailedCycleIsNotRecorded(t *testing.T) {
 	}
 }
 
-// logBuffer collects what the prober logs.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuffer) Write(b []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(b)
-}
-
-func (l *logBuffer) lines(substr string) []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
+// logLines returns the lines of logs that contain substr.
+func logLines(logs *syncbuf.Buffer, substr string) []string {
 	var out []string
-	for _, line := range strings.Split(l.buf.String(), "\n") {
+	for _, line := range strings.Split(logs.String(), "\n") {
 		if strings.Contains(line, substr) {
 			out = append(out, line)
 		}
@@ -214,7 +202,7 @@ func TestDuplicateAddresses(t *testing.T) {
 			standin.Address{Network: "public", Addr: "198.18.0.2", Type: "floating"})},
 		standin.Server{ID: "s4", Name: "four", Addresses: provider("198.18.0.2")},
 	))
-	var logs logBuffer
+	var logs syncbuf.Buffer
 	f.svc.prober.logger = slog.New(slog.NewTextHandler(&logs, nil))
 	for _, a := range []string{"198.18.0.1", "198.18.0.2", "198.18.0.3"} {
 		f.engine.answers[netip.MustParseAddr(a)] = probes.Result{Sent: 3, Received: 3, RTTs: []time.Duration{1, 1, 1}}
@@ -247,7 +235,7 @@ func TestDuplicateAddresses(t *testing.T) {
 		t.Errorf("duplicate addresses %v, want [1]", got)
 	}
 	// Logged once, with the servers, not every cycle.
-	lines := logs.lines("not probed")
+	lines := logLines(&logs, "not probed")
 	if len(lines) != 1 || !strings.Contains(lines[0], "198.18.0.2: s2 s3 s4") || !strings.Contains(lines[0], "level=INFO") {
 		t.Errorf("ambiguous addresses logged as %q", lines)
 	}
@@ -262,7 +250,7 @@ func TestDuplicateAddresses(t *testing.T) {
 	if got := values(t, f, "openstack_vm_probe_duplicate_addresses", nil); fmt.Sprint(got) != "[0]" {
 		t.Errorf("duplicate addresses %v, want [0]", got)
 	}
-	if n := len(logs.lines("no address is held by more than one server")); n != 1 {
+	if n := len(logLines(&logs, "no address is held by more than one server")); n != 1 {
 		t.Errorf("end of the ambiguity logged %d times", n)
 	}
 }

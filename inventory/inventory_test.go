@@ -1,13 +1,11 @@
 package inventory
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -15,6 +13,7 @@ import (
 
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/config"
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/standin"
+	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/syncbuf"
 )
 
 // These tests drive the inventory against the HTTP stand-in, for the faults
@@ -71,26 +70,8 @@ func loggedInventoryFromEnv(t *testing.T, env map[string]string, mutate func(*co
 	return New(Options{OpenStack: cfg, Host: cfg.Host, KeepMetadata: []string{"monitoring_icmp"}, Logger: logger}, client)
 }
 
-// logBuffer collects what a logger writes, for tests that check it.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func newLogger() (*slog.Logger, *logBuffer) {
-	b := &logBuffer{}
+func newLogger() (*slog.Logger, *syncbuf.Buffer) {
+	b := &syncbuf.Buffer{}
 	return slog.New(slog.NewTextHandler(b, &slog.HandlerOptions{Level: slog.LevelDebug})), b
 }
 

@@ -456,24 +456,7 @@ func (l *Lab) RevokeToken(ctx context.Context, token string) error {
 // through Keystone's API, for tests that change a user mid-run without
 // touching the lab's own admin.
 func (l *Lab) CreateAdminUser(ctx context.Context, name, password string) error {
-	project, err := l.keystoneFind(ctx, "projects", "admin")
-	if err != nil {
-		return err
-	}
-	role, err := l.keystoneFind(ctx, "roles", "admin")
-	if err != nil {
-		return err
-	}
-	var created struct {
-		User struct {
-			ID string `json:"id"`
-		} `json:"user"`
-	}
-	body := map[string]any{"user": map[string]any{"name": name, "domain_id": "default", "password": password}}
-	if err := l.keystone(ctx, http.MethodPost, "/users", body, &created); err != nil {
-		return err
-	}
-	return l.keystone(ctx, http.MethodPut, "/projects/"+project+"/users/"+created.User.ID+"/roles/"+role, nil, nil)
+	return l.CreateUser(ctx, name, password, "admin", "admin")
 }
 
 // SetUserEnabled enables or disables a user, as `openstack user set
