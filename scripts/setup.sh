@@ -12,6 +12,7 @@ source scripts/goenv.sh
 packages=(
   prometheus              # promtool, and the Prometheus of the end-to-end test and demo
   ca-certificates
+  make                    # the build (make build), which the demo and the tests use
 )
 # SETUP_PROFILE=demo installs only what the demo needs.
 if [[ "${SETUP_PROFILE:-test}" != demo ]]; then
