@@ -367,23 +367,13 @@ func runServer(cfg *config.Config, load func() (*config.Config, error), o server
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- web.ListenAndServe(server, o.web, logger) }()
 
-	// Whatever ends the server, the loops get the same bounded time to stop.
-	waitLoops := func(deadline context.Context) {
-		stop()
-		select {
-		case <-loopsDone:
-		case <-deadline.Done():
-			logger.Warn("the inventory and probe loops did not stop within the shutdown bound; exiting anyway", "bound", shutdownTimeout)
-		}
-	}
+	var serveFailed error
+wait:
 	for {
 		select {
-		case err := <-serveErr:
+		case serveFailed = <-serveErr:
 			// The listener failed (address in use, unreadable web config).
-			deadline, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
-			waitLoops(deadline)
-			cancel()
-			return err
+			break wait
 		case sig := <-o.signals:
 			if sig == syscall.SIGHUP {
 				logger.Info("reloading the configuration", "signal", sig.String())
@@ -391,15 +381,24 @@ func runServer(cfg *config.Config, load func() (*config.Config, error), o server
 				continue
 			}
 			logger.Info("shutting down", "signal", sig.String(), "bound", shutdownTimeout)
-			deadline, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
-			defer cancel()
-			stop() // the loops stop while the requests in flight end
-			if err := server.Shutdown(deadline); err != nil {
-				logger.Warn("requests still in flight at the shutdown bound are cut off", "err", err)
-				_ = server.Close()
-			}
-			waitLoops(deadline)
-			return nil
+			break wait
 		}
 	}
+	// Whatever ends the server, the loops get the same bounded time to
+	// stop, while the requests in flight end.
+	deadline, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	stop()
+	if serveFailed == nil {
+		if err := server.Shutdown(deadline); err != nil {
+			logger.Warn("requests still in flight at the shutdown bound are cut off", "err", err)
+			_ = server.Close()
+		}
+	}
+	select {
+	case <-loopsDone:
+	case <-deadline.Done():
+		logger.Warn("the inventory and probe loops did not stop within the shutdown bound; exiting anyway", "bound", shutdownTimeout)
+	}
+	return serveFailed
 }

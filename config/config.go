@@ -131,10 +131,11 @@ func Parse(data []byte) (*Config, error) {
 	lines := map[string]int{}
 	if len(root.Content) > 0 {
 		doc := root.Content[0]
-		if doc.Kind != yaml.MappingNode && !(doc.Kind == yaml.ScalarNode && doc.Tag == "!!null") {
+		if doc.Kind != yaml.MappingNode && !isNull(doc) {
 			return nil, fmt.Errorf("line %d: the configuration must be a mapping of sections (openstack, probe)", doc.Line)
 		}
-		if err := checkKeys(doc, reflect.ValueOf(*Default()), "", lines); err != nil {
+		// c holds the defaults still: they serve as examples.
+		if err := checkKeys(doc, reflect.ValueOf(*c), "", lines); err != nil {
 			return nil, err
 		}
 		if err := doc.Decode(c); err != nil {
@@ -222,20 +223,11 @@ func checkValue(v *yaml.Node, def reflect.Value, path string) error {
 	}
 	bad := v
 	if t.Kind() == reflect.Slice && v.Kind == yaml.SequenceNode {
-		bad = nil
-		for _, e := range v.Content {
-			if !fits(e, t.Elem()) {
-				bad = e
-				break
-			}
+		if i := slices.IndexFunc(v.Content, func(e *yaml.Node) bool { return !fits(e, t.Elem()) }); i >= 0 {
+			bad = v.Content[i]
 		}
-		if bad == nil && fits(v, t) {
-			return nil
-		}
-		if bad == nil {
-			bad = v
-		}
-	} else if fits(v, t) {
+	}
+	if bad == v && fits(v, t) {
 		return nil
 	}
 	return &ValidationError{Key: path, Line: bad.Line, Msg: "must be " + expected(def, path) + ", got " + describeNode(bad, t)}

@@ -46,6 +46,22 @@ func zeroIfReported(expr, base string) string {
 	return expr + " or on () (0 * " + base + ")"
 }
 
+// countWhere counts the series that pass a filter (" == 0"), 0 when none do
+// but the series exist.
+func countWhere(series, filter string) string {
+	return zeroIfReported("count("+series+filter+")", "count("+series+")")
+}
+
+// lossRatio is the share of echo requests unanswered per address, by the labels
+// of by, over the panel's rate interval.
+func lossRatio(by, sel string) string {
+	return `1 - (
+    sum by (` + by + `) (rate(openstack_vm_icmp_packets_received_total{` + sel + `}[$__rate_interval]))
+  /
+    sum by (` + by + `) (rate(openstack_vm_icmp_packets_sent_total{` + sel + `}[$__rate_interval]))
+)`
+}
+
 type target struct {
 	Expr         string `json:"expr"`
 	LegendFormat string `json:"legendFormat,omitempty"`
@@ -95,9 +111,14 @@ func stat(title, desc, expr, unit string, x, y int, th map[string]any) panel {
 	return p
 }
 
+// fieldDefaults is the panel's fieldConfig.defaults, to amend.
+func fieldDefaults(p panel) map[string]any {
+	return p["fieldConfig"].(map[string]any)["defaults"].(map[string]any)
+}
+
 // withThreshold draws a dashed line at an alert's threshold.
 func withThreshold(p panel, v float64) panel {
-	defaults := p["fieldConfig"].(map[string]any)["defaults"].(map[string]any)
+	defaults := fieldDefaults(p)
 	defaults["thresholds"] = thresholds("transparent", nil, "red", v)
 	defaults["custom"].(map[string]any)["thresholdsStyle"] = map[string]string{"mode": "dashed"}
 	return p
@@ -198,11 +219,7 @@ func fleet() map[string]any {
 	// Per-address loss over the panel's rate interval, for the addresses
 	// that lose some but not all requests, as the packet-loss alert reads it
 	// (total loss is unreachability, shown apart).
-	loss := `1 - (
-    sum by (host, id, name, address) (rate(openstack_vm_icmp_packets_received_total{` + sel + `}[$__rate_interval]))
-  /
-    sum by (host, id, name, address) (rate(openstack_vm_icmp_packets_sent_total{` + sel + `}[$__rate_interval]))
-)`
+	loss := lossRatio("host, id, name, address", sel)
 	meanRTT := `sum by (host, id, name, address) (rate(openstack_vm_icmp_rtt_seconds_sum{` + sel + `}[$__rate_interval]))
   /
 sum by (host, id, name, address) (rate(openstack_vm_icmp_rtt_seconds_count{` + sel + `}[$__rate_interval]))`
@@ -219,7 +236,7 @@ sum by (host, id, name, address) (rate(openstack_vm_icmp_rtt_seconds_count{` + s
 		stat("ACTIVE", "Servers whose Nova status is ACTIVE.", zeroIfReported(`count(max by (id) (openstack_vm_status{status="ACTIVE", `+sel+`}))`, servers), "none", 4, 1, thresholds("green", nil)),
 		stat("ERROR", "Servers in ERROR: see OpenStackVMInError.", zeroIfReported(`count(max by (id) (openstack_vm_status{status="ERROR", `+sel+`}))`, servers), "none", 8, 1, thresholds("green", nil, "red", 1)),
 		stat("Unreachable addresses", "Addresses that answered ICMP in the last day and do not answer now (the rules' openstack_vm_address:icmp_unreachable:bool). No data: no address answered in the last day, or the rules are not loaded.",
-			zeroIfReported(`count(`+unreachable+` == 1)`, `count(`+unreachable+`)`), "none", 12, 1, thresholds("green", nil, "red", 1)),
+			countWhere(unreachable, ` == 1`), "none", 12, 1, thresholds("green", nil, "red", 1)),
 		stat("Known issues firing", "Alerts of the bundled rules firing now.", zeroIfReported(`count(ALERTS{alertname=~"OpenStack.*", alertstate="firing", `+alertSel+`})`, exporters), "none", 16, 1, thresholds("green", nil, "orange", 1)),
 		stat("Compute hosts down", "Hosts whose nova-compute service Nova reports DOWN or UNKNOWN.",
 			zeroIfReported(`count(max by (host) (openstack_vm_compute_host_status{host_status=~"DOWN|UNKNOWN", `+hostSel+`}))`, `count(openstack_vm_compute_host_status{`+hostSel+`})`), "none", 20, 1, thresholds("green", nil, "red", 1)),
@@ -265,13 +282,13 @@ sum by (host, id, name, address) (rate(openstack_vm_icmp_rtt_seconds_count{` + s
 		row("Exporters", 54),
 		stat("Exporters up", "Exporter targets Prometheus scrapes successfully.", `sum(up{`+jobSel+`})`, "none", 0, 55, thresholds("green", nil)),
 		stat("Exporters down", "Exporter targets Prometheus cannot scrape (OpenStackVMExporterDown): their servers' alerts cannot fire.",
-			zeroIfReported(`count(up{`+jobSel+`} == 0)`, exporters), "none", 4, 55, thresholds("green", nil, "red", 1)),
+			countWhere(`up{`+jobSel+`}`, ` == 0`), "none", 4, 55, thresholds("green", nil, "red", 1)),
 		stat("Refresh failing", "Exporters whose last inventory refresh failed (OpenStackVMExporterAPIDown once it lasts).",
-			zeroIfReported(`count(openstack_vm_api_up{`+jobSel+`} == 0)`, `count(openstack_vm_api_up{`+jobSel+`})`), "none", 8, 55, thresholds("green", nil, "orange", 1)),
+			countWhere(`openstack_vm_api_up{`+jobSel+`}`, ` == 0`), "none", 8, 55, thresholds("green", nil, "orange", 1)),
 		stat("Stale inventories", fmt.Sprintf("Exporters with no successful refresh for %d refresh intervals (OpenStackVMExporterStale): their servers' state alerts are off.", staleIntervals),
 			zeroIfReported(fmt.Sprintf(`count((%s) > %d * openstack_vm_api_refresh_interval_seconds{%s})`, inventoryAge, staleIntervals, jobSel), `count(openstack_vm_api_last_success_timestamp_seconds{`+jobSel+`})`), "none", 12, 55, thresholds("green", nil, "red", 1)),
 		stat("Host unknown to Nova", "Exporters whose configured host matches no nova-compute service (OpenStackVMExporterHostUnknown): they watch nothing.",
-			zeroIfReported(`count(openstack_vm_inventory_host_known{`+jobSel+`} == 0)`, `count(openstack_vm_inventory_host_known{`+jobSel+`})`), "none", 16, 55, thresholds("green", nil, "red", 1)),
+			countWhere(`openstack_vm_inventory_host_known{`+jobSel+`}`, ` == 0`), "none", 16, 55, thresholds("green", nil, "red", 1)),
 		stat("Probe errors", "Echo requests the exporters could not send, and socket failures, per second (OpenStackVMExporterProbeErrors).",
 			`sum(rate(openstack_vm_probe_errors_total{`+jobSel+`}[$__rate_interval]))`, "reqps", 20, 55, thresholds("green", nil, "red", 0.001)),
 		table("Exporters down", "Every exporter target Prometheus cannot scrape, with the host it watches (the host target label, when the scrape configuration sets it).", 0, 59, 12, 8, "none",
@@ -308,11 +325,7 @@ sum by (host, id, name, address) (rate(openstack_vm_icmp_rtt_seconds_count{` + s
 
 func host() map[string]any {
 	nextID = 0
-	vmLoss := `1 - (
-    sum by (name, address) (rate(openstack_vm_icmp_packets_received_total{` + vmSel + `}[$__rate_interval]))
-  /
-    sum by (name, address) (rate(openstack_vm_icmp_packets_sent_total{` + vmSel + `}[$__rate_interval]))
-)`
+	vmLoss := lossRatio("name, address", vmSel)
 	// The exporters that report the host's servers: its own, and a central
 	// one if any. Their health series carry no server labels.
 	reporting := `and on (instance, job) count by (instance, job) (openstack_vm_status{` + hostSel + `})`
@@ -374,10 +387,10 @@ func hostStatus(x, y int) panel {
 	// The worst state if several exporters disagree.
 	p := stat("Compute service", "The state Nova reports for the host's nova-compute service (OpenStackComputeHostDown, OpenStackComputeHostInMaintenance).",
 		"max(\n  "+strings.Join(terms, "\n  or\n  ")+"\n)", "none", x, y, thresholds("text", nil))
-	defaults := p["fieldConfig"].(map[string]any)["defaults"].(map[string]any)
-	defaults["mappings"] = []any{map[string]any{"type": "value", "options": mappings}}
+	fieldDefaults(p)["mappings"] = []any{map[string]any{"type": "value", "options": mappings}}
 	return p
 }
+
 func main() {
 	for name, d := range map[string]map[string]any{"openstack-vm-fleet.json": fleet(), "openstack-vm-host.json": host()} {
 		b, err := json.MarshalIndent(d, "", "  ")

@@ -354,12 +354,9 @@ func TestPrometheusScrapeConfig(t *testing.T) {
 	// servers' host label (honor_labels) rather than renaming it.
 	var parsed struct {
 		ScrapeConfigs []struct {
-			JobName       string `yaml:"job_name"`
-			HonorLabels   bool   `yaml:"honor_labels"`
-			StaticConfigs []struct {
-				Labels map[string]string `yaml:"labels"`
-			} `yaml:"static_configs"`
-			FileSD         []any `yaml:"file_sd_configs"`
+			JobName        string `yaml:"job_name"`
+			HonorLabels    bool   `yaml:"honor_labels"`
+			FileSD         []any  `yaml:"file_sd_configs"`
 			RelabelConfigs []struct {
 				TargetLabel string `yaml:"target_label"`
 			} `yaml:"relabel_configs"`

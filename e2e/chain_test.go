@@ -88,15 +88,6 @@ func (w *webhook) delivered() []string {
 	return out
 }
 
-func (w *webhook) has(substr string) bool {
-	for _, d := range w.delivered() {
-		if strings.Contains(d, substr) {
-			return true
-		}
-	}
-	return false
-}
-
 // alertmanagerConfig is the shipped example with its webhooks pointed at the
 // test's receiver and its waits shortened (the documented test override).
 func alertmanagerConfig(t *testing.T, hook string) string {
@@ -265,8 +256,12 @@ probe:
 	waitDelivered := func(d time.Duration, what string, want ...string) {
 		t.Helper()
 		waitFor(t, d, what, func() string {
+			got := map[string]bool{}
+			for _, line := range hook.delivered() {
+				got[line] = true
+			}
 			for _, r := range want {
-				if !hook.has(r) {
+				if !got[r] {
 					return "missing " + w.named(r)
 				}
 			}
@@ -439,24 +434,22 @@ func checkDashboards(t *testing.T, client *http.Client, promURL string) {
 	exempted := map[string]bool{}
 	for _, d := range ds {
 		for _, q := range d.Queries(vars) {
+			exempt := ""
+			for where := range emptyHere {
+				if strings.HasSuffix(q.Where, where) {
+					exempt = where
+				}
+			}
 			exprs := map[string]string{"": q.Expr}
 			if expr, base, ok := dashboards.Fallback(q.Expr); ok {
-				exprs = map[string]string{"": expr, " (its fallback's base)": base}
+				exprs[""], exprs[" (its fallback's base)"] = expr, base
 			}
 			for part, expr := range exprs {
 				n, err := promQuery(client, promURL, expr)
-				if err != nil {
-					t.Errorf("%s%s: %v\n%s", q.Where, part, err, expr)
-					continue
-				}
-				exempt := ""
-				for where := range emptyHere {
-					if part == "" && strings.HasSuffix(q.Where, where) {
-						exempt = where
-					}
-				}
 				switch {
-				case exempt != "":
+				case err != nil:
+					t.Errorf("%s%s: %v\n%s", q.Where, part, err, expr)
+				case part == "" && exempt != "":
 					exempted[exempt] = true
 				case n == 0:
 					empty = append(empty, q.Where+part)

@@ -187,16 +187,11 @@ func (c *TargetCollector) Collect(ch chan<- prometheus.Metric) {
 	c.p.mu.RLock()
 	defer c.p.mu.RUnlock()
 	for _, st := range c.p.targets {
-		t := &st.target
-		addr := t.Addr.String()
 		if st.probed {
-			ch <- prometheus.MustNewConstMetric(icmpUpDesc, prometheus.GaugeValue, st.up,
-				t.ServerID, t.Name, t.ProjectID, t.Host, t.Network, addr)
+			ch <- prometheus.MustNewConstMetric(icmpUpDesc, prometheus.GaugeValue, st.up, st.values...)
 		}
-		ch <- prometheus.MustNewConstMetric(icmpSentDesc, prometheus.CounterValue, float64(st.sent),
-			t.ServerID, t.Name, t.ProjectID, t.Host, t.Network, addr)
-		ch <- prometheus.MustNewConstMetric(icmpReceivedDesc, prometheus.CounterValue, float64(st.received),
-			t.ServerID, t.Name, t.ProjectID, t.Host, t.Network, addr)
+		ch <- prometheus.MustNewConstMetric(icmpSentDesc, prometheus.CounterValue, float64(st.sent), st.values...)
+		ch <- prometheus.MustNewConstMetric(icmpReceivedDesc, prometheus.CounterValue, float64(st.received), st.values...)
 	}
 }
 

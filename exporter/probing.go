@@ -58,7 +58,6 @@ type ProbeHealth struct {
 }
 
 type targetState struct {
-	target   Target
 	labels   []byte   // escaped, for the text writer
 	values   []string // label values, for the collectors
 	le       []string // rendered le labels of the buckets
@@ -73,7 +72,6 @@ type targetState struct {
 // of bounds, shared by every target (they are never changed).
 func newTargetState(t Target, bounds []float64, le []string) *targetState {
 	return &targetState{
-		target: t,
 		labels: labelsOf("id", t.ServerID, "name", t.Name, "project_id", t.ProjectID, "host", t.Host,
 			"network", t.Network, "address", t.Addr.String()),
 		values: []string{t.ServerID, t.Name, t.ProjectID, t.Host, t.Network, t.Addr.String()},

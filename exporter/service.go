@@ -5,16 +5,16 @@
 package exporter
 
 import (
+	"bytes"
 	"context"
-	"crypto/sha256"
-	"crypto/x509"
+	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"reflect"
 	"regexp"
+	"slices"
 	"sync"
 	"time"
 
@@ -42,9 +42,10 @@ type Service struct {
 
 	mu  sync.Mutex
 	cfg *config.Config
-	// creds identifies the credentials in use, so that a reload sees a
-	// rotated password or secret even when the configuration is unchanged.
-	creds credentialsID
+	// creds are the credentials in use (the client holds them too), so
+	// that a reload sees a rotated password or secret even when the
+	// configuration is unchanged.
+	creds *inventory.Credentials
 }
 
 // New builds the service from a validated configuration. It fails only on
@@ -62,11 +63,11 @@ func New(cfg *config.Config, logger *slog.Logger) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	client, err := inventoryClient(cfg, invOpts, creds, logger)
+	client, err := inventoryClient(invOpts, creds, logger)
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{logger: logger, cfg: cfg, inv: inventory.New(invOpts, client), creds: identify(creds)}
+	s := &Service{logger: logger, cfg: cfg, inv: inventory.New(invOpts, client), creds: creds}
 	var engine probes.Prober
 	if cfg.Probe.ICMP.Enabled {
 		if engine, err = newEngine(cfg.Probe.ICMP, logger); err != nil {
@@ -94,7 +95,7 @@ func inventorySetup(cfg *config.Config, logger *slog.Logger) (inventory.Options,
 	if err != nil {
 		return opts, nil, err
 	}
-	client, err := inventoryClient(cfg, opts, creds, logger)
+	client, err := inventoryClient(opts, creds, logger)
 	return opts, client, err
 }
 
@@ -130,80 +131,33 @@ func inventoryOptions(cfg *config.Config, logger *slog.Logger) (inventory.Option
 	return opts, nil
 }
 
-func inventoryClient(cfg *config.Config, opts inventory.Options, creds *inventory.Credentials, logger *slog.Logger) (*inventory.Client, error) {
+func inventoryClient(opts inventory.Options, creds *inventory.Credentials, logger *slog.Logger) (*inventory.Client, error) {
 	// The inventory warns when TLS verification is off (insecure).
 	client, err := inventory.NewClient(creds, inventory.ClientOptions{UserAgent: "openstack-vm-exporter"})
 	if err != nil {
 		return nil, err
 	}
 	logger.Info("inventory configured", "credentials", creds.Source, "auth_url", creds.Auth.IdentityEndpoint,
-		"scope", cfg.OpenStack.Scope, "host", opts.Host, "refresh_interval", cfg.OpenStack.RefreshInterval)
+		"scope", opts.OpenStack.Scope, "host", opts.Host, "refresh_interval", opts.OpenStack.RefreshInterval)
 	return client, nil
 }
 
-// credentialsID tells two sets of credentials apart without keeping the
-// secrets: a SHA-256 digest of every field, and the CA pool (not secret),
-// which cannot be enumerated into a digest but can be compared.
-type credentialsID struct {
-	digest [sha256.Size]byte
-	roots  *x509.CertPool
+// sameCredentials tells whether a and b log in as the same user to the same
+// API: every field but Source (a label for logs).
+func sameCredentials(a, b *inventory.Credentials) bool {
+	return reflect.DeepEqual(a.Auth, b.Auth) && reflect.DeepEqual(a.Endpoint, b.Endpoint) && sameTLS(a.TLS, b.TLS)
 }
 
-func identify(c *inventory.Credentials) credentialsID {
-	h := sha256.New()
-	hashValue(h, reflect.ValueOf(c.Auth))
-	hashValue(h, reflect.ValueOf(c.Endpoint))
-	id := credentialsID{}
-	if c.TLS != nil {
-		fmt.Fprintf(h, "tls:%t:%q:", c.TLS.InsecureSkipVerify, c.TLS.ServerName)
-		for _, cert := range c.TLS.Certificates {
-			for _, der := range cert.Certificate {
-				fmt.Fprintf(h, "%d:", len(der))
-				h.Write(der)
-			}
-		}
-		id.roots = c.TLS.RootCAs
+// sameTLS compares what the credentials set in a TLS configuration, not
+// what the HTTP transport adds to it once in use (NextProtos).
+func sameTLS(a, b *tls.Config) bool {
+	if a == nil || b == nil {
+		return a == b
 	}
-	h.Sum(id.digest[:0])
-	return id
-}
-
-func (a credentialsID) equal(b credentialsID) bool {
-	return a.digest == b.digest && a.roots.Equal(b.roots)
-}
-
-// hashValue writes every exported field of v, by name, length-prefixed so
-// that no two different values write the same bytes.
-func hashValue(w io.Writer, v reflect.Value) {
-	switch v.Kind() {
-	case reflect.Pointer:
-		if v.IsNil() {
-			io.WriteString(w, "nil;")
-			return
-		}
-		io.WriteString(w, "&")
-		hashValue(w, v.Elem())
-	case reflect.Struct:
-		for i := 0; i < v.NumField(); i++ {
-			if f := v.Type().Field(i); f.IsExported() {
-				fmt.Fprintf(w, "%s=", f.Name)
-				hashValue(w, v.Field(i))
-			}
-		}
-	case reflect.Slice:
-		fmt.Fprintf(w, "[%d]", v.Len())
-		for i := 0; i < v.Len(); i++ {
-			hashValue(w, v.Index(i))
-		}
-	case reflect.String:
-		fmt.Fprintf(w, "%d:%s;", v.Len(), v.String())
-	case reflect.Bool:
-		fmt.Fprintf(w, "%t;", v.Bool())
-	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
-		fmt.Fprintf(w, "%d;", v.Int())
-	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
-		fmt.Fprintf(w, "%d;", v.Uint())
-	}
+	return a.InsecureSkipVerify == b.InsecureSkipVerify && a.ServerName == b.ServerName && a.RootCAs.Equal(b.RootCAs) &&
+		slices.EqualFunc(a.Certificates, b.Certificates, func(x, y tls.Certificate) bool {
+			return slices.EqualFunc(x.Certificate, y.Certificate, bytes.Equal)
+		})
 }
 
 // registries builds both registries with the service's collectors and the
@@ -309,13 +263,12 @@ func (s *Service) Reload(cfg *config.Config) error {
 	if err != nil {
 		return err
 	}
-	credsID := identify(creds)
-	credsChanged := !credsID.equal(s.creds)
+	credsChanged := !sameCredentials(creds, s.creds)
 	invChanged := credsChanged || !reflect.DeepEqual(cfg.OpenStack, s.cfg.OpenStack) ||
 		cfg.Probe.ICMP.OptOutMetadataKey != s.cfg.Probe.ICMP.OptOutMetadataKey
 	var client *inventory.Client
 	if invChanged {
-		if client, err = inventoryClient(cfg, invOpts, creds, s.logger); err != nil {
+		if client, err = inventoryClient(invOpts, creds, s.logger); err != nil {
 			return err
 		}
 	}
@@ -329,7 +282,7 @@ func (s *Service) Reload(cfg *config.Config) error {
 	}
 	if invChanged {
 		s.inv.Reconfigure(invOpts, client)
-		s.creds = credsID
+		s.creds = creds
 	}
 	if replaced := s.prober.SetConfig(cur, engine); replaced != nil {
 		// Closing waits for a running cycle to end; do not hold the reload.

@@ -425,19 +425,18 @@ func (p *Prober) writeTargets(t *textWriter) {
 	if len(rows) == 0 {
 		return
 	}
-	probed := 0
+	// No header without a sample: the family is absent while nothing was
+	// probed, as on the generic path.
+	upHeader := false
 	for i := range rows {
-		if rows[i].probed {
-			probed++
+		if !rows[i].probed {
+			continue
 		}
-	}
-	if probed > 0 {
-		t.header("openstack_vm_icmp_up", icmpUpHelp, "gauge")
-		for i := range rows {
-			if rows[i].probed {
-				t.sample("openstack_vm_icmp_up", rows[i].labels, "", rows[i].up)
-			}
+		if !upHeader {
+			t.header("openstack_vm_icmp_up", icmpUpHelp, "gauge")
+			upHeader = true
 		}
+		t.sample("openstack_vm_icmp_up", rows[i].labels, "", rows[i].up)
 	}
 	t.header("openstack_vm_icmp_packets_sent_total", icmpSentHelp, "counter")
 	for i := range rows {

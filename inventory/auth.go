@@ -249,6 +249,9 @@ func appendForms(forms []string, s string) []string {
 
 // all returns every form of every secret, the current ones included.
 func (r *Redactor) all() []string {
+	if r == nil {
+		return nil
+	}
 	if r.current == nil {
 		return r.secrets
 	}
@@ -267,24 +270,20 @@ func (r *Redactor) Message(err error) string {
 	if err == nil {
 		return ""
 	}
-	s := err.Error()
+	s, secrets := err.Error(), r.all()
 	if len(s) <= MaxErrorBytes {
-		return r.String(s)
+		return redact(s, secrets)
 	}
 	cut := MaxErrorBytes
 	for cut > 0 && !utf8.RuneStart(s[cut]) {
 		cut--
 	}
-	head := r.dropPartialSecret(s[:cut])
-	return r.String(head) + fmt.Sprintf(" … (%d bytes cut)", len(s)-len(head))
+	head := dropPartialSecret(s[:cut], secrets)
+	return redact(head, secrets) + fmt.Sprintf(" … (%d bytes cut)", len(s)-len(head))
 }
 
 // dropPartialSecret removes a secret's beginning from the end of s.
-func (r *Redactor) dropPartialSecret(s string) string {
-	if r == nil {
-		return s
-	}
-	secrets := r.all()
+func dropPartialSecret(s string, secrets []string) string {
 	for dropped := true; dropped; {
 		dropped = false
 		for _, secret := range secrets {
@@ -300,11 +299,10 @@ func (r *Redactor) dropPartialSecret(s string) string {
 }
 
 // String returns s with every secret replaced by "<redacted>".
-func (r *Redactor) String(s string) string {
-	if r == nil {
-		return s
-	}
-	for _, secret := range r.all() {
+func (r *Redactor) String(s string) string { return redact(s, r.all()) }
+
+func redact(s string, secrets []string) string {
+	for _, secret := range secrets {
 		s = strings.ReplaceAll(s, secret, "<redacted>")
 	}
 	return s

@@ -178,11 +178,52 @@ type Query struct {
 	PageSize     int
 }
 
-type serverPage struct {
-	Servers []novaServer `json:"servers"`
+// listPage is one page of a server listing, detailed or plain.
+type listPage[T any] struct {
+	Servers []T `json:"servers"`
 	Links   []struct {
 		Rel string `json:"rel"`
 	} `json:"servers_links"`
+}
+
+type serverPage = listPage[novaServer]
+
+func (p *listPage[T]) hasNext() bool {
+	for _, l := range p.Links {
+		if l.Rel == "next" {
+			return true
+		}
+	}
+	return false
+}
+
+// listPages GETs the listing at u page by page and hands each page's
+// servers, and its response's header, to fn. what names the listing in
+// errors; id gives a server's id, the next page's marker.
+func listPages[T any](ctx context.Context, c *Client, what, u string, values url.Values, id func(*T) string,
+	fn func(servers []T, header http.Header) error) error {
+	lastMarker := ""
+	for page := 1; ; page++ {
+		var body listPage[T]
+		header, err := c.getJSON(ctx, u+"?"+values.Encode(), &body)
+		if err != nil {
+			return fmt.Errorf("listing %s (page %d): %w", what, page, err)
+		}
+		if err := fn(body.Servers, header); err != nil {
+			return err
+		}
+		if !body.hasNext() || len(body.Servers) == 0 {
+			return nil
+		}
+		// The next page is asked for by marker rather than by following
+		// Nova's link, whose host and scheme are wrong behind many proxies.
+		marker := id(&body.Servers[len(body.Servers)-1])
+		if marker == lastMarker {
+			return &decodeError{fmt.Errorf("nova returned the same page of %s twice (marker %s)", what, marker)}
+		}
+		lastMarker = marker
+		values.Set("marker", marker)
+	}
 }
 
 // ListServers pages through GET /servers/detail?all_tenants=1 and hands each
@@ -204,49 +245,27 @@ func (c *Client) ListServers(ctx context.Context, q Query, keepMetadata []string
 		ctx = context.WithValue(ctx, bodyLimitKey{}, MaxResponseBytesFor(q.PageSize))
 	}
 	var novaDate time.Time
-	lastMarker := ""
+	first := true
 	batch := make([]Server, 0, q.PageSize)
-	for page := 0; ; page++ {
-		var body serverPage
-		header, err := c.getJSON(ctx, c.compute.ServiceURL("servers", "detail")+"?"+values.Encode(), &body)
-		if err != nil {
-			return novaDate, fmt.Errorf("listing servers (page %d): %w", page+1, err)
-		}
-		if page == 0 {
-			novaDate, _ = http.ParseTime(header.Get("Date"))
-		}
-		batch = batch[:0]
-		for i := range body.Servers {
-			batch = append(batch, body.Servers[i].toServer(keepMetadata))
-		}
-		if err := fn(batch); err != nil {
-			return novaDate, err
-		}
-		if !hasNext(body) || len(body.Servers) == 0 {
-			return novaDate, nil
-		}
-		// The next page is asked for by marker rather than by following
-		// Nova's link, whose host and scheme are wrong behind many proxies.
-		marker := body.Servers[len(body.Servers)-1].ID
-		if marker == lastMarker {
-			return novaDate, &decodeError{fmt.Errorf("nova returned the same page twice (marker %s)", marker)}
-		}
-		lastMarker = marker
-		values.Set("marker", marker)
-	}
+	err := listPages(ctx, c, "servers", c.compute.ServiceURL("servers", "detail"), values,
+		func(s *novaServer) string { return s.ID },
+		func(servers []novaServer, header http.Header) error {
+			if first {
+				novaDate, _ = http.ParseTime(header.Get("Date"))
+				first = false
+			}
+			batch = batch[:0]
+			for i := range servers {
+				batch = append(batch, servers[i].toServer(keepMetadata))
+			}
+			return fn(batch)
+		})
+	return novaDate, err
 }
 
-func hasNext(p serverPage) bool { return nextLink(p.Links) }
-
-func nextLink(links []struct {
-	Rel string `json:"rel"`
-}) bool {
-	for _, l := range links {
-		if l.Rel == "next" {
-			return true
-		}
-	}
-	return false
+// serverRef is a server in Nova's plain listing, id only.
+type serverRef struct {
+	ID string `json:"id"`
 }
 
 // ListServerIDs pages through Nova's plain listing, GET
@@ -262,37 +281,16 @@ func (c *Client) ListServerIDs(ctx context.Context, host string, pageSize int, f
 	if pageSize > 0 {
 		values.Set("limit", strconv.Itoa(pageSize))
 	}
-	lastMarker := ""
 	ids := make([]string, 0, pageSize)
-	for page := 0; ; page++ {
-		var body struct {
-			Servers []struct {
-				ID string `json:"id"`
-			} `json:"servers"`
-			Links []struct {
-				Rel string `json:"rel"`
-			} `json:"servers_links"`
-		}
-		if _, err := c.getJSON(ctx, c.compute.ServiceURL("servers")+"?"+values.Encode(), &body); err != nil {
-			return fmt.Errorf("listing server ids (page %d): %w", page+1, err)
-		}
-		ids = ids[:0]
-		for _, s := range body.Servers {
-			ids = append(ids, Clean(s.ID))
-		}
-		if err := fn(ids); err != nil {
-			return err
-		}
-		if !nextLink(body.Links) || len(body.Servers) == 0 {
-			return nil
-		}
-		marker := body.Servers[len(body.Servers)-1].ID
-		if marker == lastMarker {
-			return &decodeError{fmt.Errorf("nova returned the same page of ids twice (marker %s)", marker)}
-		}
-		lastMarker = marker
-		values.Set("marker", marker)
-	}
+	return listPages(ctx, c, "server ids", c.compute.ServiceURL("servers"), values,
+		func(s *serverRef) string { return s.ID },
+		func(servers []serverRef, _ http.Header) error {
+			ids = ids[:0]
+			for _, s := range servers {
+				ids = append(ids, Clean(s.ID))
+			}
+			return fn(ids)
+		})
 }
 
 // GetServer reads one server; found is false when Nova does not list it

@@ -539,8 +539,8 @@ func (inv *Inventory) checkHostKnown(ctx context.Context, opts Options, client *
 	_, known := states[host]
 	inv.mu.Lock()
 	was := inv.health.HostKnown
+	inv.health.HostKnown = &known
 	inv.mu.Unlock()
-	inv.setHostKnown(&known)
 	if known || (was != nil && !*was) {
 		return
 	}

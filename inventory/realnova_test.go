@@ -363,6 +363,18 @@ c.commit()
 	}
 }
 
+// updateAndRefresh changes servers in Nova and refreshes the inventory once.
+func updateAndRefresh(t *testing.T, lab *openstacklab.Lab, inv *Inventory, updates map[string]openstacklab.Update) {
+	t.Helper()
+	ctx := context.Background()
+	if err := lab.Update(ctx, updates); err != nil {
+		t.Fatal(err)
+	}
+	if err := inv.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // Changes made through Nova's object layer reach the inventory by
 // changes-since, and a token that expires or is revoked is renewed once.
 func TestRealNovaIncrementalAndReauth(t *testing.T) {
@@ -393,16 +405,11 @@ func TestRealNovaIncrementalAndReauth(t *testing.T) {
 	// Nova's changes-since compares with second resolution.
 	time.Sleep(2 * time.Second)
 	errorState, cmp2, migrating, empty := "error", "cmp-2", "migrating", ""
-	if err := lab.Update(ctx, map[string]openstacklab.Update{
+	updateAndRefresh(t, lab, inv, map[string]openstacklab.Update{
 		fleet[0].ID: {VMState: &errorState},
 		fleet[3].ID: {Delete: true},
 		fleet[6].ID: {TaskState: &migrating},
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if err := inv.Refresh(ctx); err != nil {
-		t.Fatal(err)
-	}
+	})
 	if h := inv.Health(); h.Refreshes["incremental"] != 2 {
 		t.Fatalf("refreshes %v", h.Refreshes)
 	}
@@ -416,12 +423,7 @@ func TestRealNovaIncrementalAndReauth(t *testing.T) {
 	// The migration ends on another host: the host filter hides it from
 	// changes-since, the id listing of the host finds it gone.
 	time.Sleep(2 * time.Second)
-	if err := lab.Update(ctx, map[string]openstacklab.Update{fleet[6].ID: {TaskState: &empty, Host: &cmp2}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := inv.Refresh(ctx); err != nil {
-		t.Fatal(err)
-	}
+	updateAndRefresh(t, lab, inv, map[string]openstacklab.Update{fleet[6].ID: {TaskState: &empty, Host: &cmp2}})
 	if _, ok := ids(inv.Snapshot())[fleet[6].ID]; ok {
 		t.Error("server that migrated to cmp-2 still served by cmp-0's inventory")
 	}
@@ -443,16 +445,11 @@ func TestRealNovaIncrementalAndReauth(t *testing.T) {
 	// put on this host with its update time left in the past (a database
 	// edit during a recovery), which changes-since never shows.
 	shelved, cmp0 := "shelved_offloaded", "cmp-0"
-	if err := lab.Update(ctx, map[string]openstacklab.Update{
+	updateAndRefresh(t, lab, inv, map[string]openstacklab.Update{
 		fleet[12].ID: {Host: &cmp2},
 		fleet[18].ID: {VMState: &shelved, Host: &empty},
 		fleet[1].ID:  {Host: &cmp0, UpdatedAt: time.Now().Add(-48 * time.Hour)},
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if err := inv.Refresh(ctx); err != nil {
-		t.Fatal(err)
-	}
+	})
 	if h := inv.Health(); h.Refreshes["incremental"] != 5 {
 		t.Fatalf("refreshes %v", h.Refreshes)
 	}

@@ -150,6 +150,21 @@ func openMode(opts *Options, open func(privileged bool) (*socket, error)) (*sock
 		ErrPermission, grantRaw, causeOf(rawErr), groupState(), grantDatagram, causeOf(dgramErr))
 }
 
+// openIPv4 opens the IPv4 socket, with ICMP ID id, in the mode opts asks
+// for, and pins opts to the mode it got, so that every later socket is of
+// the same kind. auto says whether the mode was chosen, for the engine's log.
+func openIPv4(opts *Options, id uint16) (sock *socket, auto bool, err error) {
+	auto = opts.Auto
+	sock, privileged, err := openMode(opts, func(privileged bool) (*socket, error) {
+		return openSocket(false, privileged, id)
+	})
+	if err != nil {
+		return nil, auto, err
+	}
+	opts.Privileged, opts.Auto = privileged, false
+	return sock, auto, nil
+}
+
 func causeOf(err error) error {
 	var pe *permissionError
 	if errors.As(err, &pe) {

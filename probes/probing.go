@@ -33,15 +33,12 @@ const proBingConcurrency = 128
 // privilege is reported at start rather than at the first cycle.
 func NewProBing(opts Options) (*ProBing, error) {
 	opts.setDefaults()
-	sock, privileged, err := openMode(&opts, func(privileged bool) (*socket, error) {
-		return openSocket(false, privileged, 0)
-	})
+	sock, auto, err := openIPv4(&opts, 0)
 	if err != nil {
 		return nil, err
 	}
 	_ = sock.close()
-	opts.Logger.Info("ICMP probing", "engine", "pro-bing", "mode", modeName(privileged), "auto", opts.Auto)
-	opts.Privileged, opts.Auto = privileged, false
+	opts.Logger.Info("ICMP probing", "engine", "pro-bing", "mode", modeName(opts.Privileged), "auto", auto)
 	return &ProBing{opts: opts, concurrency: proBingConcurrency}, nil
 }
 

@@ -66,13 +66,10 @@ func NewShared(opts Options) (*Shared, error) {
 		id:    uint16(rand.UintN(1 << 16)),
 		epoch: time.Now(),
 	}
-	sock, privileged, err := openMode(&opts, func(privileged bool) (*socket, error) {
-		return openSocket(false, privileged, s.id)
-	})
+	sock, auto, err := openIPv4(&s.opts, s.id)
 	if err != nil {
 		return nil, err
 	}
-	s.opts.Privileged, s.opts.Auto = privileged, false
 	s.start(0, sock)
 	if err := s.open(1); err != nil {
 		// Requests to IPv6 targets then count as send errors and their
@@ -80,7 +77,7 @@ func NewShared(opts Options) (*Shared, error) {
 		opts.Logger.Warn("IPv6 targets cannot be probed: their requests count as send errors and they get no "+
 			"openstack_vm_icmp_up; if this host has no IPv6, set probe.icmp.ip_versions: [4]", "err", err)
 	}
-	opts.Logger.Info("ICMP probing", "engine", "shared", "mode", modeName(privileged), "auto", opts.Auto)
+	opts.Logger.Info("ICMP probing", "engine", "shared", "mode", modeName(s.opts.Privileged), "auto", auto)
 	return s, nil
 }
 

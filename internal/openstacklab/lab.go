@@ -417,19 +417,7 @@ func (l *Lab) SetComputeService(ctx context.Context, host, state string) error {
 
 // Token logs in as the lab's admin and returns the token.
 func (l *Lab) Token(ctx context.Context) (string, error) {
-	body := `{"auth":{"identity":{"methods":["password"],"password":{"user":{"name":"admin","domain":{"id":"default"},"password":"` +
-		AdminPassword + `"}}},"scope":{"project":{"name":"admin","domain":{"id":"default"}}}}}`
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, l.AuthURL()+"/auth/tokens", strings.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := l.opts.HTTPClient.Do(req)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusCreated {
-		return "", fmt.Errorf("login: %s", resp.Status)
-	}
-	return resp.Header.Get("X-Subject-Token"), nil
+	return l.login(ctx, passwordAuth("admin", AdminPassword, "admin"), nil)
 }
 
 // RevokeToken revokes a token, as `openstack token revoke` does.
@@ -502,11 +490,6 @@ func (l *Lab) CreateUser(ctx context.Context, name, password, project string, ro
 // application credential create NAME` does: it holds the user's roles on
 // that project. It returns the credential's id and secret.
 func (l *Lab) CreateApplicationCredential(ctx context.Context, user, password, project, name string) (id, secret string, err error) {
-	body := map[string]any{"auth": map[string]any{
-		"identity": map[string]any{"methods": []string{"password"}, "password": map[string]any{
-			"user": map[string]any{"name": user, "domain": map[string]string{"id": "default"}, "password": password}}},
-		"scope": map[string]any{"project": map[string]any{"name": project, "domain": map[string]string{"id": "default"}}},
-	}}
 	var tok struct {
 		Token struct {
 			User struct {
@@ -514,7 +497,7 @@ func (l *Lab) CreateApplicationCredential(ctx context.Context, user, password, p
 			} `json:"user"`
 		} `json:"token"`
 	}
-	token, err := l.login(ctx, body, &tok)
+	token, err := l.login(ctx, passwordAuth(user, password, project), &tok)
 	if err != nil {
 		return "", "", err
 	}
@@ -537,16 +520,6 @@ func (l *Lab) ApplicationCredentialToken(ctx context.Context, id, secret string)
 	}}}, nil)
 }
 
-// ApplicationCredentialEnv returns OS_* variables that log in with an
-// application credential.
-func (l *Lab) ApplicationCredentialEnv(id, secret string) map[string]string {
-	return map[string]string{
-		"OS_AUTH_URL": l.AuthURL(), "OS_AUTH_TYPE": "v3applicationcredential",
-		"OS_APPLICATION_CREDENTIAL_ID": id, "OS_APPLICATION_CREDENTIAL_SECRET": secret,
-		"OS_REGION_NAME": "RegionOne", "OS_INTERFACE": "public", "OS_IDENTITY_API_VERSION": "3",
-	}
-}
-
 // SetNovaPolicy replaces the overrides of Nova's policy (policy.yaml, YAML
 // or JSON rules). Nova reads the file again at its next policy check.
 func (l *Lab) SetNovaPolicy(rules string) error {
@@ -556,6 +529,16 @@ func (l *Lab) SetNovaPolicy(rules string) error {
 		return err
 	}
 	return os.Rename(tmp, path)
+}
+
+// passwordAuth is the body of a password login to a project, both in the
+// default domain.
+func passwordAuth(user, password, project string) map[string]any {
+	return map[string]any{"auth": map[string]any{
+		"identity": map[string]any{"methods": []string{"password"}, "password": map[string]any{
+			"user": map[string]any{"name": user, "domain": map[string]string{"id": "default"}, "password": password}}},
+		"scope": map[string]any{"project": map[string]any{"name": project, "domain": map[string]string{"id": "default"}}},
+	}}
 }
 
 // login posts an authentication request and returns the token; out, if
@@ -587,18 +570,12 @@ func (l *Lab) login(ctx context.Context, body map[string]any, out any) (string, 
 // keystoneEnsure returns the id of the object of that name, creating it if
 // need be.
 func (l *Lab) keystoneEnsure(ctx context.Context, kind, singular string, body map[string]any) (string, error) {
-	var page map[string]json.RawMessage
-	if err := l.keystone(ctx, http.MethodGet, "/"+kind+"?name="+fmt.Sprint(body["name"]), nil, &page); err != nil {
+	ids, err := l.keystoneIDs(ctx, kind, fmt.Sprint(body["name"]))
+	if err != nil {
 		return "", err
 	}
-	var found []struct {
-		ID string `json:"id"`
-	}
-	if err := json.Unmarshal(page[kind], &found); err != nil {
-		return "", fmt.Errorf("keystone %s: %w", kind, err)
-	}
-	if len(found) > 0 {
-		return found[0].ID, nil
+	if len(ids) > 0 {
+		return ids[0], nil
 	}
 	var created map[string]struct {
 		ID string `json:"id"`
@@ -618,20 +595,33 @@ func (l *Lab) AdminEnvFor(name, password string) map[string]string {
 }
 
 func (l *Lab) keystoneFind(ctx context.Context, kind, name string) (string, error) {
+	ids, err := l.keystoneIDs(ctx, kind, name)
+	if err != nil {
+		return "", err
+	}
+	if len(ids) != 1 {
+		return "", fmt.Errorf("keystone: %d %s named %q", len(ids), kind, name)
+	}
+	return ids[0], nil
+}
+
+// keystoneIDs lists the ids of the objects of a kind with that name.
+func (l *Lab) keystoneIDs(ctx context.Context, kind, name string) ([]string, error) {
 	var page map[string]json.RawMessage // the list under kind, beside "links"
 	if err := l.keystone(ctx, http.MethodGet, "/"+kind+"?name="+name, nil, &page); err != nil {
-		return "", err
+		return nil, err
 	}
 	var found []struct {
 		ID string `json:"id"`
 	}
 	if err := json.Unmarshal(page[kind], &found); err != nil {
-		return "", fmt.Errorf("keystone %s: %w", kind, err)
+		return nil, fmt.Errorf("keystone %s: %w", kind, err)
 	}
-	if len(found) != 1 {
-		return "", fmt.Errorf("keystone: %d %s named %q", len(found), kind, name)
+	ids := make([]string, len(found))
+	for i, f := range found {
+		ids[i] = f.ID
 	}
-	return found[0].ID, nil
+	return ids, nil
 }
 
 // keystone makes one call to Keystone's v3 API as the lab's admin.

@@ -296,8 +296,9 @@ func TestLeastPrivilegeRole(t *testing.T) {
 		"os_compute_api:os-services:list":              func(v view) bool { return v.listCode == 200 && v.hostStatus == 3 && v.servicesCode == 403 },
 	}
 	rules := map[string]bool{}
+	ruleName := regexp.MustCompile(`^"([^"]+)":`)
 	for _, line := range strings.Split(policy, "\n") {
-		if m := regexp.MustCompile(`^"([^"]+)":`).FindStringSubmatch(line); m != nil {
+		if m := ruleName.FindStringSubmatch(line); m != nil {
 			rules[m[1]] = true
 			effect, ok := effects[m[1]]
 			if !ok {

@@ -64,19 +64,16 @@ func New(opts Options) *Stack {
 // exporter, evaluating the rules, and sending alerts to an Alertmanager
 // (alertmanager may be empty).
 func PrometheusConfig(interval time.Duration, job, exporter, rulesFile, alertmanager string) string {
-	return prometheusConfig(interval, job, exporter, "", rulesFile, alertmanager)
+	return HostPrometheusConfig(interval, job, exporter, "", rulesFile, alertmanager)
 }
 
 // HostPrometheusConfig is PrometheusConfig for an exporter of one
 // hypervisor, scraped as deploy/prometheus/prometheus.yml advises: a host
 // target label naming the Nova host (so that up and the exporter's own
 // series say which hypervisor they watch), and honor_labels, so that the
-// servers' own host label is kept rather than renamed exported_host.
+// servers' own host label is kept rather than renamed exported_host. An
+// empty host gives PrometheusConfig's.
 func HostPrometheusConfig(interval time.Duration, job, exporter, host, rulesFile, alertmanager string) string {
-	return prometheusConfig(interval, job, exporter, host, rulesFile, alertmanager)
-}
-
-func prometheusConfig(interval time.Duration, job, exporter, host, rulesFile, alertmanager string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "global:\n  scrape_interval: %s\n  evaluation_interval: %s\n", interval, interval)
 	fmt.Fprintf(&b, "rule_files:\n  - %s\n", rulesFile)
