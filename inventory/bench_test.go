@@ -15,7 +15,7 @@ import (
 // BenchmarkDecodePage decodes one page of 1,000 servers as Nova's detail
 // listing returns it (the recorded server, repeated with distinct ids).
 func BenchmarkDecodePage(b *testing.B) {
-	raw, err := os.ReadFile("../testdata/nova/server_show.json")
+	raw, err := os.ReadFile("testdata/nova/server_show.json")
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -136,7 +136,7 @@ func TestPowerStateName(t *testing.T) {
 // FuzzServer: whatever Nova sends for a server, decoding it gives clean
 // label values and never panics.
 func FuzzServer(f *testing.F) {
-	seed, _ := os.ReadFile("../testdata/nova/server_show.json")
+	seed, _ := os.ReadFile("testdata/nova/server_show.json")
 	f.Add(seed)
 	f.Add([]byte(`{"server": {"id": "x", "addresses": {"n": [{"addr": "::ffff:1.2.3.4"}, "x", {"addr": 3}]}, "OS-EXT-STS:power_state": "7"}}`))
 	f.Add([]byte(`{"server": {"name": "\xff\xfe", "addresses": [], "metadata": {"monitoring_icmp": 0}}}`))
