@@ -55,8 +55,6 @@ type Options struct {
 	// NetNS runs the services inside this network namespace (whose
 	// loopback is its own); empty: the current one.
 	NetNS string
-	// TokenExpiration is Keystone's [token] expiration (default 1h).
-	TokenExpiration time.Duration
 	// HTTPClient reaches the services (with NetNS: a client that dials
 	// from inside the namespace); default http.DefaultClient.
 	HTTPClient *http.Client
@@ -133,9 +131,6 @@ func Require(t interface {
 // ports) and Nova, and returns when all answer.
 func Start(ctx context.Context, opts Options) (*Lab, error) {
 	begin := time.Now()
-	if opts.TokenExpiration <= 0 {
-		opts.TokenExpiration = time.Hour
-	}
 	if opts.HTTPClient == nil {
 		opts.HTTPClient = http.DefaultClient
 	}
@@ -150,7 +145,7 @@ func Start(ctx context.Context, opts Options) (*Lab, error) {
 	if err != nil {
 		return nil, err
 	}
-	l.ports = map[string]int{"keystone": ports[0], "nova": ports[1], "neutron": ports[2], "token_expiration": int(opts.TokenExpiration.Seconds())}
+	l.ports = map[string]int{"keystone": ports[0], "nova": ports[1], "neutron": ports[2]}
 	if opts.NewPolicyDefaults {
 		l.ports["new_policy_defaults"] = 1
 	}
@@ -300,6 +295,86 @@ func (l *Lab) answers(url string) bool {
 	}
 	resp.Body.Close()
 	return true
+}
+
+// ShortLivedAuthURL starts a second Keystone on the lab's database and keys
+// whose tokens expire after ttl, and returns its v3 endpoint. Only what logs
+// in there gets short-lived tokens (Nova and every other login keep
+// Keystone's default hour), so a test of expiry bounds nothing but itself
+// by ttl, however slow the machine.
+func (l *Lab) ShortLivedAuthURL(ctx context.Context, ttl time.Duration) (string, error) {
+	ports, err := freePorts(1)
+	if err != nil {
+		return "", err
+	}
+	secs := int(ttl.Seconds())
+	if secs < 1 {
+		secs = 1
+	}
+	url := fmt.Sprintf("http://127.0.0.1:%d/v3", ports[0])
+	name := fmt.Sprintf("keystone-ttl%d-%d", secs, ports[0])
+	if err := l.serve(ctx, name, url, "keystone", l.opts.Dir, fmt.Sprint(ports[0]), fmt.Sprint(secs)); err != nil {
+		return "", err
+	}
+	return url, nil
+}
+
+// errTokenNotFound is Keystone's answer for a token it no longer accepts.
+var errTokenNotFound = errors.New("keystone: token not found")
+
+// TokenExpiry asks Keystone when a token expires.
+func (l *Lab) TokenExpiry(ctx context.Context, token string) (time.Time, error) {
+	admin, err := l.Token(ctx)
+	if err != nil {
+		return time.Time{}, err
+	}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, l.AuthURL()+"/auth/tokens", nil)
+	req.Header.Set("X-Auth-Token", admin)
+	req.Header.Set("X-Subject-Token", token)
+	resp, err := l.opts.HTTPClient.Do(req)
+	if err != nil {
+		return time.Time{}, err
+	}
+	defer resp.Body.Close()
+	switch resp.StatusCode {
+	case http.StatusOK:
+	case http.StatusNotFound:
+		return time.Time{}, errTokenNotFound
+	default:
+		return time.Time{}, fmt.Errorf("validating a token: %s", resp.Status)
+	}
+	var body struct {
+		Token struct {
+			ExpiresAt time.Time `json:"expires_at"`
+		} `json:"token"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		return time.Time{}, err
+	}
+	return body.Token.ExpiresAt, nil
+}
+
+// WaitTokenExpired returns once Keystone refuses the token: the event an
+// expiry test waits for, instead of a sleep that guesses its time.
+func (l *Lab) WaitTokenExpired(ctx context.Context, token string) error {
+	for {
+		expiry, err := l.TokenExpiry(ctx, token)
+		if errors.Is(err, errTokenNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		wait := time.Until(expiry)
+		if wait < 200*time.Millisecond {
+			wait = 200 * time.Millisecond
+		}
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }
 
 // AuthURL is Keystone's v3 endpoint.
@@ -544,11 +619,16 @@ func passwordAuth(user, password, project string) map[string]any {
 // login posts an authentication request and returns the token; out, if
 // not nil, receives the body.
 func (l *Lab) login(ctx context.Context, body map[string]any, out any) (string, error) {
+	return l.loginAt(ctx, l.AuthURL(), body, out)
+}
+
+// loginAt logs in at the Keystone of authURL.
+func (l *Lab) loginAt(ctx context.Context, authURL string, body map[string]any, out any) (string, error) {
 	b, err := json.Marshal(body)
 	if err != nil {
 		return "", err
 	}
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, l.AuthURL()+"/auth/tokens", bytes.NewReader(b))
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, authURL+"/auth/tokens", bytes.NewReader(b))
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := l.opts.HTTPClient.Do(req)
 	if err != nil {

@@ -1,3 +1,5 @@
+//go:build lab
+
 package openstacklab
 
 import (
@@ -33,7 +35,7 @@ type listing struct {
 func TestRealNova(t *testing.T) {
 	Require(t)
 	ctx := context.Background()
-	lab, err := Start(ctx, Options{Dir: t.TempDir(), TokenExpiration: 10 * time.Second})
+	lab, err := Start(ctx, Options{Dir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,13 +141,32 @@ func TestRealNova(t *testing.T) {
 		t.Errorf("changes-since %s: %v\n%.2000s", since, changed, body)
 	}
 
-	// A short-lived token is refused once expired.
-	if code, _, _ := lab.Get(ctx, tok, "2.69", "/servers/detail?limit=1"); code != 200 {
-		t.Errorf("fresh token answered %d", code)
+	// A short-lived token is refused once expired. Only this token is
+	// short-lived: it comes from a Keystone of its own.
+	shortURL, err := lab.ShortLivedAuthURL(ctx, 3*time.Second)
+	if err != nil {
+		t.Fatal(err)
 	}
-	time.Sleep(11 * time.Second)
-	if code, _, _ := lab.Get(ctx, tok, "2.69", "/servers/detail?limit=1"); code != 401 {
+	short, err := lab.loginAt(ctx, shortURL, passwordAuth("admin", AdminPassword, "admin"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	expiry, err := lab.TokenExpiry(ctx, short)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if left := time.Until(expiry); left > 3*time.Second {
+		t.Errorf("token of the short-lived Keystone expires in %v, want 3s at most", left)
+	}
+	if err := lab.WaitTokenExpired(ctx, short); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, _ := lab.Get(ctx, short, "2.69", "/servers/detail?limit=1"); code != 401 {
 		t.Errorf("expired token answered %d, want 401", code)
+	}
+	// Every other token keeps Keystone's default hour.
+	if expiry, err := lab.TokenExpiry(ctx, tok); err != nil || time.Until(expiry) < 50*time.Minute {
+		t.Errorf("the lab's admin token expires at %v (%v), want about an hour from now", expiry, err)
 	}
 }
 
@@ -154,7 +175,7 @@ func TestRealNova(t *testing.T) {
 func record(t *testing.T, lab *Lab, tok, activeID string) {
 	t.Helper()
 	ctx := context.Background()
-	dir := filepath.Join("..", "..", "testdata", "nova")
+	dir := filepath.Join("..", "..", "inventory", "testdata", "nova")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}

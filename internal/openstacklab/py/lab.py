@@ -5,7 +5,9 @@ Run with Debian's /usr/bin/python3 (python3-keystone, python3-nova).
 Subcommands (DIR is the lab's working directory):
   init DIR TEMPLATE          databases and keys, copied from TEMPLATE if it
                              exists, else built and saved there
-  keystone DIR PORT          serve Keystone
+  keystone DIR PORT [TTL]    serve Keystone; with TTL, one whose tokens live
+                             TTL seconds (same database and keys: the
+                             tokens are valid everywhere until then)
   nova DIR PORT              serve the Nova compute API
   neutron PORT               serve a Neutron stand-in: GET /v2.0/ports -> []
   register DIR               users, services and endpoints (Keystone up)
@@ -41,15 +43,14 @@ def write(path, text):
         f.write(text)
 
 
-def keystone_conf(d):
-    p = ports(d)
-    write(os.path.join(d, "keystone.conf"), f"""[DEFAULT]
+def keystone_conf(d, name="keystone.conf", expiration=3600):
+    write(os.path.join(d, name), f"""[DEFAULT]
 debug = false
 [database]
 connection = sqlite:///{d}/keystone.db
 [token]
 provider = fernet
-expiration = {p['token_expiration']}
+expiration = {expiration}
 [fernet_tokens]
 key_repository = {d}/fernet-keys
 [credential]
@@ -254,9 +255,13 @@ def serve(app, port):
     httpd.serve_forever()
 
 
-def serve_keystone(d, port):
+def serve_keystone(d, port, ttl=None):
+    name = "keystone.conf"
+    if ttl:
+        name = f"keystone-ttl{ttl}.conf"
+        keystone_conf(d, name, int(ttl))
     os.environ["OS_KEYSTONE_CONFIG_DIR"] = d
-    os.environ["OS_KEYSTONE_CONFIG_FILES"] = "keystone.conf"
+    os.environ["OS_KEYSTONE_CONFIG_FILES"] = name
     from keystone.server import wsgi
     serve(wsgi.initialize_public_application(), port)
 
@@ -482,7 +487,7 @@ def main():
     if cmd == "init":
         init(args[0], args[1] if len(args) > 1 else "")
     elif cmd == "keystone":
-        serve_keystone(args[0], args[1])
+        serve_keystone(args[0], args[1], args[2] if len(args) > 2 else None)
     elif cmd == "nova":
         serve_nova(args[0], args[1])
     elif cmd == "neutron":
