@@ -46,19 +46,31 @@ func (c *Credentials) Secrets() []string {
 // otherwise the OS_* environment variables. The config's region, interface,
 // ca_file and insecure override what those say.
 func LoadCredentials(cfg config.OpenStack) (*Credentials, error) {
+	return LoadCredentialsFrom(cfg, os.Getenv)
+}
+
+// LoadCredentialsFrom is LoadCredentials with the OS_* variables read from
+// getenv instead of the process environment (the default locations of
+// clouds.yaml still depend on the process's $HOME and $XDG_CONFIG_HOME).
+func LoadCredentialsFrom(cfg config.OpenStack, getenv func(string) string) (*Credentials, error) {
 	var creds Credentials
 	cloud := cfg.Cloud
 	if cloud == "" {
-		cloud = os.Getenv("OS_CLOUD")
+		cloud = getenv("OS_CLOUD")
 	}
 	if cloud != "" {
 		var opts []clouds.ParseOption
 		opts = append(opts, clouds.WithCloudName(cloud))
-		if cfg.Region != "" {
-			opts = append(opts, clouds.WithRegion(cfg.Region))
+		// gophercloud reads these from the process by default; here they
+		// come from getenv like every other variable.
+		if path := getenv("OS_CLIENT_CONFIG_FILE"); path != "" {
+			opts = append(opts, clouds.WithLocations(path))
 		}
-		if cfg.Interface != "" {
-			opts = append(opts, clouds.WithEndpointType(cfg.Interface))
+		if region := firstNonEmpty(cfg.Region, getenv("OS_REGION_NAME")); region != "" {
+			opts = append(opts, clouds.WithRegion(region))
+		}
+		if iface := firstNonEmpty(cfg.Interface, getenv("OS_INTERFACE")); iface != "" {
+			opts = append(opts, clouds.WithEndpointType(iface))
 		}
 		ao, eo, tlsConfig, err := clouds.Parse(opts...)
 		if err != nil {
@@ -67,7 +79,7 @@ func LoadCredentials(cfg config.OpenStack) (*Credentials, error) {
 		creds = Credentials{Auth: ao, Endpoint: eo, TLS: tlsConfig, Source: fmt.Sprintf("clouds.yaml cloud %q", cloud)}
 	} else {
 		var err error
-		if creds, err = credentialsFromEnv(cfg); err != nil {
+		if creds, err = credentialsFromEnv(cfg, getenv); err != nil {
 			return nil, err
 		}
 	}
@@ -122,10 +134,19 @@ func LoadCredentials(cfg config.OpenStack) (*Credentials, error) {
 	return &creds, nil
 }
 
-func credentialsFromEnv(cfg config.OpenStack) (Credentials, error) {
+func firstNonEmpty(values ...string) string {
+	for _, v := range values {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+func credentialsFromEnv(cfg config.OpenStack, getenv func(string) string) (Credentials, error) {
 	env := func(names ...string) string {
 		for _, n := range names {
-			if v := os.Getenv(n); v != "" {
+			if v := getenv(n); v != "" {
 				return v
 			}
 		}

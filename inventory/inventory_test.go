@@ -50,16 +50,12 @@ func inventoryFromEnv(t *testing.T, env map[string]string, mutate func(*config.O
 // loggedInventoryFromEnv is inventoryFromEnv with a logger.
 func loggedInventoryFromEnv(t *testing.T, env map[string]string, mutate func(*config.OpenStack), logger *slog.Logger) *Inventory {
 	t.Helper()
-	clearOSEnv(t)
-	for k, v := range env {
-		t.Setenv(k, v)
-	}
 	cfg := config.Default().OpenStack
 	cfg.Scope = "all"
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	creds, err := LoadCredentials(cfg)
+	creds, err := LoadCredentialsFrom(cfg, func(k string) string { return env[k] })
 	if err != nil {
 		t.Fatal(err)
 	}
