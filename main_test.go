@@ -1,3 +1,5 @@
+//go:build lab
+
 package main
 
 // Tests of the built binary: flags, reload, shutdown, TLS and basic auth, and
@@ -38,24 +40,10 @@ import (
 
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/standin"
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/syncbuf"
+	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/testenv"
 )
 
-var binary string
-
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "ovmx-bin-")
-	if err != nil {
-		panic(err)
-	}
-	binary = filepath.Join(dir, "openstack-vm-exporter")
-	if out, err := exec.Command("go", "build", "-race", "-o", binary, ".").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "building the exporter: %v\n%s", err, out)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
 
 type running struct {
 	cmd    *exec.Cmd
@@ -83,7 +71,7 @@ func startBinary(t *testing.T, env map[string]string, args ...string) *running {
 		argv, args = []string{args[0]}, args[1:]
 	}
 	argv = append(argv, "--web.listen-address="+addr, "--log.level=debug")
-	cmd := exec.Command(binary, append(argv, args...)...)
+	cmd := exec.Command(testenv.Binary(t), append(argv, args...)...)
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir()}
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)
@@ -523,12 +511,12 @@ func TestStalledScrapersReleaseTheirSlots(t *testing.T) {
 func TestInvalidConfigAtStart(t *testing.T) {
 	cfgPath := filepath.Join(t.TempDir(), "config.yaml")
 	writeConfig(t, cfgPath, "openstack:\n  scope: everywhere\n")
-	out, err := exec.Command(binary, "--config.file="+cfgPath).CombinedOutput()
+	out, err := exec.Command(testenv.Binary(t), "--config.file="+cfgPath).CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "line 2: openstack.scope") || !strings.Contains(string(out), "host, all") {
 		t.Errorf("invalid config: %v\n%s", err, out)
 	}
 	writeConfig(t, cfgPath, "probe:\n  icmp:\n    count: 2\n")
-	out, err = exec.Command(binary, "--config.file="+cfgPath, "serve", "--config.check").CombinedOutput()
+	out, err = exec.Command(testenv.Binary(t), "--config.file="+cfgPath, "serve", "--config.check").CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "valid") {
 		t.Errorf("--config.check on a valid file: %v\n%s", err, out)
 	}
@@ -905,7 +893,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 
 			// The report, in each format, and failing on echoes.
 			report := func(want int, args ...string) {
-				cmd := exec.Command(binary, append([]string{"--config.file=" + cfgPath, "--log.level=debug", "report"}, args...)...)
+				cmd := exec.Command(testenv.Binary(t), append([]string{"--config.file=" + cfgPath, "--log.level=debug", "report"}, args...)...)
 				cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir}
 				for k, v := range env {
 					cmd.Env = append(cmd.Env, k+"="+v)
@@ -998,7 +986,7 @@ func TestDemo(t *testing.T) {
 // (The demo has none: the one critical rule, OpenStackHostVMsUnreachable,
 // needs the ICMP history a single snapshot lacks.)
 func TestReportDemoExitStatus(t *testing.T) {
-	out, err := exec.Command(binary, "report", "--demo", "-f", "json").Output()
+	out, err := exec.Command(testenv.Binary(t), "report", "--demo", "-f", "json").Output()
 	code := 0
 	var exitErr *exec.ExitError
 	if errors.As(err, &exitErr) {

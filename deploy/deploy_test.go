@@ -20,39 +20,15 @@ import (
 
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/alerts"
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/config"
+	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/testenv"
 )
 
 var root = ".."
 
-var builtBinary, buildDir string
+func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if buildDir != "" {
-		os.RemoveAll(buildDir)
-	}
-	os.Exit(code)
-}
-
-// binary builds the exporter once per test run.
-func binary(t *testing.T) string {
-	t.Helper()
-	if builtBinary != "" {
-		return builtBinary
-	}
-	var err error
-	if buildDir, err = os.MkdirTemp("", "ovmx-deploy-"); err != nil {
-		t.Fatal(err)
-	}
-	out := filepath.Join(buildDir, "openstack-vm-exporter")
-	cmd := exec.Command("go", "build", "-o", out, ".")
-	cmd.Dir = root
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, b)
-	}
-	builtBinary = out
-	return out
-}
+// binary is the built exporter.
+func binary(t *testing.T) string { return testenv.Binary(t) }
 
 // flagsOf lists every long flag the binary accepts, from --help-long.
 func flagsOf(t *testing.T, bin string) map[string]bool {
@@ -188,41 +164,6 @@ func TestDockerignore(t *testing.T) {
 	}
 }
 
-func TestSystemdUnit(t *testing.T) {
-	analyze, err := exec.LookPath("systemd-analyze")
-	if err != nil {
-		t.Fatal("systemd-analyze not found (Debian package systemd)")
-	}
-	unit, err := os.ReadFile("systemd/openstack-vm-exporter.service")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, want := range []string{"DynamicUser=yes", "AmbientCapabilities=CAP_NET_RAW", "CapabilityBoundingSet=CAP_NET_RAW",
-		"ProtectSystem=strict", "NoNewPrivileges=yes", "Restart=on-failure", "ExecReload=", "EnvironmentFile="} {
-		if !bytes.Contains(unit, []byte(want)) {
-			t.Errorf("unit lacks %s", want)
-		}
-	}
-	bin := binary(t)
-	var args []string
-	for _, l := range strings.Split(strings.ReplaceAll(string(unit), "\\\n", " "), "\n") {
-		if strings.HasPrefix(l, "ExecStart=") {
-			args = strings.Fields(strings.TrimPrefix(l, "ExecStart="))
-		}
-	}
-	checkFlags(t, "ExecStart", args, flagsOf(t, bin))
-	dir := t.TempDir()
-	patched := strings.ReplaceAll(string(unit), "/usr/local/bin/openstack-vm-exporter", bin)
-	path := filepath.Join(dir, "openstack-vm-exporter.service")
-	if err := os.WriteFile(path, []byte(patched), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	out, err := exec.Command(analyze, "verify", path).CombinedOutput()
-	if err != nil || len(bytes.TrimSpace(out)) > 0 {
-		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
-	}
-}
-
 // splitYAML splits a multi-document YAML file.
 func splitYAML(t *testing.T, path string) [][]byte {
 	t.Helper()
@@ -320,77 +261,6 @@ func TestKubernetesManifests(t *testing.T) {
 	for _, k := range []string{"DaemonSet", "ConfigMap", "Service", "ServiceAccount", "ServiceMonitor", "PrometheusRule"} {
 		if kinds[k] != 1 {
 			t.Errorf("%d %s manifests, want 1", kinds[k], k)
-		}
-	}
-}
-
-func TestPrometheusScrapeConfig(t *testing.T) {
-	promtool, err := exec.LookPath("promtool")
-	if err != nil {
-		t.Fatal("promtool not found: apt-get install -y prometheus")
-	}
-	b, err := os.ReadFile("prometheus/prometheus.yml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	rules, _ := filepath.Abs(filepath.Join(root, "alerts", "openstack-vm-exporter.rules.yml"))
-	dir := t.TempDir()
-	cfg := strings.ReplaceAll(string(b), "/etc/prometheus/rules/openstack-vm-exporter.rules.yml", rules)
-	path := filepath.Join(dir, "prometheus.yml")
-	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	out, err := exec.Command(promtool, "check", "config", path).CombinedOutput()
-	if err != nil {
-		t.Errorf("promtool check config: %v\n%s", err, out)
-	}
-	for _, want := range []string{"static_configs", "file_sd_configs", "openstack_sd_configs", "role: hypervisor"} {
-		if !strings.Contains(cfg, want) {
-			t.Errorf("scrape examples lack %s", want)
-		}
-	}
-
-	// Every hypervisor's exporter gets a host target label, and keeps the
-	// servers' host label (honor_labels) rather than renaming it.
-	var parsed struct {
-		ScrapeConfigs []struct {
-			JobName        string `yaml:"job_name"`
-			HonorLabels    bool   `yaml:"honor_labels"`
-			FileSD         []any  `yaml:"file_sd_configs"`
-			RelabelConfigs []struct {
-				TargetLabel string `yaml:"target_label"`
-			} `yaml:"relabel_configs"`
-		} `yaml:"scrape_configs"`
-	}
-	if err := yaml.Unmarshal(b, &parsed); err != nil {
-		t.Fatal(err)
-	}
-	for _, sc := range parsed.ScrapeConfigs {
-		if strings.HasSuffix(sc.JobName, "-central") {
-			continue
-		}
-		host := len(sc.FileSD) > 0 // the target files carry it
-		for _, r := range sc.RelabelConfigs {
-			host = host || r.TargetLabel == "host"
-		}
-		if !host || !sc.HonorLabels {
-			t.Errorf("job %s: host label %v, honor_labels %v; want both", sc.JobName, host, sc.HonorLabels)
-		}
-	}
-	var groups []struct {
-		Targets []string          `yaml:"targets"`
-		Labels  map[string]string `yaml:"labels"`
-	}
-	fsd, err := os.ReadFile("prometheus/file_sd.example.yml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := yaml.UnmarshalStrict(fsd, &groups); err != nil {
-		t.Fatal(err)
-	}
-	for _, g := range groups {
-		if len(g.Targets) != 1 || g.Labels["host"] == "" {
-			t.Errorf("file_sd.example.yml: %v: want one target per group, with its host label", g)
 		}
 	}
 }

@@ -1,6 +1,5 @@
-// Package e2e runs the built exporter for real: in a hypervisor namespace
-// with no default route, against the real Keystone and Nova API (served in
-// that namespace), probing VMs that live in other namespaces.
+//go:build lab
+
 package e2e
 
 import (
@@ -23,29 +22,13 @@ import (
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/netlab"
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/openstacklab"
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/syncbuf"
+	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/testenv"
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/tied"
 )
 
 const hvHost = "hv-e2e"
 
-var binary string
-
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "ovmx-e2e-")
-	if err != nil {
-		panic(err)
-	}
-	binary = filepath.Join(dir, "openstack-vm-exporter")
-	cmd := exec.Command("go", "build", "-race", "-o", binary, ".")
-	cmd.Dir = ".."
-	if out, err := cmd.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "building the exporter: %v\n%s", err, out)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
 
 // world is the lab, the cloud and the fleet of one test.
 type world struct {
@@ -121,7 +104,7 @@ func (w *world) startExporter(t *testing.T, config string, env map[string]string
 		t.Fatal(err)
 	}
 	e := &exporter{w: w, addr: "127.0.0.1:19735", output: &syncbuf.Buffer{}}
-	args := append(w.net.ExecPrefix(), binary, "--config.file="+cfgPath, "--web.listen-address="+e.addr, "--log.level=debug")
+	args := append(w.net.ExecPrefix(), testenv.Binary(t), "--config.file="+cfgPath, "--web.listen-address="+e.addr, "--log.level=debug")
 	e.cmd = exec.Command(args[0], args[1:]...)
 	e.cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + w.dir}
 	for k, v := range env {

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite: what CI runs (.ci/run) and what a developer runs.
-# Installs what is missing first (scripts/setup.sh). Needs root: the ICMP and
-# end-to-end tests create network namespaces and raw sockets; they fail, never
-# skip, without it.
+# Installs what is missing first (scripts/setup.sh). Needs root: the tests of
+# the "lab" tier (build tag lab) create network namespaces and raw sockets,
+# and run Debian's promtool, Prometheus, Alertmanager, Keystone and Nova; they
+# fail, never skip, without them. Plain `go test ./...` runs the other tier,
+# which needs nothing but Go, anywhere; this script runs both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/goenv.sh
@@ -15,8 +17,9 @@ if [[ -n "$unformatted" ]]; then
   echo "gofmt would change:"; echo "$unformatted"; exit 1
 fi
 
-echo "== go vet"
+echo "== go vet (both tiers)"
 go vet ./...
+go vet -tags lab ./...
 
 echo "== go build"
 go build -o /dev/null .
@@ -27,8 +30,15 @@ CGO_ENABLED=0 GOOS=linux GOARCH=arm64 go build -trimpath -tags netgo,osusergo -b
 echo "== govulncheck"
 ./scripts/vulncheck.sh | tail -4
 
-echo "== go test -race"
-go test -race -count=1 -timeout 15m ./...
+# The tests that run the exporter share one build of it.
+bindir=$(mktemp -d)
+trap 'rm -rf "$bindir"' EXIT
+echo "== go build -race (the binary the tests run)"
+go build -race -o "$bindir/openstack-vm-exporter" .
+export OVMX_TEST_BINARY="$bindir/openstack-vm-exporter"
+
+echo "== go test -race -tags lab (both tiers)"
+go test -race -tags lab -count=1 -timeout 15m ./...
 
 echo "== fuzzing (briefly; the seed corpora are in testdata/fuzz and the tests)"
 go test -run '^$' -fuzz '^FuzzParse$' -fuzztime 10s ./config/
