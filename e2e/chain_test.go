@@ -1,3 +1,5 @@
+//go:build lab
+
 package e2e
 
 import (
@@ -272,8 +274,15 @@ probe:
 	// Phase 1: the fleet's standing issues open tickets; healthy servers
 	// page nobody.
 	waitDelivered(90*time.Second, "standing issues delivered", required[0])
-	// Let Prometheus see every address answer for a while: "answered before".
-	time.Sleep(10 * time.Second)
+	// The addresses taken down below must have answered before, in
+	// Prometheus's own history: wait until its rules recorded that.
+	waitFor(t, 60*time.Second, `a, b, c and d "answered before" in Prometheus`, func() string {
+		n, err := promQuery(w.client, "http://127.0.0.1:19090", `openstack_vm_address:icmp_answered:history{address=~"198\\.18\\.0\\.[1-4]"} == 1`)
+		if err != nil || n != 4 {
+			return fmt.Sprintf("%d addresses (%v)", n, err)
+		}
+		return ""
+	})
 
 	// Phase 2: faults made mid-run, in Nova and on the network.
 	errState, task := "error", "migrating"
