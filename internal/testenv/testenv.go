@@ -17,9 +17,9 @@ import (
 	"testing"
 )
 
-// BinaryEnv names a prebuilt exporter (built with -race) for the tests to
-// run; scripts/test.sh builds it once for every package. Without it, each
-// test process builds its own, once.
+// BinaryEnv names a prebuilt exporter for the tests to run; scripts/test.sh
+// builds it once, with -race, for every package. Without it, each test
+// process builds its own, once, with -race when the tests run with it.
 const BinaryEnv = "OVMX_TEST_BINARY"
 
 var (
@@ -50,7 +50,11 @@ func Binary(t testing.TB) string {
 			return
 		}
 		binary = filepath.Join(buildDir, "openstack-vm-exporter")
-		cmd := exec.Command("go", "build", "-race", "-o", binary, ".")
+		args := []string{"build", "-o", binary}
+		if raceEnabled {
+			args = append(args, "-race")
+		}
+		cmd := exec.Command("go", append(args, ".")...)
 		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("building the exporter: %v\n%s", err, out)

@@ -20,8 +20,12 @@ import (
 // with SIGKILL, as a test that panics on its -timeout dies without running
 // any cleanup. The child must outlive the threads and die with the helper.
 func TestStart(t *testing.T) {
-	if os.Getenv("TIED_HELPER") == "1" {
+	switch os.Getenv("TIED_HELPER") {
+	case "1":
 		tiedHelper()
+		return
+	case "child":
+		time.Sleep(time.Minute)
 		return
 	}
 	cmd := exec.Command(os.Args[0], "-test.run=^TestStart$")
@@ -65,7 +69,9 @@ func TestStart(t *testing.T) {
 }
 
 func tiedHelper() {
-	child := exec.Command("sleep", "60")
+	// The child is this test binary again, sleeping: nothing but Go needed.
+	child := exec.Command(os.Args[0], "-test.run=^TestStart$")
+	child.Env = append(os.Environ(), "TIED_HELPER=child")
 	errc := make(chan error)
 	for started := false; !started; {
 		go func() {
