@@ -210,7 +210,7 @@ func TestAlertChain(t *testing.T) {
   host: `+hvHost+`
   refresh_interval: 3s
   full_refresh_interval: 30s
-  timeout: 20s
+  timeout: 2m
 probe:
   icmp:
     interval: 2s

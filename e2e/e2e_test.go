@@ -225,7 +225,7 @@ func TestExporterAgainstRealOpenStack(t *testing.T) {
   host: `+hvHost+`
   refresh_interval: 5s
   full_refresh_interval: 30s
-  timeout: 20s
+  timeout: 2m
 probe:
   icmp:
     interval: 3s

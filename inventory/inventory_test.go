@@ -93,6 +93,7 @@ func ids(s *Snapshot) map[string]Server {
 }
 
 func TestFullRefreshPaginates(t *testing.T) {
+	t.Parallel()
 	cloud := startStandin(t)
 	cloud.Put(fleet(95, func(int) string { return "cmp-1" })...)
 	inv := newTestInventory(t, cloud, nil)
@@ -124,6 +125,7 @@ func TestFullRefreshPaginates(t *testing.T) {
 }
 
 func TestHostScope(t *testing.T) {
+	t.Parallel()
 	cloud := startStandin(t)
 	cloud.Put(fleet(40, func(i int) string { return fmt.Sprintf("cmp-%d", i%4) })...)
 	cloud.SetService("cmp-1", "MAINTENANCE")
@@ -149,6 +151,7 @@ func TestHostScope(t *testing.T) {
 // A non-admin user gets every server back whatever the host filter says,
 // without the host attribute: the exporter must say so, not export them all.
 func TestHostScopeNonAdmin(t *testing.T) {
+	t.Parallel()
 	cloud := startStandin(t)
 	cloud.Put(fleet(12, func(i int) string { return fmt.Sprintf("cmp-%d", i%3) })...)
 	cloud.AsNonAdmin.Store(true)
@@ -163,6 +166,7 @@ func TestHostScopeNonAdmin(t *testing.T) {
 }
 
 func TestIncrementalRefresh(t *testing.T) {
+	t.Parallel()
 	cloud := startStandin(t)
 	cloud.Put(fleet(30, func(int) string { return "cmp-1" })...)
 	inv := newTestInventory(t, cloud, nil)
@@ -207,6 +211,7 @@ func TestIncrementalRefresh(t *testing.T) {
 }
 
 func TestStatusSince(t *testing.T) {
+	t.Parallel()
 	cloud := startStandin(t)
 	updated := time.Now().Add(-3 * time.Hour).UTC().Truncate(time.Second)
 	cloud.Put(standin.Server{ID: "a", Name: "a", Host: "h", VMState: "building", Updated: updated})
@@ -254,6 +259,7 @@ func TestStatusSince(t *testing.T) {
 // changes-since never reports its departure: the id listing of the host
 // does, whether or not the server was ever seen with a task in progress.
 func TestDepartureInHostScope(t *testing.T) {
+	t.Parallel()
 	cloud := startStandin(t)
 	cloud.Put(fleet(25, func(int) string { return "cmp-1" })...)
 	cloud.SetService("cmp-1", "UP")
@@ -310,6 +316,7 @@ func TestDepartureInHostScope(t *testing.T) {
 // but not filter by it: the ids of other hosts' servers are known from the
 // full listing to be elsewhere, and not read one by one every refresh.
 func TestIgnoredHostFilterCostsNoReads(t *testing.T) {
+	t.Parallel()
 	cloud := startStandin(t)
 	cloud.Put(fleet(30, func(i int) string { return fmt.Sprintf("cmp-%d", i%3) })...)
 	cloud.IgnoreHostFilter.Store(true)
@@ -334,6 +341,7 @@ func TestIgnoredHostFilterCostsNoReads(t *testing.T) {
 }
 
 func TestFaultsKeepLastInventory(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name   string
 		fault  standin.Fault
@@ -406,6 +414,7 @@ func pageFault(n int, f *standin.Failure) standin.Fault {
 }
 
 func TestReauthentication(t *testing.T) {
+	t.Parallel()
 	cloud := startStandin(t)
 	cloud.Put(fleet(3, func(int) string { return "cmp-1" })...)
 	inv := newTestInventory(t, cloud, nil)
@@ -431,6 +440,7 @@ func TestReauthentication(t *testing.T) {
 }
 
 func TestWrongCredentials(t *testing.T) {
+	t.Parallel()
 	cloud := startStandin(t)
 	inv := newTestInventory(t, cloud, nil) // logs in with "standin-password"
 	cloud.Password = "the-real-one"
@@ -445,6 +455,7 @@ func TestWrongCredentials(t *testing.T) {
 
 // Run retries after failures and picks up once the API is back.
 func TestRunRetriesAndRecovers(t *testing.T) {
+	t.Parallel()
 	cloud := startStandin(t)
 	cloud.Put(fleet(3, func(int) string { return "cmp-1" })...)
 	cloud.SetFault(func(r *http.Request) *standin.Failure { return &standin.Failure{Status: 503} })
@@ -470,6 +481,7 @@ func TestRunRetriesAndRecovers(t *testing.T) {
 }
 
 func TestRetryWait(t *testing.T) {
+	t.Parallel()
 	const s, m = time.Second, time.Minute
 	for _, tc := range []struct {
 		interval time.Duration
@@ -512,6 +524,7 @@ func TestRetryWait(t *testing.T) {
 // Nova failing at start (its version document answering 503) is retried
 // without a new login each time: the token Keystone issued is kept.
 func TestNovaDownAtStartLogsInOnce(t *testing.T) {
+	t.Parallel()
 	cloud := startStandin(t)
 	cloud.Put(fleet(3, func(int) string { return "cmp-1" })...)
 	const failures = 4
@@ -542,6 +555,7 @@ func TestNovaDownAtStartLogsInOnce(t *testing.T) {
 }
 
 func TestHostStatusMapping(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		state, status string
 		forced        bool
@@ -565,6 +579,7 @@ func TestHostStatusMapping(t *testing.T) {
 // The host states read from os-services are those Nova shows as the
 // host_status of the host's servers, for every kind of service record.
 func TestHostStatusFromServices(t *testing.T) {
+	t.Parallel()
 	cloud := startStandin(t)
 	records := map[string]standin.Service{
 		"up": {}, "dead": {Dead: true}, "disabled": {Disabled: true}, "disabled-dead": {Disabled: true, Dead: true},
@@ -599,6 +614,7 @@ func TestHostStatusFromServices(t *testing.T) {
 // servers are published, the host states stay the last known, the failure
 // is counted and logged once a streak.
 func TestServicesFailureKeepsServers(t *testing.T) {
+	t.Parallel()
 	cloud := startStandin(t)
 	cloud.Put(fleet(12, func(i int) string { return fmt.Sprintf("cmp-%d", i%2) })...)
 	cloud.SetService("cmp-0", "UP")
@@ -647,6 +663,7 @@ func TestServicesFailureKeepsServers(t *testing.T) {
 // A proxy's 20 MB error page, at the default limits: read no further than
 // 64 KiB, and kept and logged cut to about 2 KiB.
 func TestHugeErrorPage(t *testing.T) {
+	t.Parallel()
 	cloud := startStandin(t)
 	cloud.Put(fleet(3, func(int) string { return "cmp-1" })...)
 	page := []byte("<html><body>" + strings.Repeat("Überlastet – ", 20<<20/len("Überlastet – ")) + "</body></html>")
@@ -685,6 +702,7 @@ func TestHugeErrorPage(t *testing.T) {
 }
 
 func TestMaxResponseBytesFor(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		pageSize int
 		want     int64
@@ -699,6 +717,7 @@ func TestMaxResponseBytesFor(t *testing.T) {
 // succeeds: the inventory says so, with the names Nova knows that look
 // like it.
 func TestUnknownHost(t *testing.T) {
+	t.Parallel()
 	cloud := startStandin(t)
 	cloud.Put(fleet(6, func(i int) string { return fmt.Sprintf("cmp-%d", i%2) })...)
 	for _, h := range []string{"cmp-0", "cmp-1", "cmp-10", "storage-1"} {
@@ -768,6 +787,7 @@ func TestUnknownHost(t *testing.T) {
 }
 
 func TestSimilarHosts(t *testing.T) {
+	t.Parallel()
 	hosts := []string{"cmp-1", "CMP-1.example.org", "cmp-10", "cmp-2", "ctl-1", "storage-1", "cm"}
 	for _, tc := range []struct {
 		host string

@@ -43,6 +43,9 @@ func labInventory(t *testing.T, env map[string]string, mutate func(*config.OpenS
 	t.Helper()
 	return inventoryFromEnv(t, env, func(c *config.OpenStack) {
 		c.PageSize = 25
+		// The lab's Nova answers a page in seconds on a loaded machine;
+		// no test here is about the refresh's time limit.
+		c.Timeout = 5 * time.Minute
 		if mutate != nil {
 			mutate(c)
 		}
@@ -77,6 +80,7 @@ func labFleet() []openstacklab.Server {
 }
 
 func TestRealNovaInventory(t *testing.T) {
+	t.Parallel()
 	lab, labDir := startLabIn(t)
 	ctx := context.Background()
 	fleet := labFleet()
@@ -378,6 +382,7 @@ func updateAndRefresh(t *testing.T, lab *openstacklab.Lab, inv *Inventory, updat
 // Changes made through Nova's object layer reach the inventory by
 // changes-since, and a token that expires or is revoked is renewed once.
 func TestRealNovaIncrementalAndReauth(t *testing.T) {
+	t.Parallel()
 	lab := startLab(t)
 	ctx := context.Background()
 	fleet := labFleet()[:30]
