@@ -170,6 +170,7 @@ var chainFleet = []vm{
 // hypervisor namespace, Prometheus scraping it with the bundled rules,
 // Alertmanager with the example configuration, and a webhook receiver.
 func TestAlertChain(t *testing.T) {
+	t.Parallel() // each test has its own namespaces, cloud and ports
 	w := newWorld(t, chainFleet)
 	ctx := context.Background()
 	if err := w.cloud.SetComputeService(ctx, hvHost, "UP"); err != nil {

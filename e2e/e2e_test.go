@@ -219,6 +219,7 @@ var mixedFleet = []vm{
 }
 
 func TestExporterAgainstRealOpenStack(t *testing.T) {
+	t.Parallel() // each test has its own namespaces, cloud and ports
 	w := newWorld(t, mixedFleet)
 	e := w.startExporter(t, `openstack:
   scope: host
