@@ -181,6 +181,7 @@ func metricValue(body, series string) string {
 }
 
 func TestReload(t *testing.T) {
+	t.Parallel()
 	cloud := startCloud(t)
 	cfgPath := filepath.Join(t.TempDir(), "config.yaml")
 	writeConfig(t, cfgPath, fmt.Sprintf(baseConfig, "1s"))
@@ -263,6 +264,7 @@ func waitExit(t *testing.T, r *running) error {
 // SIGTERM stops the exporter with status 0 whatever it is doing: idle, in
 // the middle of a probe cycle, or waiting on a Nova that does not answer.
 func TestGracefulShutdown(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name string
 		// probe is the probe section; busy readies the moment to stop.
@@ -327,6 +329,7 @@ func TestGracefulShutdown(t *testing.T) {
 // --web.enable-lifecycle POST /-/reload is refused with the reason, and
 // SIGHUP still reloads.
 func TestSIGHUPAtStartAndLifecycleOff(t *testing.T) {
+	t.Parallel()
 	cloud := startCloud(t)
 	cfgPath := filepath.Join(t.TempDir(), "config.yaml")
 	writeConfig(t, cfgPath, fmt.Sprintf(baseConfig, "1s"))
@@ -388,6 +391,7 @@ func TestSIGHUPAtStartAndLifecycleOff(t *testing.T) {
 // exporter's configuration file did not change; a reload that changes
 // nothing keeps the client (and its token).
 func TestReloadRotatedCredentials(t *testing.T) {
+	t.Parallel()
 	cloud := startCloud(t)
 	dir := t.TempDir()
 	cloudsPath := filepath.Join(dir, "clouds.yaml")
@@ -451,6 +455,7 @@ func TestReloadRotatedCredentials(t *testing.T) {
 // four scrape slots only until the write timeout: four such clients do not
 // stop scraping for good.
 func TestStalledScrapersReleaseTheirSlots(t *testing.T) {
+	t.Parallel()
 	cloud := startCloud(t)
 	// Enough servers for an exposition larger than the socket buffers
 	// (4 MiB on the sending side by default), so writes really block.
@@ -509,6 +514,7 @@ func TestStalledScrapersReleaseTheirSlots(t *testing.T) {
 }
 
 func TestInvalidConfigAtStart(t *testing.T) {
+	t.Parallel()
 	cfgPath := filepath.Join(t.TempDir(), "config.yaml")
 	writeConfig(t, cfgPath, "openstack:\n  scope: everywhere\n")
 	out, err := exec.Command(testenv.Binary(t), "--config.file="+cfgPath).CombinedOutput()
@@ -553,6 +559,7 @@ func selfSignedCert(t *testing.T, dir string) (certPath, keyPath string, pool *x
 }
 
 func TestTLSAndBasicAuth(t *testing.T) {
+	t.Parallel()
 	cloud := startCloud(t)
 	dir := t.TempDir()
 	certPath, keyPath, pool := selfSignedCert(t, dir)
@@ -760,6 +767,7 @@ func secretForms(secret string) []string {
 // request), /metrics, the landing page, the health endpoints, reload errors
 // and the report in each format.
 func TestSecretsNeverLeak(t *testing.T) {
+	t.Parallel()
 	// A quote, a slash, a backslash and a percent sign: each is written
 	// differently in JSON or in a URL.
 	const password = `Pw"with/slash%25and\back-7f3Q`
@@ -1019,6 +1027,7 @@ func TestReportDemoExitStatus(t *testing.T) {
 // Keystone down at start: the exporter serves /metrics with api_up 0, is
 // not ready, retries with backoff, and becomes ready when Keystone answers.
 func TestKeystoneDownAtStart(t *testing.T) {
+	t.Parallel()
 	apiAddr := freeAddr(t)
 	cfgPath := filepath.Join(t.TempDir(), "config.yaml")
 	writeConfig(t, cfgPath, fmt.Sprintf(baseConfig, "1s"))
@@ -1053,6 +1062,7 @@ func TestKeystoneDownAtStart(t *testing.T) {
 // Bad credentials: a clear auth error, and logins backing off instead of a
 // storm against Keystone.
 func TestWrongCredentialsNoRetryStorm(t *testing.T) {
+	t.Parallel()
 	cloud := startCloud(t)
 	cfgPath := filepath.Join(t.TempDir(), "config.yaml")
 	writeConfig(t, cfgPath, strings.Replace(fmt.Sprintf(baseConfig, "1s"), "refresh_interval: 2s", "refresh_interval: 1s", 1))
