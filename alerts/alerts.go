@@ -216,11 +216,11 @@ func PrometheusRule(p Params) ([]byte, error) {
 // HistoryRecordings are the recording rules that need Prometheus's history
 // ("answered ICMP before"), with what the one-shot report, which has one
 // snapshot and no history, uses instead: every address it probed counts as
-// one that answered before. The findings of every alert that reads such a
+// one that answered before, from the vantage that probed it. The findings of every alert that reads such a
 // recording are therefore unconfirmed: the report lists them apart ("does
 // not answer ping now; whether it answered before cannot be told"), never
 // as critical, because a server whose security group drops ICMP (Nova's
 // default group does) looks the same in one snapshot.
 var HistoryRecordings = map[string]string{
-	"openstack_vm_address:icmp_answered:history": "max without (instance, job) (openstack_vm_icmp_up) * 0 + 1",
+	"openstack_vm_address:icmp_answered:history": "openstack_vm_icmp_up * 0 + 1",
 }
