@@ -238,8 +238,8 @@ probe:
 		"ticket firing OpenStackVMHighLatency " + w.ids["slow"],
 		"pager firing OpenStackHostVMsUnreachable " + hvHost,
 		"pager resolved OpenStackHostVMsUnreachable " + hvHost,
-		// Alertmanager's dead man's switch, on its own receiver.
-		"deadmansswitch firing Watchdog ",
+		// Alertmanager's dead man's switch, on its own receiver (its path).
+		"heartbeat firing Watchdog ",
 	}
 	// Phase 5's: the fleet-level page, and nothing for the host itself.
 	fleetRequired := []string{
