@@ -9,6 +9,7 @@ import (
 	_ "embed"
 	"fmt"
 	"os"
+	"sort"
 	"strings"
 	"text/template"
 
@@ -34,13 +35,19 @@ type Params struct {
 
 	StateFor             string `yaml:"state_for"`
 	ErrorSeconds         int    `yaml:"error_seconds"`
+	HostErrorsMinServers int    `yaml:"host_errors_min_servers"`
 	BuildSeconds         int    `yaml:"build_seconds"`
 	TaskStateSeconds     int    `yaml:"task_state_seconds"`
-	ResizeConfirmSeconds int    `yaml:"resize_confirm_seconds"`
-	PowerMismatchSeconds int    `yaml:"power_mismatch_seconds"`
-	PausedSeconds        int    `yaml:"paused_seconds"`
+	// TaskStateSecondsByTask overrides TaskStateSeconds per task state;
+	// an override file adds to these tasks or changes them.
+	TaskStateSecondsByTask map[string]int `yaml:"task_state_seconds_by_task"`
+	ResizeConfirmSeconds   int            `yaml:"resize_confirm_seconds"`
+	PowerMismatchSeconds   int            `yaml:"power_mismatch_seconds"`
+	PausedSeconds          int            `yaml:"paused_seconds"`
 
 	ICMPHistoryWindow       string  `yaml:"icmp_history_window"`
+	HistoryInterval         string  `yaml:"history_interval"`
+	ICMPHoldWindow          string  `yaml:"icmp_hold_window"`
 	UnreachableFor          string  `yaml:"unreachable_for"`
 	LossThreshold           float64 `yaml:"loss_threshold"`
 	LossWindow              string  `yaml:"loss_window"`
@@ -55,14 +62,37 @@ type Params struct {
 	HostDownFor        string `yaml:"host_down_for"`
 	HostMaintenanceFor string `yaml:"host_maintenance_for"`
 
+	FleetShare        float64 `yaml:"fleet_share"`
+	FleetMinHosts     int     `yaml:"fleet_min_hosts"`
+	FleetMinExporters int     `yaml:"fleet_min_exporters"`
+	FleetFor          string  `yaml:"fleet_for"`
+
 	APIDownFor          string `yaml:"api_down_for"`
 	StaleIntervals      int    `yaml:"stale_intervals"`
 	ProbeOverrunFor     string `yaml:"probe_overrun_for"`
 	ProbeStallIntervals int    `yaml:"probe_stall_intervals"`
 	ProbeErrorsWindow   string `yaml:"probe_errors_window"`
 	ProbeErrorsFor      string `yaml:"probe_errors_for"`
+	ClockSkewSeconds    int    `yaml:"clock_skew_seconds"`
+	ClockSkewFor        string `yaml:"clock_skew_for"`
 	HostUnknownFor      string `yaml:"host_unknown_for"`
 	ExporterDownFor     string `yaml:"exporter_down_for"`
+}
+
+// TaskThreshold is one task state's StuckInTaskState threshold.
+type TaskThreshold struct {
+	Task    string
+	Seconds int
+}
+
+// TaskStates lists TaskStateSecondsByTask sorted by task, for the template.
+func (p Params) TaskStates() []TaskThreshold {
+	out := make([]TaskThreshold, 0, len(p.TaskStateSecondsByTask))
+	for task, sec := range p.TaskStateSecondsByTask {
+		out = append(out, TaskThreshold{task, sec})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Task < out[j].Task })
+	return out
 }
 
 // DefaultParams returns the values of params.yaml.
@@ -186,11 +216,11 @@ func PrometheusRule(p Params) ([]byte, error) {
 // HistoryRecordings are the recording rules that need Prometheus's history
 // ("answered ICMP before"), with what the one-shot report, which has one
 // snapshot and no history, uses instead: every address it probed counts as
-// one that answered before. The findings of every alert that reads such a
+// one that answered before, from the vantage that probed it. The findings of every alert that reads such a
 // recording are therefore unconfirmed: the report lists them apart ("does
 // not answer ping now; whether it answered before cannot be told"), never
 // as critical, because a server whose security group drops ICMP (Nova's
 // default group does) looks the same in one snapshot.
 var HistoryRecordings = map[string]string{
-	"openstack_vm_address:icmp_answered:history": "max without (instance, job) (openstack_vm_icmp_up) * 0 + 1",
+	"openstack_vm_address:icmp_answered:history": "openstack_vm_icmp_up * 0 + 1",
 }

@@ -59,7 +59,8 @@ func TestPromtoolCheckAndUnitTests(t *testing.T) {
 	edges := firingEdges(t, tests)
 	for _, g := range groups {
 		for _, r := range g.Rules {
-			if r.Alert != "" && !edges[r.Alert] {
+			// The Watchdog fires always: it has no edge to check.
+			if r.Alert != "" && !edges[r.Alert] && r.Alert != "Watchdog" {
 				t.Errorf("no unit test expects %s silent at some eval_time and firing one minute later", r.Alert)
 			}
 		}
@@ -165,7 +166,7 @@ func TestOverrideRenders(t *testing.T) {
 	}
 }
 
-var runbookSections = []string{"## Meaning", "## Impact", "## Diagnosis", "## Mitigation", "## Escalation"}
+var runbookSections = []string{"## Meaning", "## Impact", "## Diagnosis", "## Mitigation", "## Escalation", "## Tuning"}
 
 func TestAnnotationsAndRunbooks(t *testing.T) {
 	groups, err := Rules(DefaultParams())
@@ -183,8 +184,10 @@ func TestAnnotationsAndRunbooks(t *testing.T) {
 				continue
 			}
 			names[r.Alert] = true
-			switch r.Labels["severity"] {
-			case "critical", "warning", "info":
+			switch sev := r.Labels["severity"]; {
+			case sev == "critical", sev == "warning", sev == "info":
+			case sev == "none" && r.Alert == "Watchdog" && r.Expr == "vector(1)":
+				// Alertmanager's dead man's switch: routed apart, by name.
 			default:
 				t.Errorf("%s: severity %q", r.Alert, r.Labels["severity"])
 			}
@@ -211,6 +214,10 @@ func TestAnnotationsAndRunbooks(t *testing.T) {
 					t.Errorf("runbook of %s lacks %q, or it is out of order", r.Alert, s)
 				}
 				last = i
+			}
+			// Tuning names the params.yaml keys that change the alert.
+			if i := bytes.Index(rb, []byte("\n## Tuning\n")); i >= 0 && r.Alert != "Watchdog" && !regexp.MustCompile("`[a-z_]+`").Match(rb[i:]) {
+				t.Errorf("runbook of %s: its Tuning section names no params.yaml key", r.Alert)
 			}
 			if bytes.Contains(bytes.ToUpper(rb), []byte("TODO")) {
 				t.Errorf("runbook of %s has a TODO", r.Alert)
@@ -315,6 +322,9 @@ func TestAlertmanagerExample(t *testing.T) {
 		}
 	}
 	rank := map[string]int{"critical": 0, "warning": 1, "info": 2}
+	// The one deliberate exception: a host in MAINTENANCE (info) holds back
+	// the page of its servers going quiet (planned work).
+	crossSeverity := map[[2]string]bool{{"OpenStackComputeHostInMaintenance", "OpenStackHostVMsUnreachable"}: true}
 	for i, rule := range cfg.Inhibit {
 		sources, targets := matching(t, seen, rule.Source), matching(t, seen, rule.Target)
 		if len(sources) == 0 || len(targets) == 0 {
@@ -348,7 +358,7 @@ func TestAlertmanagerExample(t *testing.T) {
 				}
 			}
 			for _, tg := range targets {
-				if rank[s["severity"]] > rank[tg["severity"]] {
+				if rank[s["severity"]] > rank[tg["severity"]] && !crossSeverity[[2]string{s["alertname"], tg["alertname"]}] {
 					t.Errorf("inhibit rule %d: %s (%s) would silence %s (%s)", i, s["alertname"], s["severity"], tg["alertname"], tg["severity"])
 				}
 			}

@@ -228,8 +228,8 @@ sum by (host, id, name, address) (rate(openstack_vm_icmp_rtt_seconds_count{` + s
 	exporters := `count(up{` + jobSel + `})`
 	// The stale rule of OpenStackVMExporterStale: no refresh for
 	// staleIntervals refresh intervals, counted from the start when the
-	// exporter never had one.
-	inventoryAge := `time() - (openstack_vm_api_last_success_timestamp_seconds{` + jobSel + `} > 0 or process_start_time_seconds{` + jobSel + `})`
+	// exporter never had one. On the exporter's own clock, as the rules.
+	inventoryAge := `openstack_vm_exporter_time_seconds{` + jobSel + `} - on (instance, job) (openstack_vm_api_last_success_timestamp_seconds{` + jobSel + `} > 0 or process_start_time_seconds{` + jobSel + `})`
 	panels := []panel{
 		row("Fleet", 0),
 		stat("Servers", "Servers in the selected hosts and projects.", `count(max by (id) (openstack_vm_status{`+sel+`}))`, "none", 0, 1, thresholds("blue", nil)),
@@ -337,7 +337,7 @@ func host() map[string]any {
 			`avg(1 - openstack_vm_address:icmp_unreachable:bool{`+recSel+`})`, "percentunit", 8, 1, thresholds("red", nil, "orange", 0.5, "green", 0.99)),
 		stat("Known issues firing", "Alerts of the bundled rules firing for this host.", zeroIfReported(`count(ALERTS{alertname=~"OpenStack.*", alertstate="firing", `+alertSel+`})`, `count(openstack_vm_status{`+hostSel+`})`), "none", 12, 1, thresholds("green", nil, "orange", 1)),
 		stat("Probe cycle", "Duration of the last probe cycle of the exporters that report this host's servers.", `max(openstack_vm_probe_cycle_duration_seconds{`+jobSel+`} `+reporting+`)`, "s", 16, 1, thresholds("green", nil)),
-		stat("Inventory age", "Seconds since the last successful inventory refresh of the exporters that report this host's servers.", `max((time() - openstack_vm_api_last_success_timestamp_seconds{`+jobSel+`}) `+reporting+`)`, "s", 20, 1, thresholds("green", nil, "orange", 300, "red", 900)),
+		stat("Inventory age", "Seconds since the last successful inventory refresh of the exporters that report this host's servers.", `max((openstack_vm_exporter_time_seconds{`+jobSel+`} - on (instance, job) openstack_vm_api_last_success_timestamp_seconds{`+jobSel+`}) `+reporting+`)`, "s", 20, 1, thresholds("green", nil, "orange", 300, "red", 900)),
 		table("Servers on the host", "Every server of the selected host and projects: state, time in state, reachability. Click a row to drill down.", 0, 5, 24, 10, "none",
 			[]any{
 				map[string]any{"id": "merge", "options": map[string]any{}},
@@ -347,7 +347,7 @@ func host() map[string]any {
 				}},
 			}, vmLink("id"),
 			target{Expr: `max by (host, id, name, project_id, status, vm_state, task_state, power_state) (openstack_vm_status{` + sel + `})`},
-			target{Expr: `max by (host, id, name, project_id) (time() - openstack_vm_status_since_timestamp_seconds{` + sel + `})`},
+			target{Expr: `max by (host, id, name, project_id) (openstack_vm_exporter_time_seconds{` + jobSel + `} - on (instance, job) group_right () openstack_vm_status_since_timestamp_seconds{` + sel + `})`},
 			target{Expr: `min by (host, id, name, project_id) (openstack_vm_icmp_up{` + sel + `})`}),
 		row("Server", 15),
 		base("state-timeline", "Status over time", "The selected servers' Nova status and task state, as the exporter saw them.", 0, 16, 24, 6,

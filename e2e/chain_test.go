@@ -241,6 +241,13 @@ probe:
 		"ticket firing OpenStackVMHighLatency " + w.ids["slow"],
 		"pager firing OpenStackHostVMsUnreachable " + hvHost,
 		"pager resolved OpenStackHostVMsUnreachable " + hvHost,
+		// Alertmanager's dead man's switch, on its own receiver (its path).
+		"heartbeat firing Watchdog ",
+	}
+	// Phase 5's: the fleet-level page, and nothing for the host itself.
+	fleetRequired := []string{
+		"pager firing OpenStackComputeFleetDown ",
+		"pager resolved OpenStackComputeFleetDown ",
 	}
 	allowed := map[string]bool{
 		// The group of a's alert also carries b, c and d: when they
@@ -253,7 +260,7 @@ probe:
 		// once in a thousand windows: a true flap, not a false alert.
 		"ticket resolved OpenStackVMPacketLoss " + w.ids["lossy"]: true,
 	}
-	for _, r := range required {
+	for _, r := range append(required, fleetRequired...) {
 		allowed[r] = true
 	}
 	waitDelivered := func(d time.Duration, what string, want ...string) {
@@ -351,6 +358,29 @@ probe:
 		t.Fatal(err)
 	}
 	waitDelivered(90*time.Second, "every expected notification delivered", required...)
+
+	// Phase 5: a fleet-level fault. Every compute service of the fleet
+	// (here its one host) goes DOWN at once, as in a message queue outage:
+	// one fleet page, and the host's own OpenStackComputeHostDown, which
+	// fires too, held back by Alertmanager.
+	if err := w.cloud.SetComputeService(ctx, hvHost, "DOWN"); err != nil {
+		t.Fatal(err)
+	}
+	waitDelivered(90*time.Second, "fleet-level page", fleetRequired[0])
+	waitFor(t, 60*time.Second, "the host's page inhibited by the fleet's", func() string {
+		inhibited, err := inhibitedAlerts(w.client, am.URL)
+		if err != nil {
+			return err.Error()
+		}
+		if !inhibited["OpenStackComputeHostDown "] {
+			return fmt.Sprintf("OpenStackComputeHostDown not inhibited (inhibited: %v)", inhibited)
+		}
+		return ""
+	})
+	if err := w.cloud.SetComputeService(ctx, hvHost, "UP"); err != nil {
+		t.Fatal(err)
+	}
+	waitDelivered(90*time.Second, "fleet-level page resolved", fleetRequired[1])
 	// A late notification would come within a few group intervals (2s).
 	time.Sleep(6 * time.Second)
 

@@ -33,6 +33,11 @@ var (
 	hostStatusDesc = prometheus.NewDesc("openstack_vm_compute_host_status",
 		"Compute service state Nova reports for the host; always 1.",
 		[]string{"host", "host_status"}, nil)
+	hostHeartbeatDesc = prometheus.NewDesc("openstack_vm_compute_service_up",
+		"1 if Nova's os-services says the host's nova-compute service reports a heartbeat (state up), enabled or not; 0 if not.",
+		[]string{"host"}, nil)
+	exporterTimeDesc = prometheus.NewDesc("openstack_vm_exporter_time_seconds",
+		"The exporter's clock when it was scraped, as a Unix time: ages of its own timestamps need no other clock.", nil, nil)
 
 	apiUpDesc = prometheus.NewDesc("openstack_vm_api_up",
 		"1 if the last inventory refresh succeeded.", nil, nil)
@@ -86,7 +91,7 @@ type ServerCollector struct {
 
 // Describe sends the descriptors.
 func (c *ServerCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{statusDesc, infoDesc, statusSinceDesc, hostStatusDesc} {
+	for _, d := range []*prometheus.Desc{statusDesc, infoDesc, statusSinceDesc, hostStatusDesc, hostHeartbeatDesc} {
 		ch <- d
 	}
 }
@@ -106,6 +111,9 @@ func (c *ServerCollector) Collect(ch chan<- prometheus.Metric) {
 	for host, st := range snap.HostStatus {
 		ch <- prometheus.MustNewConstMetric(hostStatusDesc, prometheus.GaugeValue, 1, host, st)
 	}
+	for host, hb := range snap.HostHeartbeat {
+		ch <- prometheus.MustNewConstMetric(hostHeartbeatDesc, prometheus.GaugeValue, boolFloat(hb), host)
+	}
 }
 
 // HealthCollector exports the state of the refresh and probe loops.
@@ -120,13 +128,14 @@ func (c *HealthCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{apiUpDesc, apiLastSuccessDesc, apiDurationDesc, apiIntervalDesc, apiRefreshesDesc,
 		apiErrorsDesc, apiRequestsDesc, apiBytesDesc, inventoryServersDesc, inventoryHostKnownDesc, probeTargetsDesc,
 		probeIntervalDesc, probeDurationDesc, probeLastCycleDesc, probeOverrunsDesc, probeErrorsDesc,
-		probeInvalidDesc, probeDuplicateDesc} {
+		probeInvalidDesc, probeDuplicateDesc, exporterTimeDesc} {
 		ch <- d
 	}
 }
 
 // Collect sends the loops' state.
 func (c *HealthCollector) Collect(ch chan<- prometheus.Metric) {
+	ch <- prometheus.MustNewConstMetric(exporterTimeDesc, prometheus.GaugeValue, unixOrZero(time.Now()))
 	ch <- prometheus.MustNewConstMetric(inventoryServersDesc, prometheus.GaugeValue, float64(len(c.inv.Snapshot().Servers)))
 	h := c.inv.Health()
 	ch <- prometheus.MustNewConstMetric(apiUpDesc, prometheus.GaugeValue, boolFloat(h.Up))

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -208,6 +209,18 @@ func TestMetricContract(t *testing.T) {
 		len(find(fams, "openstack_vm_compute_host_status", map[string]string{"host": "cmp-1", "host_status": "UP"})) != 1 {
 		t.Errorf("host status: %v", fams["openstack_vm_compute_host_status"])
 	}
+	if hb := find(fams, "openstack_vm_compute_service_up", map[string]string{"host": "cmp-1"}); len(hb) != 1 || hb[0].GetGauge().GetValue() != 1 {
+		t.Errorf("heartbeat of cmp-1 (up): %v", hb)
+	}
+	if hb := find(fams, "openstack_vm_compute_service_up", map[string]string{"host": "cmp-2"}); len(hb) != 1 || hb[0].GetGauge().GetValue() != 0 {
+		t.Errorf("heartbeat of cmp-2 (forced down): %v", hb)
+	}
+	// The exporter's clock at the scrape, which the rules subtract the
+	// exporter's own timestamps from.
+	if now := find(fams, "openstack_vm_exporter_time_seconds", nil); len(now) != 1 ||
+		math.Abs(now[0].GetGauge().GetValue()-float64(time.Now().UnixMilli())/1000) > 60 {
+		t.Errorf("exporter time: %v", now)
+	}
 
 	// Probed: ACTIVE servers, valid addresses, not opted out.
 	up := fams["openstack_vm_icmp_up"].GetMetric()
@@ -384,7 +397,8 @@ func TestTextWriterMatchesGenericPath(t *testing.T) {
 		}
 		out := map[string][]string{}
 		for name, fam := range fams {
-			if strings.HasPrefix(name, "go_") || strings.HasPrefix(name, "process_") {
+			// The clock moves between the two scrapes.
+			if strings.HasPrefix(name, "go_") || strings.HasPrefix(name, "process_") || name == "openstack_vm_exporter_time_seconds" {
 				continue
 			}
 			for _, m := range fam.GetMetric() {

@@ -365,6 +365,12 @@ func (s *Service) writeServers(t *textWriter) {
 			t.sample("openstack_vm_compute_host_status", labelsOf("host", host, "host_status", st), "", 1)
 		}
 	}
+	if len(snap.HostHeartbeat) > 0 {
+		t.header("openstack_vm_compute_service_up", "1 if Nova's os-services says the host's nova-compute service reports a heartbeat (state up), enabled or not; 0 if not.", "gauge")
+		for host, hb := range snap.HostHeartbeat {
+			t.sample("openstack_vm_compute_service_up", labelsOf("host", host), "", boolFloat(hb))
+		}
+	}
 }
 
 // targetRow is one target as a scrape writes it. Rows are copied under the

@@ -312,10 +312,30 @@ func (c *Client) GetServer(ctx context.Context, id string, keepMetadata []string
 	return Server{}, false, nil
 }
 
+// ComputeService is what the exporter keeps of a nova-compute service
+// record: the host_status Nova derives from it, and whether its heartbeat
+// is recent (state "up"), which the host_status hides once the service is
+// disabled or forced down.
+type ComputeService struct {
+	Status    string
+	Heartbeat bool
+}
+
 // ComputeServiceStates reads the nova-compute services (of one host, or all
 // when host is ""), as host → UP, DOWN, MAINTENANCE or UNKNOWN: the
 // host_status Nova derives for the host's servers from the same record.
 func (c *Client) ComputeServiceStates(ctx context.Context, host string) (map[string]string, error) {
+	services, err := c.ComputeServices(ctx, host)
+	states := make(map[string]string, len(services))
+	for h, s := range services {
+		states[h] = s.Status
+	}
+	return states, err
+}
+
+// ComputeServices reads the nova-compute services (of one host, or all when
+// host is ""), by host.
+func (c *Client) ComputeServices(ctx context.Context, host string) (map[string]ComputeService, error) {
 	values := url.Values{"binary": {"nova-compute"}}
 	if host != "" {
 		values.Set("host", host)
@@ -331,11 +351,11 @@ func (c *Client) ComputeServiceStates(ctx context.Context, host string) (map[str
 	if _, err := c.getJSON(ctx, c.compute.ServiceURL("os-services")+"?"+values.Encode(), &body); err != nil {
 		return nil, fmt.Errorf("listing compute services: %w", err)
 	}
-	states := make(map[string]string, len(body.Services))
+	services := make(map[string]ComputeService, len(body.Services))
 	for _, s := range body.Services {
-		states[Clean(s.Host)] = HostStatus(s.State, s.Status, s.ForcedDown)
+		services[Clean(s.Host)] = ComputeService{Status: HostStatus(s.State, s.Status, s.ForcedDown), Heartbeat: s.State == "up"}
 	}
-	return states, nil
+	return services, nil
 }
 
 // HostStatus maps an os-services record (state up/down, status

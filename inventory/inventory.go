@@ -28,6 +28,10 @@ type Snapshot struct {
 	Servers []Server
 	// HostStatus maps a Nova host to its compute service state.
 	HostStatus map[string]string
+	// HostHeartbeat maps a Nova host to whether its nova-compute service
+	// reports a heartbeat (os-services state "up"), whether it is enabled
+	// or not. Only from os-services: empty when the user may not list them.
+	HostHeartbeat map[string]bool
 	// Taken is when the refresh that produced it started.
 	Taken time.Time
 }
@@ -81,7 +85,7 @@ type Inventory struct {
 
 	// Owned by the refreshing goroutine.
 	servers        map[string]*Server
-	serviceStates  map[string]string
+	serviceStates  map[string]ComputeService
 	servicesDenied bool
 	// servicesFailing is set while reading the services fails, so that a
 	// failure streak is logged once.
@@ -116,7 +120,7 @@ func New(opts Options, client *Client) *Inventory {
 	for _, r := range Reasons {
 		inv.health.Errors[r] = 0
 	}
-	inv.snap.Store(&Snapshot{HostStatus: map[string]string{}})
+	inv.snap.Store(&Snapshot{HostStatus: map[string]string{}, HostHeartbeat: map[string]bool{}})
 	warnInsecure(opts.Logger, client)
 	return inv
 }
@@ -504,7 +508,7 @@ func (inv *Inventory) refreshServiceStates(ctx context.Context, opts Options, cl
 	if inv.servicesDenied {
 		return
 	}
-	states, err := client.ComputeServiceStates(ctx, host)
+	services, err := client.ComputeServices(ctx, host)
 	if code := statusCode(err); code == http.StatusForbidden || code == http.StatusNotFound {
 		inv.servicesDenied = true
 		inv.setHostKnown(nil)
@@ -527,16 +531,16 @@ func (inv *Inventory) refreshServiceStates(ctx context.Context, opts Options, cl
 		inv.servicesFailing = false
 		opts.Logger.Info("the compute services are readable again")
 	}
-	inv.serviceStates = states
+	inv.serviceStates = services
 	if host != "" {
-		inv.checkHostKnown(ctx, opts, client, host, states)
+		inv.checkHostKnown(ctx, opts, client, host, services)
 	}
 }
 
 // checkHostKnown tells whether Nova knows the configured host, and when it
 // does not, says so with the names Nova knows that look like it.
-func (inv *Inventory) checkHostKnown(ctx context.Context, opts Options, client *Client, host string, states map[string]string) {
-	_, known := states[host]
+func (inv *Inventory) checkHostKnown(ctx context.Context, opts Options, client *Client, host string, services map[string]ComputeService) {
+	_, known := services[host]
 	inv.mu.Lock()
 	was := inv.health.HostKnown
 	inv.health.HostKnown = &known
@@ -598,9 +602,10 @@ func similarHosts(host string, hosts []string, n int) []string {
 
 func (inv *Inventory) publish(taken time.Time) {
 	snap := &Snapshot{
-		Servers:    make([]Server, 0, len(inv.servers)),
-		HostStatus: make(map[string]string, len(inv.serviceStates)),
-		Taken:      taken,
+		Servers:       make([]Server, 0, len(inv.servers)),
+		HostStatus:    make(map[string]string, len(inv.serviceStates)),
+		HostHeartbeat: make(map[string]bool, len(inv.serviceStates)),
+		Taken:         taken,
 	}
 	for _, s := range inv.servers {
 		snap.Servers = append(snap.Servers, *s)
@@ -611,7 +616,8 @@ func (inv *Inventory) publish(taken time.Time) {
 	// The service list is read on every refresh; the servers' host_status
 	// only when a server changed, so the former wins.
 	for h, st := range inv.serviceStates {
-		snap.HostStatus[h] = st
+		snap.HostStatus[h] = st.Status
+		snap.HostHeartbeat[h] = st.Heartbeat
 	}
 	slices.SortFunc(snap.Servers, func(a, b Server) int { return cmp.Compare(a.ID, b.ID) })
 	inv.snap.Store(snap)

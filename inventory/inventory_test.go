@@ -603,6 +603,15 @@ func TestHostStatusFromServices(t *testing.T) {
 			t.Errorf("%s: host status %q, want %q", host, snap.HostStatus[host], w)
 		}
 	}
+	// The heartbeat the host status hides once a service is disabled or
+	// forced down: a disabled host that died is told from one that runs.
+	for host, rec := range records {
+		// Nova reports a forced-down service's state as down too.
+		want := !rec.Dead && !rec.ForcedDown
+		if hb, ok := snap.HostHeartbeat[host]; !ok || hb != want {
+			t.Errorf("%s: heartbeat %v (known %v), want %v", host, hb, ok, want)
+		}
+	}
 	for _, s := range snap.Servers {
 		if s.HostStatus != snap.HostStatus[s.Host] {
 			t.Errorf("%s: server's host_status %q, services say %q", s.Host, s.HostStatus, snap.HostStatus[s.Host])

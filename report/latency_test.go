@@ -64,6 +64,14 @@ func TestHighLatencyNativeAndClassicHistograms(t *testing.T) {
 		}
 	}
 	const labels = `job="openstack-vm-exporter", instance="cmp-1:9735", project_id="p1", host="cmp-1", network="provider"`
+	// A fresh exporter that lists the servers ACTIVE with no task: the rule
+	// judges only such vantages.
+	load(`openstack_vm_exporter_time_seconds{job="openstack-vm-exporter", instance="cmp-1:9735"} 0+60x20`)
+	load(`openstack_vm_api_last_success_timestamp_seconds{job="openstack-vm-exporter", instance="cmp-1:9735"} 0+60x20`)
+	load(`openstack_vm_api_refresh_interval_seconds{job="openstack-vm-exporter", instance="cmp-1:9735"} 60x20`)
+	for _, id := range []string{"native", "classic", "both", "fast"} {
+		load(`openstack_vm_status{job="openstack-vm-exporter", instance="cmp-1:9735", project_id="p1", host="cmp-1", id="` + id + `", name="` + id + `", status="ACTIVE", vm_state="active", task_state="", power_state="running"} 1x20`)
+	}
 	// 100 ms on average, native only.
 	load(`openstack_vm_icmp_rtt_seconds{` + labels + `, id="native", name="native", address="198.18.0.1"} {{schema:0 sum:0 count:0}}+{{schema:0 sum:0.3 count:3}}x20`)
 	// 100 ms, classic only.

@@ -181,7 +181,7 @@ func Catalogue(params alerts.Params, runbooks fs.FS) ([]Check, error) {
 	var out []Check
 	for _, g := range groups {
 		for _, r := range g.Rules {
-			if r.Alert == "" {
+			if r.Alert == "" || r.Labels["severity"] == "none" {
 				continue
 			}
 			out = append(out, Check{Alert: r.Alert, Severity: r.Labels["severity"], Detects: detects[r.Alert], RunbookURL: r.Annotations["runbook_url"]})
