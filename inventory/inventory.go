@@ -131,8 +131,8 @@ func New(opts Options, client *Client) *Inventory {
 		client:  client,
 		servers: map[string]*Server{},
 		health: Health{
-			Errors:    map[string]uint64{},
-			Refreshes: map[string]uint64{"full": 0, "incremental": 0},
+			Errors:       map[string]uint64{},
+			Refreshes:    map[string]uint64{"full": 0, "incremental": 0},
 			SignalReads:  map[string]uint64{},
 			SignalErrors: map[SignalKey]uint64{},
 		},
