@@ -27,6 +27,8 @@ func labService(t *testing.T, lab *openstacklab.Lab, scope, host string) *Servic
 	cfg := config.Default()
 	cfg.OpenStack.Scope, cfg.OpenStack.Host = scope, host
 	cfg.Probe.ICMP.Enabled = false
+	// A loaded machine answers slowly; the refresh must not run out of time.
+	cfg.OpenStack.Timeout = 5 * time.Minute
 	invOpts, client, err := inventorySetup(cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
@@ -158,7 +160,7 @@ func TestRealNovaSignals(t *testing.T) {
 
 	t.Run("migrations", func(t *testing.T) {
 		got := map[string]string{}
-		for _, m := range fams["openstack_vm_migration_status"].GetMetric() {
+		for _, m := range fams["openstack_vm_migration_age_seconds"].GetMetric() {
 			l := metricLabels(m)
 			got[l["id"]] = l["status"] + " " + l["host"] + ">" + l["dest_host"] + " " + l["migration_type"]
 		}
@@ -176,7 +178,7 @@ func TestRealNovaSignals(t *testing.T) {
 		}
 		// Scope host: the migrations from or to that host only.
 		b := gather(t, lab, labService(t, lab, "host", "cmp-b"))
-		if m := b["openstack_vm_migration_status"].GetMetric(); len(m) != 1 || metricLabels(m[0])["id"] != id(migOnB) {
+		if m := b["openstack_vm_migration_age_seconds"].GetMetric(); len(m) != 1 || metricLabels(m[0])["id"] != id(migOnB) {
 			t.Errorf("scope host cmp-b: %v", m)
 		}
 	})

@@ -20,12 +20,9 @@ var (
 	hostDisabledDesc = prometheus.NewDesc("openstack_vm_compute_host_disabled_reason",
 		"Class of the compute service's disabled reason: none, operator, or automatic (set by nova-compute, \"AUTO: \"); always 1.",
 		[]string{"host", "class"}, nil)
-	migrationLabelNames = []string{"id", "migration_id", "host"}
-	migrationStatusDesc = prometheus.NewDesc("openstack_vm_migration_status",
-		"A server's newest migration, when it failed or is still in progress; always 1.",
-		append(migrationLabelNames[:3:3], "dest_host", "migration_type", "status"), nil)
 	migrationAgeDesc = prometheus.NewDesc("openstack_vm_migration_age_seconds",
-		"Age of the migration when last listed, by Nova's clock.", migrationLabelNames, nil)
+		"A server's newest migration, when it failed or is still in progress: its age when last listed, by Nova's clock.",
+		[]string{"id", "migration_id", "host", "dest_host", "migration_type", "status"}, nil)
 	signalReadsDesc = prometheus.NewDesc("openstack_vm_api_signal_requests_total",
 		"Reads of Nova's own signals: instance actions of servers that became SHUTOFF, migration listings.", []string{"api"}, nil)
 	signalErrorsDesc = prometheus.NewDesc("openstack_vm_api_signal_errors_total",
@@ -40,7 +37,7 @@ type SignalCollector struct {
 // Describe sends the descriptors.
 func (c *SignalCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{shutoffCauseDesc, shutoffStoppedDesc, shutoffPendingDesc, hostDisabledDesc,
-		migrationStatusDesc, migrationAgeDesc, signalReadsDesc, signalErrorsDesc} {
+		migrationAgeDesc, signalReadsDesc, signalErrorsDesc} {
 		ch <- d
 	}
 }
@@ -64,11 +61,8 @@ func (c *SignalCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(hostDisabledDesc, prometheus.GaugeValue, 1, host, class)
 	}
 	for _, m := range snap.Migrations {
-		ch <- prometheus.MustNewConstMetric(migrationStatusDesc, prometheus.GaugeValue, 1,
+		ch <- prometheus.MustNewConstMetric(migrationAgeDesc, prometheus.GaugeValue, m.Age.Seconds(),
 			m.ServerID, m.ID, m.Source, m.Dest, m.Type, m.Status)
-		if !m.Created.IsZero() {
-			ch <- prometheus.MustNewConstMetric(migrationAgeDesc, prometheus.GaugeValue, m.Age.Seconds(), m.ServerID, m.ID, m.Source)
-		}
 	}
 	h := c.inv.Health()
 	ch <- prometheus.MustNewConstMetric(shutoffPendingDesc, prometheus.GaugeValue, float64(h.ShutoffPending))

@@ -417,7 +417,6 @@ func (inv *Inventory) refresh(ctx context.Context, opts Options, client *Client,
 		novaNow = start
 	}
 	inv.noteShutoffs(next, novaNow)
-	inv.readShutoffCauses(ctx, opts.Logger, client, next)
 
 	// A per-host exporter reads its host's service state with each full
 	// listing only: a thousand of them asking every minute would cost Nova
@@ -428,6 +427,9 @@ func (inv *Inventory) refresh(ctx context.Context, opts Options, client *Client,
 		inv.refreshServiceStates(ctx, opts, client, hostFilter)
 		inv.refreshMigrations(ctx, opts.Logger, client, hostFilter, opts.OpenStack.PageSize, novaNow)
 	}
+	// Last: bounded, and what the time left does not cover waits for the
+	// next refresh.
+	inv.readShutoffCauses(ctx, opts.Logger, client, next)
 	if hostFilter == "" {
 		inv.setHostKnown(nil)
 	}

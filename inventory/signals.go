@@ -408,6 +408,10 @@ func (inv *Inventory) readShutoffCauses(ctx context.Context, logger *slog.Logger
 		}
 		if err != nil {
 			inv.countSignal(SignalInstanceActions, err)
+			if ctx.Err() != nil {
+				// The refresh ran out of time: not this server's fault.
+				return
+			}
 			inv.actionsPending[id]++
 			if inv.actionsPending[id] >= maxActionAttempts {
 				s.ShutoffCause = CauseUnknown
