@@ -34,18 +34,25 @@ type Cloud struct {
 	*standin.Cloud
 }
 
-// StartCloud serves the demo cloud on 127.0.0.1 and points the OS_*
-// variables of this process at it, so the exporter finds it the way it
-// finds a real cloud.
-func StartCloud() (*Cloud, *config.Config, error) {
+// StartCloud serves the demo cloud with these servers on 127.0.0.1 and
+// points the OS_* variables of this process at it, so the exporter finds it
+// the way it finds a real cloud.
+func StartCloud(fleet []Server) (*Cloud, *config.Config, error) {
 	sc, err := standin.Start("127.0.0.1:0")
 	if err != nil {
 		return nil, nil, fmt.Errorf("starting the demo cloud: %w", err)
 	}
 	sc.Password = "demo-password"
-	sc.Put(Fleet(time.Now())...)
-	for host, state := range ServiceStates() {
-		sc.SetService(host, state)
+	now := time.Now()
+	for _, s := range fleet {
+		sc.Put(s.Server)
+		for _, a := range s.Actions {
+			sc.AddAction(s.ID, a)
+		}
+	}
+	sc.PutMigrations(Migrations(now)...)
+	for host, svc := range Services() {
+		sc.PutService(host, svc)
 	}
 	os.Unsetenv("OS_CLOUD")
 	for k, v := range sc.Env() {
