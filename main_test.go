@@ -983,10 +983,11 @@ func TestDemo(t *testing.T) {
 		t.Errorf("the demo does not say where to look:\n%s", r.output)
 	}
 	// Reachability in the demo's network namespaces (servers stop
-	// answering a minute in) and Nova's own signals.
+	// answering a minute in), Nova's own signals, and the exporter of the
+	// down host, gone with it.
 	want := []string{"OpenStackVMUnreachable", "OpenStackHostVMsUnreachable", "OpenStackVMPacketLoss", "OpenStackVMHighLatency",
 		"OpenStackVMStoppedByNova", "OpenStackHostVMsStoppedByNova", "OpenStackComputeHostAutoDisabled",
-		"OpenStackVMMigrationFailed", "OpenStackVMMigrationStuck"}
+		"OpenStackVMMigrationFailed", "OpenStackVMMigrationStuck", "OpenStackVMExporterDown"}
 	waitFor(t, 4*time.Minute, "reachability and Nova's own signals firing in the demo", func() string {
 		_, body := get(nil, "http://"+promAddr+`/api/v1/query?query=count+by+(alertname)(ALERTS{alertstate="firing"})`)
 		var missing []string
