@@ -275,4 +275,33 @@ func TestRealNovaSignals(t *testing.T) {
 			t.Log(lab.Logs())
 		}
 	})
+	// The reads Nova's policy refuses: counted once, then not tried again;
+	// the causes unknown, no migrations, and the refresh still succeeds.
+	t.Run("denied by policy", func(t *testing.T) {
+		if err := lab.SetNovaPolicy(`"os_compute_api:os-migrations:index": "!"
+"os_compute_api:os-instance-actions:list": "!"
+`); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { lab.SetNovaPolicy("") })
+		fresh := labService(t, lab, "all", "")
+		var f map[string]*dto.MetricFamily
+		for range 2 {
+			f = gather(t, lab, fresh)
+		}
+		if m := f["openstack_vm_migration_age_seconds"].GetMetric(); len(m) != 0 {
+			t.Errorf("migrations listed against the policy: %v", m)
+		}
+		for _, api := range []string{"migrations", "instance_actions"} {
+			reads, _ := value(f, "openstack_vm_api_signal_requests_total", map[string]string{"api": api})
+			errs, _ := value(f, "openstack_vm_api_signal_errors_total", map[string]string{"api": api, "reason": "auth"})
+			if reads != 1 || errs != 1 {
+				t.Errorf("%s: %v reads, %v auth errors; want 1 and 1 (not tried again)", api, reads, errs)
+			}
+		}
+		// The servers Nova stopped minutes ago, first seen now: unknown.
+		if c := causes(f); c[id(crashFirst+1)] != "unknown" {
+			t.Errorf("causes without the actions: %v", c)
+		}
+	})
 }
