@@ -1,9 +1,15 @@
 package inventory
 
 import (
+	"context"
 	"fmt"
+	"net/http"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/standin"
 )
 
 func TestShutoffCause(t *testing.T) {
@@ -118,5 +124,57 @@ func TestNoteShutoffs(t *testing.T) {
 	inv.noteShutoffs(next3, now)
 	if len(inv.actionsPending) != 0 || next3["recent"].ShutoffCause != "" {
 		t.Fatalf("after a start: pending %v", inv.actionsPending)
+	}
+}
+
+// A failing instance-action read is tried at the next refreshes, at most
+// maxActionAttempts times, then the cause is unknown and the server is not
+// read again while it stays SHUTOFF. (Nova cannot be made to fail one call
+// on demand: a stand-in answers 500.)
+func TestShutoffCauseReadsGiveUp(t *testing.T) {
+	cloud := startStandin(t)
+	cloud.Put(standin.Server{ID: "s1", Name: "vm", Host: "cmp-1", VMState: "active", PowerState: 1},
+		standin.Server{ID: "s2", Name: "vm2", Host: "cmp-1", VMState: "active", PowerState: 1})
+	inv := newTestInventory(t, cloud, nil)
+	ctx := context.Background()
+	if err := inv.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var actionReads atomic.Int64
+	cloud.SetFault(func(r *http.Request) *standin.Failure {
+		if strings.HasSuffix(r.URL.Path, "/servers/s1/os-instance-actions") {
+			actionReads.Add(1)
+			return &standin.Failure{Status: 500}
+		}
+		return nil
+	})
+	cloud.AddAction("s2", standin.Action{Action: "stop", UserID: "", Start: time.Now()})
+	for _, id := range []string{"s1", "s2"} {
+		cloud.Update(id, func(s *standin.Server) { s.VMState, s.PowerState = "stopped", 4 })
+	}
+	cause := func(id string) string {
+		for _, s := range inv.Snapshot().Servers {
+			if s.ID == id {
+				return s.ShutoffCause
+			}
+		}
+		return "gone"
+	}
+	for i := 1; i <= 5; i++ {
+		if err := inv.Refresh(ctx); err != nil {
+			t.Fatal(err)
+		}
+		want := ""
+		if i >= maxActionAttempts {
+			want = CauseUnknown
+		}
+		if got := cause("s1"); got != want || cause("s2") != CauseNovaPowerSync {
+			t.Errorf("refresh %d: causes %q %q, want %q and %q", i, got, cause("s2"), want, CauseNovaPowerSync)
+		}
+	}
+	h := inv.Health()
+	if actionReads.Load() != maxActionAttempts || h.SignalErrors[SignalKey{SignalInstanceActions, Reason5xx}] != maxActionAttempts ||
+		h.SignalReads[SignalInstanceActions] != maxActionAttempts+1 || h.ShutoffPending != 0 {
+		t.Errorf("%d reads of s1, health %+v", actionReads.Load(), h)
 	}
 }
