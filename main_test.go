@@ -987,7 +987,8 @@ func TestDemo(t *testing.T) {
 	// down host, gone with it.
 	want := []string{"OpenStackVMUnreachable", "OpenStackHostVMsUnreachable", "OpenStackVMPacketLoss", "OpenStackVMHighLatency",
 		"OpenStackVMStoppedByNova", "OpenStackHostVMsStoppedByNova", "OpenStackComputeHostAutoDisabled",
-		"OpenStackVMMigrationFailed", "OpenStackVMMigrationStuck", "OpenStackVMExporterDown"}
+		"OpenStackVMMigrationFailed", "OpenStackVMMigrationStuck", "OpenStackVMExporterDown",
+		"OpenStackVMExporterProbeErrors"}
 	waitFor(t, 4*time.Minute, "reachability and Nova's own signals firing in the demo", func() string {
 		_, body := get(nil, "http://"+promAddr+`/api/v1/query?query=count+by+(alertname)(ALERTS{alertstate="firing"})`)
 		var missing []string

@@ -99,6 +99,15 @@ func Servers(now time.Time, namespaces bool) []Server {
 	slow := vm(52, "slow-link", hostOK, "active", "", 1, 24*time.Hour)
 	slow.Reach = netlab.Slow
 	fleet = append(fleet, guest, lossy, slow)
+	if namespaces {
+		// An address the hypervisor has no route to (its network is not
+		// plugged on this host): the kernel refuses the echo requests, and
+		// the exporter counts send errors.
+		unrouted := vm(53, "on-unplugged-network", hostOK, "active", "", 1, 24*time.Hour)
+		unrouted.Net = nil
+		unrouted.Addresses = []standin.Address{{Network: "demo-provider", Addr: "198.18.200.53", Type: "fixed"}}
+		fleet = append(fleet, unrouted)
+	}
 	for i := range 3 {
 		s := vm(60+i, fmt.Sprintf("rack-b-%d", i+1), hostCutOff, "active", "", 1, 24*time.Hour)
 		s.Dies = true
