@@ -151,9 +151,20 @@ func runReport(o reportOptions, logger *slog.Logger) int {
 		return 0
 	}
 	cfg, err := loadConfig(o.configFile, o.host)
+	newService := exporter.New
 	if o.demo {
+		// The servers that die in the demo are dead from the start: the
+		// report sees one probe cycle.
+		fleet, network := demoNetwork(logger)
+		if network != nil {
+			defer network.Close()
+			if err := network.Break(); err != nil {
+				logger.Warn("the demo could not cut its dying servers off", "err", err)
+			}
+			newService = demoService(network)
+		}
 		var cloud *demo.Cloud
-		cloud, cfg, err = demo.StartCloud()
+		cloud, cfg, err = demo.StartCloud(fleet)
 		if err == nil {
 			defer cloud.Close()
 			demo.ChooseICMPMode(cfg, logger)
@@ -163,11 +174,11 @@ func runReport(o reportOptions, logger *slog.Logger) int {
 		logger.Error("invalid configuration", "err", err)
 		return 1
 	}
-	svc, err := exporter.New(cfg, logger)
+	svc, err := newService(cfg, logger)
 	if errors.Is(err, probes.ErrPermission) {
 		logger.Warn("no ICMP probing in this report", "err", err)
 		cfg.Probe.ICMP.Enabled = false
-		svc, err = exporter.New(cfg, logger)
+		svc, err = newService(cfg, logger)
 	}
 	if err != nil {
 		logger.Error("setting up", "err", err)
@@ -200,9 +211,49 @@ func runReport(o reportOptions, logger *slog.Logger) int {
 	return r.ExitStatus()
 }
 
+// demoNetwork builds the demo's network namespaces and returns the fleet
+// placed in them; where it cannot, the fleet on loopback addresses and a
+// nil network.
+func demoNetwork(logger *slog.Logger) ([]demo.Server, *demo.Network) {
+	fleet := demo.Servers(time.Now(), true)
+	network, err := demo.StartNetwork(fleet)
+	if err != nil {
+		logger.Warn("the demo's servers are on loopback addresses, where every address answers: no reachability alert can fire",
+			"reason", err)
+		return demo.Servers(time.Now(), false), nil
+	}
+	return fleet, network
+}
+
+// demoService builds the exporter with its ICMP sockets in the demo
+// network's hypervisor namespace (no default route): probes reach the
+// demo's servers and nothing else. The HTTP clients and listeners stay in
+// the machine's namespace.
+func demoService(network *demo.Network) func(*config.Config, *slog.Logger) (*exporter.Service, error) {
+	return func(cfg *config.Config, logger *slog.Logger) (svc *exporter.Service, err error) {
+		nerr := network.Do(func() error {
+			svc, err = exporter.New(cfg, logger)
+			return nil
+		})
+		return svc, errors.Join(nerr, err)
+	}
+}
+
 // runDemo starts the demo cloud and serves the exporter on it.
 func runDemo(webConfig *web.FlagConfig, promAddr string, signals <-chan os.Signal, logger *slog.Logger) error {
-	cloud, cfg, err := demo.StartCloud()
+	fleet, network := demoNetwork(logger)
+	var newService func(*config.Config, *slog.Logger) (*exporter.Service, error)
+	reachability := "  reachability: none (run as root with iproute2 and nftables for the network namespaces)"
+	if network != nil {
+		defer network.Close()
+		newService = demoService(network)
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go network.BreakAfter(ctx, time.Minute, logger)
+		reachability = "  reachability: servers in network namespaces; guest-crashes and the rack of demo-hypervisor-6\n" +
+			"                stop answering a minute in, lossy-link loses half its pings, slow-link answers in 80 ms"
+	}
+	cloud, cfg, err := demo.StartCloud(fleet)
 	if err != nil {
 		return err
 	}
@@ -231,12 +282,13 @@ openstack-vm-exporter demo
   metrics:  http://%s/metrics
   try:      curl -s http://%s/metrics | grep -E '^openstack_vm_(status|icmp_up)'
 %s
+%s
   report:   openstack-vm-exporter report --demo   (the same known issues, once, as a table)
 Stop with Ctrl-C.
 
-`, cloud.URL, addr, addr, prometheusLine)
+`, cloud.URL, addr, addr, prometheusLine, reachability)
 	return runServer(cfg, func() (*config.Config, error) { return cfg, nil }, serverOptions{web: webConfig, metricsPath: "/metrics",
-		writeTimeout: 2 * time.Minute, signals: signals}, logger)
+		writeTimeout: 2 * time.Minute, signals: signals, newService: newService}, logger)
 }
 
 // loadConfig reads the file (or takes the defaults) and applies the host
@@ -270,13 +322,19 @@ type serverOptions struct {
 	lifecycle    bool
 	writeTimeout time.Duration
 	signals      <-chan os.Signal
+	// newService builds the service (default exporter.New); the demo
+	// builds it inside its network namespace.
+	newService func(*config.Config, *slog.Logger) (*exporter.Service, error)
 }
 
 // runServer starts the inventory and probe loops, serves HTTP, reloads the
 // configuration on SIGHUP or POST /-/reload, and stops on SIGINT/SIGTERM.
 func runServer(cfg *config.Config, load func() (*config.Config, error), o serverOptions, logger *slog.Logger) error {
 	logger.Info("starting openstack-vm-exporter", "version", version.Info(), "build_context", version.BuildContext())
-	svc, err := exporter.New(cfg, logger)
+	if o.newService == nil {
+		o.newService = exporter.New
+	}
+	svc, err := o.newService(cfg, logger)
 	if err != nil {
 		return err
 	}

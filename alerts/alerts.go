@@ -77,6 +77,15 @@ type Params struct {
 	ClockSkewFor        string `yaml:"clock_skew_for"`
 	HostUnknownFor      string `yaml:"host_unknown_for"`
 	ExporterDownFor     string `yaml:"exporter_down_for"`
+
+	// Nova's own signals.
+	StoppedByNovaFor               string `yaml:"stopped_by_nova_for"`
+	HostStoppedByNovaMinVMs        int    `yaml:"host_stopped_by_nova_min_vms"`
+	HostStoppedByNovaSpreadSeconds int    `yaml:"host_stopped_by_nova_spread_seconds"`
+	HostStoppedByNovaFor           string `yaml:"host_stopped_by_nova_for"`
+	HostAutoDisabledFor            string `yaml:"host_auto_disabled_for"`
+	MigrationFailedFor             string `yaml:"migration_failed_for"`
+	MigrationRunningSeconds        int    `yaml:"migration_running_seconds"`
 }
 
 // TaskThreshold is one task state's StuckInTaskState threshold.

@@ -164,11 +164,12 @@ func sameTLS(a, b *tls.Config) bool {
 // extra ones given.
 func (s *Service) registries(extra ...prometheus.Collector) {
 	health := &HealthCollector{inv: s.inv, prober: s.prober, interval: s.refreshInterval}
+	signals := &SignalCollector{inv: s.inv}
 	s.small = prometheus.NewRegistry()
-	s.small.MustRegister(append([]prometheus.Collector{health}, extra...)...)
+	s.small.MustRegister(append([]prometheus.Collector{health, signals}, extra...)...)
 	s.registry = prometheus.NewRegistry()
 	s.registry.MustRegister(append([]prometheus.Collector{
-		health, &ServerCollector{inv: s.inv}, &TargetCollector{p: s.prober}, &RTTCollector{p: s.prober},
+		health, signals, &ServerCollector{inv: s.inv}, &TargetCollector{p: s.prober}, &RTTCollector{p: s.prober},
 	}, extra...)...)
 }
 

@@ -319,6 +319,8 @@ func (c *Client) GetServer(ctx context.Context, id string, keepMetadata []string
 type ComputeService struct {
 	Status    string
 	Heartbeat bool
+	// Disabled is DisabledNone, DisabledOperator or DisabledAutomatic.
+	Disabled string
 }
 
 // ComputeServiceStates reads the nova-compute services (of one host, or all
@@ -342,10 +344,11 @@ func (c *Client) ComputeServices(ctx context.Context, host string) (map[string]C
 	}
 	var body struct {
 		Services []struct {
-			Host       string `json:"host"`
-			State      string `json:"state"`
-			Status     string `json:"status"`
-			ForcedDown bool   `json:"forced_down"`
+			Host           string  `json:"host"`
+			State          string  `json:"state"`
+			Status         string  `json:"status"`
+			ForcedDown     bool    `json:"forced_down"`
+			DisabledReason *string `json:"disabled_reason"`
 		} `json:"services"`
 	}
 	if _, err := c.getJSON(ctx, c.compute.ServiceURL("os-services")+"?"+values.Encode(), &body); err != nil {
@@ -353,7 +356,15 @@ func (c *Client) ComputeServices(ctx context.Context, host string) (map[string]C
 	}
 	services := make(map[string]ComputeService, len(body.Services))
 	for _, s := range body.Services {
-		services[Clean(s.Host)] = ComputeService{Status: HostStatus(s.State, s.Status, s.ForcedDown), Heartbeat: s.State == "up"}
+		reason := ""
+		if s.DisabledReason != nil {
+			reason = *s.DisabledReason
+		}
+		services[Clean(s.Host)] = ComputeService{
+			Status:    HostStatus(s.State, s.Status, s.ForcedDown),
+			Heartbeat: s.State == "up",
+			Disabled:  DisabledClass(s.Status, reason),
+		}
 	}
 	return services, nil
 }

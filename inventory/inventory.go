@@ -34,6 +34,13 @@ type Snapshot struct {
 	HostHeartbeat map[string]bool
 	// Taken is when the refresh that produced it started.
 	Taken time.Time
+	// HostDisabled maps a Nova host to the class of its compute service's
+	// disabled reason (DisabledNone, DisabledOperator, DisabledAutomatic),
+	// where os-services could be read.
+	HostDisabled map[string]string
+	// Migrations are the servers' newest migrations that failed or are in
+	// progress (see migrationsToWatch), sorted by server id.
+	Migrations []Migration
 }
 
 // Health is the state of the refresh loop, for the exporter's own metrics.
@@ -59,6 +66,13 @@ type Health struct {
 	// no server at all while every refresh succeeds. Nil in scope all,
 	// before the services were read, and when this user may not read them.
 	HostKnown *bool
+	// SignalReads counts the reads of Nova's own signals by API
+	// (SignalAPIs), SignalErrors their failures by API and reason.
+	SignalReads  map[string]uint64
+	SignalErrors map[SignalKey]uint64
+	// ShutoffPending is the servers that just became SHUTOFF whose
+	// actions are still to be read.
+	ShutoffPending int
 }
 
 // Options configures an Inventory.
@@ -99,6 +113,14 @@ type Inventory struct {
 	forceFull       bool
 	warnedFilter    bool
 	consecutiveFail int
+
+	// Nova's own signals (signals.go). actionsPending maps the servers
+	// whose actions are to be read to the failed reads so far.
+	actionsPending   map[string]int
+	actionsDenied    bool
+	migrations       []Migration
+	migrationsDenied bool
+	hostDisabled     map[string]string
 }
 
 // New returns an inventory with an empty snapshot; Run fills it.
@@ -113,14 +135,22 @@ func New(opts Options, client *Client) *Inventory {
 		client:  client,
 		servers: map[string]*Server{},
 		health: Health{
-			Errors:    map[string]uint64{},
-			Refreshes: map[string]uint64{"full": 0, "incremental": 0},
+			Errors:       map[string]uint64{},
+			Refreshes:    map[string]uint64{"full": 0, "incremental": 0},
+			SignalReads:  map[string]uint64{},
+			SignalErrors: map[SignalKey]uint64{},
 		},
 	}
 	for _, r := range Reasons {
 		inv.health.Errors[r] = 0
+		for _, api := range SignalAPIs {
+			inv.health.SignalErrors[SignalKey{api, r}] = 0
+		}
 	}
-	inv.snap.Store(&Snapshot{HostStatus: map[string]string{}, HostHeartbeat: map[string]bool{}})
+	for _, api := range SignalAPIs {
+		inv.health.SignalReads[api] = 0
+	}
+	inv.snap.Store(&Snapshot{HostStatus: map[string]string{}, HostHeartbeat: map[string]bool{}, HostDisabled: map[string]string{}})
 	warnInsecure(opts.Logger, client)
 	return inv
 }
@@ -147,6 +177,11 @@ func (inv *Inventory) Health() Health {
 	h := inv.health
 	h.Errors = maps(inv.health.Errors)
 	h.Refreshes = maps(inv.health.Refreshes)
+	h.SignalReads = maps(inv.health.SignalReads)
+	h.SignalErrors = make(map[SignalKey]uint64, len(inv.health.SignalErrors))
+	for k, v := range inv.health.SignalErrors {
+		h.SignalErrors[k] = v
+	}
 	if inv.client != nil {
 		h.Requests, h.Bytes = inv.client.Traffic()
 		// Traffic of clients replaced by a reload is kept in the totals.
@@ -380,6 +415,13 @@ func (inv *Inventory) refresh(ctx context.Context, opts Options, client *Client,
 		}
 	}
 
+	// Nova's clock, for the signals' windows and ages.
+	novaNow := novaDate
+	if novaNow.IsZero() {
+		novaNow = start
+	}
+	inv.noteShutoffs(next, novaNow)
+
 	// A per-host exporter reads its host's service state with each full
 	// listing only: a thousand of them asking every minute would cost Nova
 	// more than the listings, and a host whose service is down is seen by
@@ -387,7 +429,11 @@ func (inv *Inventory) refresh(ctx context.Context, opts Options, client *Client,
 	// keeps the last known states and does not fail the refresh.
 	if full || hostFilter == "" {
 		inv.refreshServiceStates(ctx, opts, client, hostFilter)
+		inv.refreshMigrations(ctx, opts.Logger, client, hostFilter, opts.OpenStack.PageSize, novaNow)
 	}
+	// Last: bounded, and what the time left does not cover waits for the
+	// next refresh.
+	inv.readShutoffCauses(ctx, opts.Logger, client, next)
 	if hostFilter == "" {
 		inv.setHostKnown(nil)
 	}
@@ -532,6 +578,10 @@ func (inv *Inventory) refreshServiceStates(ctx context.Context, opts Options, cl
 		opts.Logger.Info("the compute services are readable again")
 	}
 	inv.serviceStates = services
+	inv.hostDisabled = make(map[string]string, len(services))
+	for h, svc := range services {
+		inv.hostDisabled[h] = svc.Disabled
+	}
 	if host != "" {
 		inv.checkHostKnown(ctx, opts, client, host, services)
 	}
@@ -606,7 +656,16 @@ func (inv *Inventory) publish(taken time.Time) {
 		HostStatus:    make(map[string]string, len(inv.serviceStates)),
 		HostHeartbeat: make(map[string]bool, len(inv.serviceStates)),
 		Taken:         taken,
+		// Both replaced, never modified, by the refresh: shared.
+		HostDisabled: inv.hostDisabled,
+		Migrations:   inv.migrations,
 	}
+	if snap.HostDisabled == nil {
+		snap.HostDisabled = map[string]string{}
+	}
+	inv.mu.Lock()
+	inv.health.ShutoffPending = len(inv.actionsPending)
+	inv.mu.Unlock()
 	for _, s := range inv.servers {
 		snap.Servers = append(snap.Servers, *s)
 		if s.Host != "" && s.HostStatus != "" {

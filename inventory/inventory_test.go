@@ -110,8 +110,9 @@ func TestFullRefreshPaginates(t *testing.T) {
 		}
 	}
 	h := inv.Health()
-	// 1 login + 1 version document + 10 pages + 1 service list.
-	if !h.Up || !h.Ready || h.Refreshes["full"] != 1 || h.Requests != 13 {
+	// 1 login + 1 version document + 10 pages + 1 service list + 1
+	// migration list.
+	if !h.Up || !h.Ready || h.Refreshes["full"] != 1 || h.Requests != 14 {
 		t.Errorf("health %+v", h)
 	}
 	if cloud.Logins() != 1 {
@@ -182,8 +183,8 @@ func TestIncrementalRefresh(t *testing.T) {
 	if h := inv.Health(); h.Refreshes["incremental"] != 1 {
 		t.Fatalf("second refresh not incremental: %+v", h.Refreshes)
 	}
-	if got := cloud.Requests() - before; got != 2 {
-		t.Errorf("quiet incremental refresh sent %d requests, want 2 (servers, services)", got)
+	if got := cloud.Requests() - before; got != 3 {
+		t.Errorf("quiet incremental refresh sent %d requests, want 3 (servers, services, migrations)", got)
 	}
 	if len(inv.Snapshot().Servers) != 30 {
 		t.Fatal("servers lost by an incremental refresh")

@@ -36,6 +36,13 @@ type Server struct {
 	Addresses   []Address
 	// Metadata holds only the keys the exporter was asked to keep.
 	Metadata map[string]string
+	// ShutoffCause says, for a server the exporter saw become SHUTOFF,
+	// why (CauseNovaPowerSync, CauseUser, CauseUnknown): "" for any other
+	// server, and while its actions are still to be read.
+	ShutoffCause string
+	// ShutoffStopped is when the stop that explains the SHUTOFF began, by
+	// Nova's clock; zero when unknown.
+	ShutoffStopped time.Time
 }
 
 // Address is one address of a server on one Nova network.

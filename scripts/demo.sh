@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # One command from a fresh Debian machine to a running exporter: installs
 # what the demo needs (Go modules; Debian's prometheus, so that the bundled
-# alerts can be seen firing), builds the exporter, and runs it against its
-# built-in demo cloud on 127.0.0.1. Run as root (ICMP to the demo servers'
-# loopback addresses needs raw sockets); Ctrl-C stops everything.
+# alerts can be seen firing; iproute2 and nftables for the demo's network),
+# builds the exporter, and runs it against its built-in demo cloud on
+# 127.0.0.1, whose servers live in network namespaces (198.18.0.0/15) the
+# demo builds. Run as root (network namespaces, raw ICMP sockets); Ctrl-C
+# stops everything and removes the namespaces.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/goenv.sh

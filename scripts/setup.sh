@@ -13,13 +13,13 @@ packages=(
   prometheus              # promtool, and the Prometheus of the end-to-end test and demo
   ca-certificates
   make                    # the build (make build), which the demo and the tests use
+  iproute2                # ip netns, veth: the namespace lab and the demo's network
+  nftables                # packet loss in the lab and in the demo
 )
 # SETUP_PROFILE=demo installs only what the demo needs.
 if [[ "${SETUP_PROFILE:-test}" != demo ]]; then
   packages+=(
     prometheus-alertmanager # Alertmanager and amtool
-    iproute2                # ip netns, veth
-    nftables                # packet loss in the lab
     python3-keystone        # a real Keystone on loopback
     python3-nova            # the real Nova API on loopback
     systemd                 # systemd-analyze verify for the unit file

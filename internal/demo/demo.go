@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"time"
@@ -34,18 +35,25 @@ type Cloud struct {
 	*standin.Cloud
 }
 
-// StartCloud serves the demo cloud on 127.0.0.1 and points the OS_*
-// variables of this process at it, so the exporter finds it the way it
-// finds a real cloud.
-func StartCloud() (*Cloud, *config.Config, error) {
+// StartCloud serves the demo cloud with these servers on 127.0.0.1 and
+// points the OS_* variables of this process at it, so the exporter finds it
+// the way it finds a real cloud.
+func StartCloud(fleet []Server) (*Cloud, *config.Config, error) {
 	sc, err := standin.Start("127.0.0.1:0")
 	if err != nil {
 		return nil, nil, fmt.Errorf("starting the demo cloud: %w", err)
 	}
 	sc.Password = "demo-password"
-	sc.Put(Fleet(time.Now())...)
-	for host, state := range ServiceStates() {
-		sc.SetService(host, state)
+	now := time.Now()
+	for _, s := range fleet {
+		sc.Put(s.Server)
+		for _, a := range s.Actions {
+			sc.AddAction(s.ID, a)
+		}
+	}
+	sc.PutMigrations(Migrations(now)...)
+	for host, svc := range Services() {
+		sc.PutService(host, svc)
 	}
 	os.Unsetenv("OS_CLOUD")
 	for k, v := range sc.Env() {
@@ -102,11 +110,28 @@ func StartPrometheus(ctx context.Context, dir, listen, exporter string) (*promst
 	if err := os.WriteFile(rulesFile, rules, 0o644); err != nil {
 		return nil, err
 	}
+	// A second target, the exporter of the host whose nova-compute is
+	// down, which died with it: nothing listens there.
+	dead, err := closedAddr()
+	if err != nil {
+		return nil, err
+	}
+	cfg := promstack.PrometheusConfig(5*time.Second, "openstack-vm-exporter", exporter, rulesFile, "") +
+		fmt.Sprintf("      - targets: [%q]\n        labels:\n          host: %q\n", dead, hostDown)
 	stack := promstack.New(promstack.Options{Dir: dir})
-	if _, err := stack.StartPrometheus(ctx, listen,
-		promstack.PrometheusConfig(5*time.Second, "openstack-vm-exporter", exporter, rulesFile, "")); err != nil {
+	if _, err := stack.StartPrometheus(ctx, listen, cfg); err != nil {
 		stack.Close()
 		return nil, err
 	}
 	return stack, nil
+}
+
+// closedAddr returns a loopback address nothing listens on.
+func closedAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	addr := l.Addr().String()
+	return addr, l.Close()
 }

@@ -490,6 +490,71 @@ func (l *Lab) SetComputeService(ctx context.Context, host, state string) error {
 	return err
 }
 
+// DisableComputeService disables a host's nova-compute service with a
+// reason, as `openstack compute service set --disable --disable-reason`
+// does, or as nova-compute does itself when libvirt's connection is lost
+// (a reason starting "AUTO: ").
+func (l *Lab) DisableComputeService(ctx context.Context, host, reason string) error {
+	_, err := l.python(ctx, nil, "service", l.opts.Dir, host, "MAINTENANCE", reason)
+	return err
+}
+
+// StopByNova is the user id that makes StopServer record the stop as
+// nova-compute's power sync does.
+const StopByNova = "nova"
+
+// StopServers stops servers and records the instance action "stop" as Nova
+// does: by StopByNova, with the admin context of nova-compute's power sync
+// (no user, no project: a guest that stopped by itself); by any other user
+// id, as that user's API request.
+func (l *Lab) StopServers(ctx context.Context, by string, ids ...string) error {
+	_, err := l.python(ctx, nil, append([]string{"stop", l.opts.Dir, by}, ids...)...)
+	return err
+}
+
+// RecordAction records an instance action (start, reboot...) by a user (or
+// StopByNova), as Nova's API records one, without changing the server.
+func (l *Lab) RecordAction(ctx context.Context, id, action, by string) error {
+	_, err := l.python(ctx, nil, "action", l.opts.Dir, id, action, by)
+	return err
+}
+
+// Migration is a migration record to create.
+type Migration struct {
+	ServerID string
+	// Source defaults to the server's host.
+	Source, Dest string
+	// Status as Nova writes it: running, error, failed, completed...
+	Status string
+	// Type: live-migration (default), migration, resize, evacuation.
+	Type string
+	// CreatedAt and UpdatedAt backdate the record (zero: now; UpdatedAt
+	// zero: CreatedAt).
+	CreatedAt, UpdatedAt time.Time
+}
+
+// SeedMigrations creates migration records through Nova's object layer and
+// returns their uuids.
+func (l *Lab) SeedMigrations(ctx context.Context, migs []Migration) ([]string, error) {
+	var list []map[string]any
+	for _, m := range migs {
+		e := map[string]any{"instance_uuid": m.ServerID, "status": m.Status, "type": m.Type, "source": m.Source, "dest": m.Dest}
+		if !m.CreatedAt.IsZero() {
+			e["created_at"] = m.CreatedAt.UTC().Format(time.RFC3339)
+		}
+		if !m.UpdatedAt.IsZero() {
+			e["updated_at"] = m.UpdatedAt.UTC().Format(time.RFC3339)
+		}
+		list = append(list, e)
+	}
+	b, _ := json.Marshal(list)
+	out, err := l.python(ctx, bytes.NewReader(b), "migrations", l.opts.Dir)
+	if err != nil {
+		return nil, err
+	}
+	return strings.Fields(out), nil
+}
+
 // Token logs in as the lab's admin and returns the token.
 func (l *Lab) Token(ctx context.Context) (string, error) {
 	return l.login(ctx, passwordAuth("admin", AdminPassword, "admin"), nil)

@@ -87,11 +87,13 @@ type Cloud struct {
 	server   *http.Server
 	listener net.Listener
 
-	mu       sync.Mutex
-	servers  map[string]*Server
-	services map[string]Service // by host
-	tokens   map[string]time.Time
-	fault    Fault
+	mu         sync.Mutex
+	servers    map[string]*Server
+	services   map[string]Service  // by host
+	actions    map[string][]Action // by server id, oldest first
+	migrations []Migration
+	tokens     map[string]time.Time
+	fault      Fault
 
 	logins   atomic.Int64
 	requests atomic.Int64
@@ -115,6 +117,7 @@ func Start(addr string) (*Cloud, error) {
 		listener: l,
 		servers:  map[string]*Server{},
 		services: map[string]Service{},
+		actions:  map[string][]Action{},
 		tokens:   map[string]time.Time{},
 		hangs:    make(chan struct{}),
 	}
@@ -127,6 +130,8 @@ func Start(addr string) (*Cloud, error) {
 	mux.HandleFunc("GET /compute/v2.1/servers", c.authorized(c.listServers))
 	mux.HandleFunc("GET /compute/v2.1/servers/{id}", c.authorized(c.showServer))
 	mux.HandleFunc("GET /compute/v2.1/os-services", c.authorized(c.listServices))
+	mux.HandleFunc("GET /compute/v2.1/servers/{id}/os-instance-actions", c.authorized(c.listActions))
+	mux.HandleFunc("GET /compute/v2.1/os-migrations", c.authorized(c.listMigrations))
 	c.server = &http.Server{Handler: c.count(mux), ReadHeaderTimeout: 5 * time.Second}
 	c.wg.Add(1)
 	go func() {
@@ -207,6 +212,9 @@ type Service struct {
 	// Dead: the service stopped reporting (state "down" without
 	// forced_down).
 	Dead bool
+	// DisabledReason of a disabled service ("standin maintenance" if
+	// empty); nova-compute's own start "AUTO: ".
+	DisabledReason string
 }
 
 // HostStatus is what Nova derives from the record for the host's servers
@@ -564,6 +572,9 @@ func (c *Cloud) listServices(w http.ResponseWriter, r *http.Request) {
 		var reason any
 		if svc.Disabled {
 			status, reason = "disabled", "standin maintenance"
+			if svc.DisabledReason != "" {
+				reason = svc.DisabledReason
+			}
 		}
 		out = append(out, map[string]any{"id": i + 1, "binary": "nova-compute", "host": h, "zone": "nova",
 			"status": status, "state": state, "forced_down": svc.ForcedDown, "disabled_reason": reason,
@@ -687,4 +698,83 @@ func nullable(s string) any {
 		return nil
 	}
 	return s
+}
+
+// Action is an instance action: UserID "" as Nova's own (power sync).
+type Action struct {
+	Action, UserID string
+	Start          time.Time
+}
+
+// Migration is a migration record of os-migrations.
+type Migration struct {
+	UUID, ServerID, Source, Dest, Status, Type string
+	Created, Updated                           time.Time
+}
+
+// AddAction records an instance action of a server.
+func (c *Cloud) AddAction(id string, a Action) {
+	c.mu.Lock()
+	c.actions[id] = append(c.actions[id], a)
+	c.mu.Unlock()
+}
+
+// PutMigrations replaces the migration records.
+func (c *Cloud) PutMigrations(ms ...Migration) {
+	c.mu.Lock()
+	c.migrations = slices.Clone(ms)
+	c.mu.Unlock()
+}
+
+func novaTime(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000000") }
+
+// listActions answers os-instance-actions, newest first.
+func (c *Cloud) listActions(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	c.mu.Lock()
+	_, known := c.servers[id]
+	acts := slices.Clone(c.actions[id])
+	c.mu.Unlock()
+	if !known {
+		novaError(w, 404, "Instance "+id+" could not be found.")
+		return
+	}
+	out := []map[string]any{}
+	for i := len(acts) - 1; i >= 0; i-- {
+		a := acts[i]
+		var user any
+		if a.UserID != "" {
+			user = a.UserID
+		}
+		out = append(out, map[string]any{"action": a.Action, "instance_uuid": id, "user_id": user,
+			"start_time": novaTime(a.Start), "updated_at": novaTime(a.Start), "message": nil, "request_id": "req-standin"})
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(map[string]any{"instanceActions": out})
+}
+
+// listMigrations answers os-migrations (host and changes-since filters,
+// newest first, no paging).
+func (c *Cloud) listMigrations(w http.ResponseWriter, r *http.Request) {
+	if c.AsNonAdmin.Load() {
+		novaError(w, 403, "Policy doesn't allow os_compute_api:os-migrations:index to be performed.")
+		return
+	}
+	host := r.URL.Query().Get("host")
+	since, _ := time.Parse(time.RFC3339, r.URL.Query().Get("changes-since"))
+	c.mu.Lock()
+	ms := slices.Clone(c.migrations)
+	c.mu.Unlock()
+	slices.SortFunc(ms, func(a, b Migration) int { return b.Created.Compare(a.Created) })
+	out := []map[string]any{}
+	for i, m := range ms {
+		if (host != "" && m.Source != host && m.Dest != host) || m.Updated.Before(since) {
+			continue
+		}
+		out = append(out, map[string]any{"id": i + 1, "uuid": m.UUID, "instance_uuid": m.ServerID,
+			"source_compute": m.Source, "dest_compute": m.Dest, "source_node": m.Source, "dest_node": m.Dest,
+			"status": m.Status, "migration_type": m.Type, "created_at": novaTime(m.Created), "updated_at": novaTime(m.Updated)})
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(map[string]any{"migrations": out})
 }

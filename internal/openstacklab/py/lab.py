@@ -13,7 +13,13 @@ Subcommands (DIR is the lab's working directory):
   register DIR               users, services and endpoints (Keystone up)
   seed DIR                   servers from JSON on stdin
   update DIR                 changes from JSON on stdin
-  service DIR HOST STATE     compute service of HOST: UP, DOWN, MAINTENANCE
+  service DIR HOST STATE [REASON]
+                             compute service of HOST: UP, DOWN, MAINTENANCE
+                             (disabled with REASON, "lab maintenance" if none)
+  stop DIR BY UUID...        stop servers as Nova records it: BY "nova" as
+                             nova-compute's power sync, else as that user
+  action DIR UUID ACTION BY  record an instance action only, by that user
+  migrations DIR             migration records from JSON on stdin
 Ports are read from DIR/ports.json, written by the Go side.
 """
 import json
@@ -460,7 +466,7 @@ def update(d):
     set_updated(d, stamps)
 
 
-def service(d, host, state):
+def service(d, host, state, reason=None):
     ctxt, cell, objects, context = nova_env(d)
     from oslo_utils import timeutils
     with context.target_cell(ctxt, cell) as cctxt:
@@ -470,7 +476,7 @@ def service(d, host, state):
             svc = objects.Service(context=cctxt, host=host, binary="nova-compute", topic="compute", report_count=1)
             svc.create()
         svc.disabled = state == "MAINTENANCE"
-        svc.disabled_reason = "lab maintenance" if svc.disabled else None
+        svc.disabled_reason = (reason or "lab maintenance") if svc.disabled else None
         svc.forced_down = state == "DOWN"
         svc.last_seen_up = timeutils.utcnow()
         svc.save()
@@ -478,6 +484,76 @@ def service(d, host, state):
         objects.HostMapping.get_by_host(ctxt, host)
     except Exception:
         objects.HostMapping(context=ctxt, host=host, cell_mapping=cell).create()
+
+
+def stop(d, by, uuids):
+    """Stop servers and record it as Nova does.
+
+    by "nova": as nova-compute's power sync when a guest stopped by itself
+    (nova/compute/manager.py, _sync_instance_power_state ->
+    _stop_unexpected_shutdown_instance -> compute_api.stop). The periodic
+    task runs with context.get_admin_context(): no user, no project, so the
+    instance action 'stop' carries user_id and project_id None. Any other
+    value: a stop through the API by that user of the server's project.
+    Then, as API and compute do: task_state powering-off and the action
+    (compute_api.force_stop), the event compute_stop_instance around the
+    power-off (wrap_instance_event), SHUTOFF.
+    """
+    ctxt, cell, objects, context = nova_env(d)
+    from nova.compute import instance_actions, power_state, task_states, vm_states
+    from nova.compute import utils as compute_utils
+    for uuid in uuids:
+        with context.target_cell(ctxt, cell) as cctxt:
+            project = objects.Instance.get_by_uuid(cctxt, uuid).project_id
+        actx = context.get_admin_context() if by == "nova" else context.RequestContext(user_id=by, project_id=project)
+        with context.target_cell(actx, cell) as cctxt:
+            inst = objects.Instance.get_by_uuid(cctxt, uuid)
+            inst.task_state = task_states.POWERING_OFF
+            inst.progress = 0
+            inst.save(expected_task_state=[None])
+            objects.InstanceAction.action_start(cctxt, inst.uuid, instance_actions.STOP, want_result=False)
+            with compute_utils.EventReporter(cctxt, "compute_stop_instance", inst.host, inst.uuid):
+                inst.power_state = power_state.SHUTDOWN
+                inst.vm_state = vm_states.STOPPED
+                inst.task_state = None
+                inst.save(expected_task_state=[task_states.POWERING_OFF])
+
+
+def action(d, uuid, name, by):
+    """Record an instance action as the API does (_record_action_start)."""
+    ctxt, cell, objects, context = nova_env(d)
+    with context.target_cell(ctxt, cell) as cctxt:
+        project = objects.Instance.get_by_uuid(cctxt, uuid).project_id
+    actx = context.get_admin_context() if by == "nova" else context.RequestContext(user_id=by, project_id=project)
+    with context.target_cell(actx, cell) as cctxt:
+        objects.InstanceAction.action_start(cctxt, uuid, name, want_result=False)
+
+
+def migrations(d):
+    """Migration records through Nova's object layer, as conductor and
+    compute write them; created_at/updated_at backdated when given."""
+    items = json.load(sys.stdin)
+    ctxt, cell, objects, context = nova_env(d)
+    stamps = []
+    with context.target_cell(ctxt, cell) as cctxt:
+        for m in items:
+            inst = objects.Instance.get_by_uuid(cctxt, m["instance_uuid"])
+            mig = objects.Migration(context=cctxt, instance_uuid=inst.uuid,
+                                    source_compute=m.get("source") or inst.host, source_node=m.get("source") or inst.node,
+                                    dest_compute=m.get("dest"), dest_node=m.get("dest"),
+                                    status=m["status"], migration_type=m.get("type") or "live-migration",
+                                    old_instance_type_id=inst.instance_type_id, new_instance_type_id=inst.instance_type_id,
+                                    user_id=inst.user_id, project_id=inst.project_id)
+            mig.create()
+            stamps.append((mig.uuid, m.get("created_at"), m.get("updated_at")))
+            print(mig.uuid, flush=True)
+    c = sqlite3.connect(os.path.join(d, "nova_cell1.db"), timeout=30)
+    for u, created, updated in stamps:
+        for col, ts in (("created_at", created), ("updated_at", updated or created)):
+            if ts:
+                c.execute(f"UPDATE migrations SET {col} = ? WHERE uuid = ?", (parse_time(ts).strftime("%Y-%m-%d %H:%M:%S.%f"), u))
+    c.commit()
+    c.close()
 
 
 def main():
@@ -501,7 +577,13 @@ def main():
     elif cmd == "update":
         update(args[0])
     elif cmd == "service":
-        service(args[0], args[1], args[2])
+        service(args[0], args[1], args[2], args[3] if len(args) > 3 else None)
+    elif cmd == "stop":
+        stop(args[0], args[1], args[2:])
+    elif cmd == "action":
+        action(args[0], args[1], args[2], args[3])
+    elif cmd == "migrations":
+        migrations(args[0])
     else:
         raise SystemExit("unknown command " + cmd)
 
