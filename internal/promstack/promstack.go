@@ -139,6 +139,20 @@ func (s *Stack) StartAlertmanager(ctx context.Context, listen, config string) (*
 		"--web.listen-address="+listen, "--cluster.listen-address=")
 }
 
+// FleetPrometheusConfig is HostPrometheusConfig for several hypervisors'
+// exporters (Nova host → address), the single Prometheus that the sharded
+// layout of docs/scaling.md replaces.
+func FleetPrometheusConfig(interval time.Duration, job string, exporters map[string]string, rulesFile, alertmanager string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "global:\n  scrape_interval: %s\n  evaluation_interval: %s\n", interval, interval)
+	fmt.Fprintf(&b, "rule_files:\n  - %s\n", rulesFile)
+	if alertmanager != "" {
+		fmt.Fprintf(&b, "alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: [%q]\n", alertmanager)
+	}
+	writeScrapeConfigs(&b, job, exporters, 0, 1)
+	return b.String()
+}
+
 // ShardScrapeConfig is the scrape configuration of scraper shard of
 // shards: the exporters (Nova host → address) scraped as
 // HostPrometheusConfig does, and kept only if the hash of their host label
@@ -149,19 +163,25 @@ func (s *Stack) StartAlertmanager(ctx context.Context, listen, config string) (*
 func ShardScrapeConfig(interval time.Duration, job string, shard, shards int, exporters map[string]string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "global:\n  scrape_interval: %s\n", interval)
-	fmt.Fprintf(&b, "scrape_configs:\n  - job_name: %s\n    honor_labels: true\n    static_configs:\n", job)
+	writeScrapeConfigs(&b, job, exporters, shard, shards)
+	return b.String()
+}
+
+func writeScrapeConfigs(b *strings.Builder, job string, exporters map[string]string, shard, shards int) {
+	fmt.Fprintf(b, "scrape_configs:\n  - job_name: %s\n    honor_labels: true\n    static_configs:\n", job)
 	hosts := make([]string, 0, len(exporters))
 	for h := range exporters {
 		hosts = append(hosts, h)
 	}
 	sort.Strings(hosts)
 	for _, h := range hosts {
-		fmt.Fprintf(&b, "      - targets: [%q]\n        labels:\n          host: %q\n", exporters[h], h)
+		fmt.Fprintf(b, "      - targets: [%q]\n        labels:\n          host: %q\n", exporters[h], h)
 	}
-	fmt.Fprintf(&b, "    relabel_configs:\n")
-	fmt.Fprintf(&b, "      - {source_labels: [host], modulus: %d, target_label: __tmp_shard, action: hashmod}\n", shards)
-	fmt.Fprintf(&b, "      - {source_labels: [__tmp_shard], regex: %q, action: keep}\n", fmt.Sprint(shard))
-	return b.String()
+	if shards > 1 {
+		fmt.Fprintf(b, "    relabel_configs:\n")
+		fmt.Fprintf(b, "      - {source_labels: [host], modulus: %d, target_label: __tmp_shard, action: hashmod}\n", shards)
+		fmt.Fprintf(b, "      - {source_labels: [__tmp_shard], regex: %q, action: keep}\n", fmt.Sprint(shard))
+	}
 }
 
 // StartVictoriaMetrics starts single-node VictoriaMetrics on listen, taking
