@@ -64,7 +64,10 @@ type chain struct {
 // seen ACTIVE (the rules that join up with the last-seen servers of a
 // host, across exporters).
 func TestShardedChain(t *testing.T) {
+	start := time.Now()
+	phase := func(what string) { t.Logf("%5.1fs %s", time.Since(start).Seconds(), what) }
 	w := newWorld(t, shardedFleet)
+	phase("lab and cloud up")
 	ctx := context.Background()
 	for _, h := range []string{hostA, hostB} {
 		if err := w.cloud.SetComputeService(ctx, h, "UP"); err != nil {
@@ -169,6 +172,7 @@ probe:
 	w.startExporterAt(t, exporterA, "exporter-a.yaml", exporterConfig(hostA), w.cloud.AdminEnv())
 	deadB := w.startExporterAt(t, exporterB, "exporter-b.yaml", exporterConfig(hostB), w.cloud.AdminEnv())
 
+	phase("both chains and exporters started")
 	// Each vmagent scrapes one of the two exporters: the sharding is real.
 	waitFor(t, 30*time.Second, "each vmagent scraping one host", func() string {
 		var got []string
@@ -244,6 +248,7 @@ probe:
 		return ""
 	})
 
+	phase("every address answered, in both chains")
 	// Phase 2: one server stops answering.
 	if err := w.net.Remove(netip.MustParseAddr("198.18.0.1")); err != nil {
 		t.Fatal(err)
@@ -253,6 +258,7 @@ probe:
 		"ticket firing OpenStackVMHighLatency "+w.ids["slow"],
 		"ticket firing OpenStackVMUnreachable "+w.ids["a"])
 
+	phase("per-server alerts delivered")
 	// Phase 3: hv-a's network fails for most servers, and hv-b dies with
 	// its exporter.
 	for _, a := range []string{"198.18.0.2", "198.18.0.3", "198.18.0.4"} {
@@ -286,6 +292,7 @@ probe:
 		})
 	}
 
+	phase("host-wide pages delivered, the rest inhibited")
 	// Phase 4: the network is repaired.
 	for _, a := range []string{"198.18.0.1", "198.18.0.2", "198.18.0.3", "198.18.0.4"} {
 		if err := w.net.Restore(netlab.Answer, netip.MustParseAddr(a)); err != nil {
@@ -293,6 +300,7 @@ probe:
 		}
 	}
 	waitDelivered(90*time.Second, "every expected notification delivered", required...)
+	phase("resolutions delivered")
 	// A late notification would come within a few group intervals (2s).
 	time.Sleep(6 * time.Second)
 

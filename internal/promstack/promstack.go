@@ -108,8 +108,9 @@ func HostPrometheusConfig(interval time.Duration, job, exporter, host, rulesFile
 	return b.String()
 }
 
-// StartPrometheus writes prometheus.yml and starts Prometheus on listen.
-func (s *Stack) StartPrometheus(ctx context.Context, listen, config string) (*Process, error) {
+// StartPrometheus writes prometheus.yml and starts Prometheus on listen,
+// with any extra flags (e.g. --enable-feature=native-histograms).
+func (s *Stack) StartPrometheus(ctx context.Context, listen, config string, extra ...string) (*Process, error) {
 	dir := filepath.Join(s.opts.Dir, "prometheus")
 	if err := os.MkdirAll(filepath.Join(dir, "data"), 0o755); err != nil {
 		return nil, err
@@ -119,8 +120,8 @@ func (s *Stack) StartPrometheus(ctx context.Context, listen, config string) (*Pr
 		return nil, err
 	}
 	return s.start(ctx, "prometheus", "http://"+listen, "/-/ready", PrometheusBinary,
-		"--config.file="+cfg, "--storage.tsdb.path="+filepath.Join(dir, "data"),
-		"--web.listen-address="+listen, "--web.enable-lifecycle", "--storage.tsdb.retention.time=1d")
+		append([]string{"--config.file=" + cfg, "--storage.tsdb.path=" + filepath.Join(dir, "data"),
+			"--web.listen-address=" + listen, "--web.enable-lifecycle", "--storage.tsdb.retention.time=1d"}, extra...)...)
 }
 
 // StartAlertmanager writes alertmanager.yml and starts Alertmanager on listen.
