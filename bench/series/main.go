@@ -24,7 +24,6 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-	"text/tabwriter"
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
@@ -60,9 +59,9 @@ var variants = []variant{
 
 // count is what one exposition holds, by what the series scale with.
 type count struct {
-	series, bytes            map[string]int // by scope: vm, address, host, exporter
-	total, totalBytes, pbody int
-	nativeHistograms         int
+	series, bytes     map[string]int // by scope: vm, address, host, exporter
+	total, totalBytes int            // series, and bytes of the whole exposition
+	nativeHistograms  int
 }
 
 func main() {
@@ -71,8 +70,8 @@ func main() {
 		fmt.Fprintln(os.Stderr, "series: run as root with -binary (bench/series.sh does)")
 		os.Exit(2)
 	}
-	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "VMs\tvariant\tseries\tper VM\tper address\tper host\tper exporter\ttext bytes per VM\tPrometheus scrape_samples_scraped")
+	fmt.Println("| VMs | variant | series | per VM | per address | per host | per exporter | exposition bytes per VM | Prometheus scrape_samples_scraped |")
+	fmt.Println("|---|---|---|---|---|---|---|---|---|")
 	for _, f := range strings.Split(*sizes, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
 		if err != nil || n <= 0 {
@@ -83,10 +82,8 @@ func main() {
 			hosts := (n + *perHost - 1) / *perHost
 			perVM := float64(c.series["vm"]+c.series["address"]) / float64(n)
 			perAddr := float64(c.series["address"]) / float64(n*v.addrsVM)
-			fmt.Fprintf(tw, "%d\t%s\t%d\t%.2f\t%.2f\t%.2f\t%d\t%.0f\t%s\n", n, v.name, c.total, perVM, perAddr,
-				float64(c.series["host"])/float64(hosts), c.series["exporter"],
-				float64(c.bytes["vm"]+c.bytes["address"])/float64(n), samples)
-			tw.Flush()
+			fmt.Printf("| %d | %s | %d | %.2f | %.2f | %.2f | %d | %.0f | %s |\n", n, v.name, c.total, perVM, perAddr,
+				float64(c.series["host"])/float64(hosts), c.series["exporter"], float64(c.totalBytes)/float64(n), samples)
 		}
 	}
 }
@@ -248,7 +245,7 @@ func countText(text []byte) count {
 // one series (its classic buckets are not kept), any other histogram a
 // series per bucket, _sum and _count.
 func countProto(body []byte) count {
-	c := count{series: map[string]int{}, bytes: map[string]int{}, pbody: len(body)}
+	c := count{series: map[string]int{}, bytes: map[string]int{}}
 	dec := expfmt.NewDecoder(bytes.NewReader(body), expfmt.NewFormat(expfmt.TypeProtoDelim))
 	for {
 		var f dto.MetricFamily
