@@ -158,7 +158,7 @@ func FleetPrometheusConfig(interval time.Duration, job string, exporters map[str
 // shards: the exporters (Nova host → address) scraped as
 // HostPrometheusConfig does, and kept only if the hash of their host label
 // falls on this shard (hashmod relabelling, which Prometheus and vmagent
-// both have, though with different hash functions). Sharding by host keeps
+// both have). Sharding by host keeps
 // every series of one host, a host exporter's and any other exporter's
 // given the same host target label, on one scraper.
 func ShardScrapeConfig(interval time.Duration, job string, shard, shards int, exporters map[string]string) string {
