@@ -58,8 +58,9 @@ type chain struct {
 // chain of TestAlertChain. Both must deliver the pages and tickets the
 // faults call for, nothing else, and hold back the same alerts.
 //
-// The faults are those of docs/scaling.md: a server in ERROR, a server
-// that stops answering, then most of hv-a's servers (one host-wide page)
+// The faults are those of docs/scaling.md: a server in ERROR, a slow
+// server, a server that stops answering, then most of hv-a's servers (one
+// host-wide page)
 // and, at the same moment, hv-b's exporter killed with its servers last
 // seen ACTIVE (the rules that join up with the last-seen servers of a
 // host, across exporters).
