@@ -287,19 +287,36 @@ func (p *Process) Log() string {
 	return string(bytes.TrimSpace(b))
 }
 
-// Close stops every program started.
+// Close stops every program started: all asked at once, each killed if
+// it has not exited 5 seconds later.
 func (s *Stack) Close() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, p := range s.started {
 		if p.cmd.Process != nil {
 			_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGTERM)
+		}
+	}
+	timer := time.NewTimer(5 * time.Second)
+	defer timer.Stop()
+	expired := false
+	for _, p := range s.started {
+		if p.cmd.Process == nil {
+			continue
+		}
+		if !expired {
 			select {
 			case <-p.done:
-			case <-time.After(5 * time.Second):
-				_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-				<-p.done
+				continue
+			case <-timer.C:
+				expired = true
 			}
+		}
+		select {
+		case <-p.done:
+		default:
+			_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+			<-p.done
 		}
 	}
 	s.started = nil
