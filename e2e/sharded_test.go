@@ -18,6 +18,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/alerts"
+	"github.com/openstack-vm-exporter/openstack-vm-exporter/dashboards"
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/netlab"
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/promstack"
 )
@@ -306,6 +307,10 @@ probe:
 	}
 
 	phase("host-wide pages delivered, the rest inhibited")
+	// Grafana on VictoriaMetrics: every dashboard query is valid MetricsQL,
+	// and answers where the single Prometheus answers.
+	checkDashboardsAlike(t, w.client, prom.URL, vmdb.URL)
+
 	// Phase 4: the network is repaired.
 	for _, a := range []string{"198.18.0.1", "198.18.0.2", "198.18.0.3", "198.18.0.4"} {
 		if err := w.net.Restore(netlab.Answer, netip.MustParseAddr(a)); err != nil {
@@ -367,6 +372,36 @@ func shardedAlertmanagerConfig(t *testing.T, hook string) string {
 		t.Fatal(err)
 	}
 	return string(out)
+}
+
+// checkDashboardsAlike runs every dashboard query on the Prometheus and on
+// VictoriaMetrics: none may fail on either, and each that returns data from
+// Prometheus must return data from VictoriaMetrics.
+func checkDashboardsAlike(t *testing.T, client *http.Client, promURL, vmURL string) {
+	t.Helper()
+	ds, err := dashboards.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	vars := map[string]string{"job": "openstack-vm-exporter", "host": hostA, "project": ".*", "vm": ".*"}
+	both := 0
+	for _, d := range ds {
+		for _, q := range d.Queries(vars) {
+			np, perr := promQuery(client, promURL, q.Expr)
+			nv, verr := promQuery(client, vmURL, q.Expr)
+			switch {
+			case perr != nil:
+				t.Errorf("%s: Prometheus: %v\n%s", q.Where, perr, q.Expr)
+			case verr != nil:
+				t.Errorf("%s: VictoriaMetrics: %v\n%s", q.Where, verr, q.Expr)
+			case np > 0 && nv == 0:
+				t.Errorf("%s: data from Prometheus (%d series), none from VictoriaMetrics\n%s", q.Where, np, q.Expr)
+			case np > 0:
+				both++
+			}
+		}
+	}
+	t.Logf("%d dashboard queries return data from both", both)
 }
 
 // scrapedHosts lists the host labels of a vmagent's active targets.
