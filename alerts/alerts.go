@@ -55,6 +55,7 @@ type Params struct {
 	LatencyThresholdSeconds float64 `yaml:"latency_threshold_seconds"`
 	LatencyWindow           string  `yaml:"latency_window"`
 	LatencyFor              string  `yaml:"latency_for"`
+	RTTNativeHistogram      bool    `yaml:"rtt_native_histogram"`
 	HostUnreachableShare    float64 `yaml:"host_unreachable_share"`
 	HostUnreachableMinVMs   int     `yaml:"host_unreachable_min_vms"`
 	HostUnreachableFor      string  `yaml:"host_unreachable_for"`

@@ -95,15 +95,23 @@ type exporter struct {
 	addr   string
 	cmd    *exec.Cmd
 	output *syncbuf.Buffer
+	done   chan struct{} // closed when it exited
 }
 
 func (w *world) startExporter(t *testing.T, config string, env map[string]string) *exporter {
 	t.Helper()
-	cfgPath := filepath.Join(w.dir, "exporter.yaml")
+	return w.startExporterAt(t, "127.0.0.1:19735", "exporter.yaml", config, env)
+}
+
+// startExporterAt starts an exporter listening on addr, its configuration
+// written to file in the test's directory.
+func (w *world) startExporterAt(t *testing.T, addr, file, config string, env map[string]string) *exporter {
+	t.Helper()
+	cfgPath := filepath.Join(w.dir, file)
 	if err := os.WriteFile(cfgPath, []byte(config), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	e := &exporter{w: w, addr: "127.0.0.1:19735", output: &syncbuf.Buffer{}}
+	e := &exporter{w: w, addr: addr, output: &syncbuf.Buffer{}, done: make(chan struct{})}
 	args := append(w.net.ExecPrefix(), testenv.Binary(t), "--config.file="+cfgPath, "--web.listen-address="+e.addr, "--log.level=debug")
 	e.cmd = exec.Command(args[0], args[1:]...)
 	e.cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + w.dir}
@@ -116,15 +124,22 @@ func (w *world) startExporter(t *testing.T, config string, env map[string]string
 	if err != nil {
 		t.Fatal(err)
 	}
+	go func() { <-exited; close(e.done) }()
 	t.Cleanup(func() {
-		_ = e.cmd.Process.Kill()
-		<-exited
+		e.kill()
 		if t.Failed() {
-			t.Logf("exporter output (last 6000 bytes):\n%s", tail(e.output.String(), 6000))
+			t.Logf("exporter %s output (last 6000 bytes):\n%s", e.addr, tail(e.output.String(), 6000))
 			t.Logf("openstack logs:\n%s", w.cloud.Logs())
 		}
 	})
 	return e
+}
+
+// kill kills the exporter (SIGKILL: a dead host does not shut down
+// cleanly) and waits for it to exit.
+func (e *exporter) kill() {
+	_ = e.cmd.Process.Kill()
+	<-e.done
 }
 
 func tail(s string, n int) string {

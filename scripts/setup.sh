@@ -2,7 +2,8 @@
 # Installs what building, running and testing openstack-vm-exporter needs on
 # Debian 12: Go modules, and Debian's packages for the test suite and the
 # demo (promtool and Prometheus, Alertmanager, iproute2 and nftables for the
-# namespace lab, Keystone and Nova for the real-OpenStack tests, and the
+# namespace lab, Keystone and Nova for the real-OpenStack tests,
+# VictoriaMetrics with vmagent and vmalert for the sharded chain, and the
 # peers the benchmark compares against). Safe to run again: it installs only
 # what is missing.
 set -euo pipefail
@@ -23,6 +24,7 @@ if [[ "${SETUP_PROFILE:-test}" != demo ]]; then
     python3-keystone        # a real Keystone on loopback
     python3-nova            # the real Nova API on loopback
     systemd                 # systemd-analyze verify for the unit file
+    victoria-metrics        # victoria-metrics, vmagent, vmalert: the sharded end-to-end test
   )
 fi
 if [[ "${WITH_BENCH_PEERS:-0}" == 1 ]]; then
@@ -44,7 +46,7 @@ if ((${#missing[@]})); then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   # Debian starts these as services where it can; the project runs its own.
-  for svc in prometheus prometheus-alertmanager prometheus-node-exporter; do
+  for svc in prometheus prometheus-alertmanager prometheus-node-exporter victoria-metrics; do
     if command -v systemctl >/dev/null && systemctl is-active --quiet "$svc" 2>/dev/null; then
       systemctl stop "$svc" || true
     fi

@@ -1,5 +1,7 @@
 // Package promstack starts Debian's Prometheus and Alertmanager with the
-// bundled rules, for the demo and the end-to-end test: configuration files
+// bundled rules, for the demo and the end-to-end test, and the sharded
+// layout of docs/scaling.md (vmagent scrapers remote-writing into
+// VictoriaMetrics, vmalert evaluating the rules): configuration files
 // written into a directory of the caller, loopback ports, and processes
 // stopped by Close, or killed by the kernel when the process that started
 // them dies (package tied).
@@ -13,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -21,11 +24,25 @@ import (
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/tied"
 )
 
-// Binaries as Debian installs them (packages prometheus, prometheus-alertmanager).
+// Binaries as Debian installs them (packages prometheus,
+// prometheus-alertmanager, victoria-metrics).
 const (
-	PrometheusBinary   = "/usr/bin/prometheus"
-	AlertmanagerBinary = "/usr/bin/prometheus-alertmanager"
+	PrometheusBinary      = "/usr/bin/prometheus"
+	AlertmanagerBinary    = "/usr/bin/prometheus-alertmanager"
+	VictoriaMetricsBinary = "/usr/bin/victoria-metrics"
+	VMAgentBinary         = "/usr/bin/vmagent"
+	VMAlertBinary         = "/usr/bin/vmalert"
 )
+
+// debianPackage names the package of each binary, for the error a missing
+// one gives.
+var debianPackage = map[string]string{
+	PrometheusBinary:      "prometheus",
+	AlertmanagerBinary:    "prometheus-alertmanager",
+	VictoriaMetricsBinary: "victoria-metrics",
+	VMAgentBinary:         "victoria-metrics",
+	VMAlertBinary:         "victoria-metrics",
+}
 
 // Options says where and how to run.
 type Options struct {
@@ -91,8 +108,9 @@ func HostPrometheusConfig(interval time.Duration, job, exporter, host, rulesFile
 	return b.String()
 }
 
-// StartPrometheus writes prometheus.yml and starts Prometheus on listen.
-func (s *Stack) StartPrometheus(ctx context.Context, listen, config string) (*Process, error) {
+// StartPrometheus writes prometheus.yml and starts Prometheus on listen,
+// with any extra flags (e.g. --enable-feature=native-histograms).
+func (s *Stack) StartPrometheus(ctx context.Context, listen, config string, extra ...string) (*Process, error) {
 	dir := filepath.Join(s.opts.Dir, "prometheus")
 	if err := os.MkdirAll(filepath.Join(dir, "data"), 0o755); err != nil {
 		return nil, err
@@ -102,8 +120,8 @@ func (s *Stack) StartPrometheus(ctx context.Context, listen, config string) (*Pr
 		return nil, err
 	}
 	return s.start(ctx, "prometheus", "http://"+listen, "/-/ready", PrometheusBinary,
-		"--config.file="+cfg, "--storage.tsdb.path="+filepath.Join(dir, "data"),
-		"--web.listen-address="+listen, "--web.enable-lifecycle", "--storage.tsdb.retention.time=1d")
+		append([]string{"--config.file=" + cfg, "--storage.tsdb.path=" + filepath.Join(dir, "data"),
+			"--web.listen-address=" + listen, "--web.enable-lifecycle", "--storage.tsdb.retention.time=1d"}, extra...)...)
 }
 
 // StartAlertmanager writes alertmanager.yml and starts Alertmanager on listen.
@@ -122,10 +140,102 @@ func (s *Stack) StartAlertmanager(ctx context.Context, listen, config string) (*
 		"--web.listen-address="+listen, "--cluster.listen-address=")
 }
 
+// FleetPrometheusConfig is HostPrometheusConfig for several hypervisors'
+// exporters (Nova host → address), the single Prometheus that the sharded
+// layout of docs/scaling.md replaces.
+func FleetPrometheusConfig(interval time.Duration, job string, exporters map[string]string, rulesFile, alertmanager string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "global:\n  scrape_interval: %s\n  evaluation_interval: %s\n", interval, interval)
+	fmt.Fprintf(&b, "rule_files:\n  - %s\n", rulesFile)
+	if alertmanager != "" {
+		fmt.Fprintf(&b, "alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: [%q]\n", alertmanager)
+	}
+	writeScrapeConfigs(&b, job, exporters, 0, 1)
+	return b.String()
+}
+
+// ShardScrapeConfig is the scrape configuration of scraper shard of
+// shards: the exporters (Nova host → address) scraped as
+// HostPrometheusConfig does, and kept only if the hash of their host label
+// falls on this shard (hashmod relabelling, which Prometheus and vmagent
+// both have). Sharding by host keeps
+// every series of one host, a host exporter's and any other exporter's
+// given the same host target label, on one scraper.
+func ShardScrapeConfig(interval time.Duration, job string, shard, shards int, exporters map[string]string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "global:\n  scrape_interval: %s\n", interval)
+	writeScrapeConfigs(&b, job, exporters, shard, shards)
+	return b.String()
+}
+
+func writeScrapeConfigs(b *strings.Builder, job string, exporters map[string]string, shard, shards int) {
+	fmt.Fprintf(b, "scrape_configs:\n  - job_name: %s\n    honor_labels: true\n    static_configs:\n", job)
+	hosts := make([]string, 0, len(exporters))
+	for h := range exporters {
+		hosts = append(hosts, h)
+	}
+	sort.Strings(hosts)
+	for _, h := range hosts {
+		fmt.Fprintf(b, "      - targets: [%q]\n        labels:\n          host: %q\n", exporters[h], h)
+	}
+	if shards > 1 {
+		fmt.Fprintf(b, "    relabel_configs:\n")
+		fmt.Fprintf(b, "      - {source_labels: [host], modulus: %d, target_label: __tmp_shard, action: hashmod}\n", shards)
+		fmt.Fprintf(b, "      - {source_labels: [__tmp_shard], regex: %q, action: keep}\n", fmt.Sprint(shard))
+	}
+}
+
+// StartVictoriaMetrics starts single-node VictoriaMetrics on listen, taking
+// remote writes at /api/v1/write and answering PromQL/MetricsQL queries at
+// /api/v1/query. Queries see samples up to one second old: the default
+// -search.latencyOffset of 30s would hide the newest 30 seconds from
+// instant queries at "now", as vmalert's are (docs/scaling.md).
+func (s *Stack) StartVictoriaMetrics(ctx context.Context, listen string, extra ...string) (*Process, error) {
+	dir := filepath.Join(s.opts.Dir, "victoria-metrics")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	args := append([]string{"-storageDataPath=" + dir, "-httpListenAddr=" + listen,
+		"-retentionPeriod=1d", "-search.latencyOffset=1s"}, extra...)
+	return s.start(ctx, "victoria-metrics", "http://"+listen, "/health", VictoriaMetricsBinary, args...)
+}
+
+// StartVMAgent writes name.yml (a Prometheus scrape configuration) and
+// starts vmagent on listen, scraping it and remote-writing to remoteWrite
+// (a URL such as http://127.0.0.1:8428/api/v1/write).
+func (s *Stack) StartVMAgent(ctx context.Context, name, listen, config, remoteWrite string, extra ...string) (*Process, error) {
+	dir := filepath.Join(s.opts.Dir, name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	cfg := filepath.Join(dir, "scrape.yml")
+	if err := os.WriteFile(cfg, []byte(config), 0o644); err != nil {
+		return nil, err
+	}
+	args := append([]string{"-promscrape.config=" + cfg, "-promscrape.config.strictParse",
+		"-remoteWrite.url=" + remoteWrite, "-remoteWrite.tmpDataPath=" + filepath.Join(dir, "queue"),
+		"-remoteWrite.flushInterval=500ms", "-httpListenAddr=" + listen}, extra...)
+	return s.start(ctx, name, "http://"+listen, "/health", VMAgentBinary, args...)
+}
+
+// StartVMAlert starts vmalert on listen, evaluating rulesFile every
+// interval against datasource (VictoriaMetrics' URL), writing recording
+// rules and alert state back to it, and sending alerts to alertmanager
+// (a URL). Unlike Prometheus, vmalert hands a recording rule's result to
+// the next rules only through the storage: they see it once it is written
+// back (flushed every 500ms here, 5s by default) and searchable, so a chain
+// of recording rules lags an evaluation or two (docs/scaling.md).
+func (s *Stack) StartVMAlert(ctx context.Context, listen, rulesFile, datasource, alertmanager string, interval time.Duration, extra ...string) (*Process, error) {
+	args := append([]string{"-rule=" + rulesFile, "-datasource.url=" + datasource,
+		"-remoteWrite.url=" + datasource, "-remoteRead.url=" + datasource, "-notifier.url=" + alertmanager,
+		"-evaluationInterval=" + interval.String(), "-remoteWrite.flushInterval=500ms",
+		"-httpListenAddr=" + listen}, extra...)
+	return s.start(ctx, "vmalert", "http://"+listen, "/health", VMAlertBinary, args...)
+}
+
 func (s *Stack) start(ctx context.Context, name, url, readyPath, binary string, args ...string) (*Process, error) {
 	if _, err := os.Stat(binary); err != nil {
-		return nil, fmt.Errorf("%s is not installed (%s): apt-get install -y %s", name, binary,
-			map[string]string{"prometheus": "prometheus", "alertmanager": "prometheus-alertmanager"}[name])
+		return nil, fmt.Errorf("%s is not installed (%s): apt-get install -y %s", name, binary, debianPackage[binary])
 	}
 	argv := append(append(append([]string{}, s.opts.Prefix...), binary), args...)
 	cmd := exec.Command(argv[0], argv[1:]...)
@@ -177,19 +287,36 @@ func (p *Process) Log() string {
 	return string(bytes.TrimSpace(b))
 }
 
-// Close stops every program started.
+// Close stops every program started: all asked at once, each killed if
+// it has not exited 5 seconds later.
 func (s *Stack) Close() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, p := range s.started {
 		if p.cmd.Process != nil {
 			_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGTERM)
+		}
+	}
+	timer := time.NewTimer(5 * time.Second)
+	defer timer.Stop()
+	expired := false
+	for _, p := range s.started {
+		if p.cmd.Process == nil {
+			continue
+		}
+		if !expired {
 			select {
 			case <-p.done:
-			case <-time.After(5 * time.Second):
-				_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-				<-p.done
+				continue
+			case <-timer.C:
+				expired = true
 			}
+		}
+		select {
+		case <-p.done:
+		default:
+			_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+			<-p.done
 		}
 	}
 	s.started = nil
