@@ -25,6 +25,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -71,6 +73,7 @@ type Lab struct {
 	ports   map[string]int
 	mu      sync.Mutex
 	procs   []*exec.Cmd
+	closers []func() error
 	logs    map[string]string
 	Warm    bool // the databases came from the cache
 	Started time.Duration
@@ -317,6 +320,86 @@ func (l *Lab) ShortLivedAuthURL(ctx context.Context, ttl time.Duration) (string,
 		return "", err
 	}
 	return url, nil
+}
+
+// ExpiringLogin is a Keystone endpoint whose first login gets a token that
+// expires after a short lifetime, and whose later logins get Keystone's
+// usual hour: a client that renews its expired token can then use the new
+// one however slow the machine, so only the expiry itself is bounded by the
+// short lifetime.
+type ExpiringLogin struct {
+	// URL is the v3 endpoint to log in at.
+	URL    string
+	server *http.Server
+	mu     sync.Mutex
+	logins int
+	first  string
+}
+
+// ExpiringFirstLogin starts an ExpiringLogin: a reverse proxy on 127.0.0.1
+// in front of the lab's Keystone and of a Keystone whose tokens live ttl
+// (ShortLivedAuthURL). Not for labs in a network namespace.
+func (l *Lab) ExpiringFirstLogin(ctx context.Context, ttl time.Duration) (*ExpiringLogin, error) {
+	if l.opts.NetNS != "" {
+		return nil, errors.New("ExpiringFirstLogin: the proxy cannot reach a lab in a network namespace")
+	}
+	shortURL, err := l.ShortLivedAuthURL(ctx, ttl)
+	if err != nil {
+		return nil, err
+	}
+	short, _ := url.Parse(shortURL)
+	usual, _ := url.Parse(l.AuthURL())
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	e := &ExpiringLogin{URL: "http://" + ln.Addr().String() + "/v3"}
+	isLogin := func(r *http.Request) bool {
+		return r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/auth/tokens")
+	}
+	proxy := &httputil.ReverseProxy{
+		Rewrite: func(r *httputil.ProxyRequest) {
+			target := usual
+			if isLogin(r.In) {
+				e.mu.Lock()
+				e.logins++
+				if e.logins == 1 {
+					target = short
+				}
+				e.mu.Unlock()
+			}
+			r.Out.URL.Scheme, r.Out.URL.Host = target.Scheme, target.Host
+			r.Out.Host = target.Host
+		},
+		ModifyResponse: func(resp *http.Response) error {
+			if isLogin(resp.Request) && resp.Request.URL.Host == short.Host && resp.StatusCode == http.StatusCreated {
+				e.mu.Lock()
+				e.first = resp.Header.Get("X-Subject-Token")
+				e.mu.Unlock()
+			}
+			return nil
+		},
+	}
+	e.server = &http.Server{Handler: proxy, ReadHeaderTimeout: time.Minute}
+	go func() { _ = e.server.Serve(ln) }()
+	l.mu.Lock()
+	l.closers = append(l.closers, e.server.Close)
+	l.mu.Unlock()
+	return e, nil
+}
+
+// FirstToken is the short-lived token of the first login ("" before it).
+func (e *ExpiringLogin) FirstToken() string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.first
+}
+
+// Logins counts the logins made through the endpoint.
+func (e *ExpiringLogin) Logins() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.logins
 }
 
 // errTokenNotFound is Keystone's answer for a token it no longer accepts.
@@ -859,6 +942,10 @@ func (l *Lab) Close() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	var errs []error
+	for _, c := range l.closers {
+		errs = append(errs, c())
+	}
+	l.closers = nil
 	for _, p := range l.procs {
 		if p.Process != nil {
 			if err := syscall.Kill(-p.Process.Pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
