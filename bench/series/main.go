@@ -61,7 +61,6 @@ var variants = []variant{
 type count struct {
 	series, bytes     map[string]int // by scope: vm, address, host, exporter
 	total, totalBytes int            // series, and bytes of the whole exposition
-	nativeHistograms  int
 }
 
 func main() {
@@ -259,10 +258,8 @@ func countProto(body []byte) count {
 			}
 			k := 1
 			if h := m.GetHistogram(); h != nil {
-				if len(h.GetPositiveSpan()) > 0 || h.GetZeroThreshold() > 0 {
-					c.nativeHistograms++
-				} else {
-					k = len(h.GetBucket()) + 3
+				if len(h.GetPositiveSpan()) == 0 && h.GetZeroThreshold() == 0 {
+					k = len(h.GetBucket()) + 3 // classic only
 				}
 			} else if s := m.GetSummary(); s != nil {
 				k = len(s.GetQuantile()) + 2
