@@ -16,7 +16,11 @@ import (
 // histogram_count (native histograms; rtt_native_histogram).
 var bothDialects = map[string]bool{
 	"time": true, "rate": true, "increase": true, "max_over_time": true,
-	"last_over_time": true, "absent": true,
+	"last_over_time": true, "absent": true, "abs": true, "label_replace": true,
+	"vector": true,
+	// The timestamp of the sample, not of the evaluation, in both: checked
+	// against victoria-metrics 1.79 with a sample imported 100 s in the past.
+	"timestamp": true,
 }
 
 // ruleFunctions lists the functions each rule's expression calls.
