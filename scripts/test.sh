@@ -30,6 +30,9 @@ CGO_ENABLED=0 GOOS=linux GOARCH=arm64 go build -trimpath -tags netgo,osusergo -b
 echo "== govulncheck"
 ./scripts/vulncheck.sh | tail -4
 
+echo "== go test ./... as nobody, with only Go on PATH (the tier any laptop runs)"
+./scripts/test-unprivileged.sh
+
 # The tests that run the exporter share one build of it.
 bindir=$(mktemp -d)
 trap 'rm -rf "$bindir"' EXIT
