@@ -161,8 +161,10 @@ func Render(p Params) ([]byte, error) {
 
 // Group is a rule group.
 type Group struct {
-	Name  string `yaml:"name"`
-	Rules []Rule `yaml:"rules"`
+	Name string `yaml:"name"`
+	// Interval is the group's own evaluation interval, if it has one.
+	Interval string `yaml:"interval,omitempty"`
+	Rules    []Rule `yaml:"rules"`
 }
 
 // Rule is a recording rule (Record set) or an alerting rule (Alert set).

@@ -249,6 +249,11 @@ probe:
 		"pager firing OpenStackComputeFleetDown ",
 		"pager resolved OpenStackComputeFleetDown ",
 	}
+	// Phase 6's: the maintenance ticket, and no second host-wide page.
+	maintenanceRequired := []string{
+		"ticket firing OpenStackComputeHostInMaintenance " + hvHost,
+		"ticket resolved OpenStackComputeHostInMaintenance " + hvHost,
+	}
 	allowed := map[string]bool{
 		// The group of a's alert also carries b, c and d: when they
 		// recover, Alertmanager may tell the receiver they are resolved
@@ -260,7 +265,7 @@ probe:
 		// once in a thousand windows: a true flap, not a false alert.
 		"ticket resolved OpenStackVMPacketLoss " + w.ids["lossy"]: true,
 	}
-	for _, r := range append(required, fleetRequired...) {
+	for _, r := range append(append(required, fleetRequired...), maintenanceRequired...) {
 		allowed[r] = true
 	}
 	waitDelivered := func(d time.Duration, what string, want ...string) {
@@ -381,8 +386,49 @@ probe:
 		t.Fatal(err)
 	}
 	waitDelivered(90*time.Second, "fleet-level page resolved", fleetRequired[1])
+
+	// Phase 6: planned work. The host is disabled (MAINTENANCE), then most
+	// of its servers stop answering: OpenStackHostVMsUnreachable fires in
+	// Prometheus, but the maintenance holds its page back in Alertmanager.
+	if err := w.cloud.SetComputeService(ctx, hvHost, "MAINTENANCE"); err != nil {
+		t.Fatal(err)
+	}
+	waitDelivered(90*time.Second, "maintenance ticket", maintenanceRequired[0])
+	for _, a := range []string{"198.18.0.1", "198.18.0.2", "198.18.0.3", "198.18.0.4"} {
+		if err := w.net.Remove(netip.MustParseAddr(a)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 60*time.Second, "the host-wide page held back by the maintenance", func() string {
+		inhibited, err := inhibitedAlerts(w.client, am.URL)
+		if err != nil {
+			return err.Error()
+		}
+		if !inhibited["OpenStackHostVMsUnreachable "] {
+			return fmt.Sprintf("OpenStackHostVMsUnreachable not inhibited (inhibited: %v)", inhibited)
+		}
+		return ""
+	})
+	for _, a := range []string{"198.18.0.1", "198.18.0.2", "198.18.0.3", "198.18.0.4"} {
+		if err := w.net.Restore(netlab.Answer, netip.MustParseAddr(a)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.cloud.SetComputeService(ctx, hvHost, "UP"); err != nil {
+		t.Fatal(err)
+	}
+	waitDelivered(90*time.Second, "maintenance over", maintenanceRequired[1])
 	// A late notification would come within a few group intervals (2s).
 	time.Sleep(6 * time.Second)
+	pages := 0
+	for _, d := range hook.delivered() {
+		if d == "pager firing OpenStackHostVMsUnreachable "+hvHost {
+			pages++
+		}
+	}
+	if pages != 1 {
+		t.Errorf("the host-wide reachability page came %d times, want once (phase 3; not in maintenance)", pages)
+	}
 
 	// Every delivery of the whole test was expected.
 	seen := map[string]bool{}
