@@ -251,7 +251,8 @@ func runDemo(webConfig *web.FlagConfig, promAddr string, signals <-chan os.Signa
 		defer cancel()
 		go network.BreakAfter(ctx, time.Minute, logger)
 		reachability = "  reachability: servers in network namespaces; guest-crashes and the rack of demo-hypervisor-6\n" +
-			"                stop answering a minute in, lossy-link loses half its pings, slow-link answers in 80 ms"
+			"                stop answering a minute in, lossy-link loses half its pings, slow-link answers in 80 ms\n" +
+			"  beside it:    four more exporters, each misconfigured or dying, for the exporter's own alerts"
 	}
 	cloud, cfg, err := demo.StartCloud(fleet)
 	if err != nil {
@@ -259,6 +260,14 @@ func runDemo(webConfig *web.FlagConfig, promAddr string, signals <-chan os.Signa
 	}
 	defer cloud.Close()
 	demo.ChooseICMPMode(cfg, logger)
+	side, err := demo.StartSideExporters(cfg, network)
+	if err != nil {
+		return err
+	}
+	defer side.Close()
+	sideCtx, stopSide := context.WithCancel(context.Background())
+	defer stopSide()
+	go side.KillHostAfter(sideCtx, time.Minute, logger)
 	addr := (*webConfig.WebListenAddresses)[0]
 	prometheusLine := "  (install Debian's prometheus package to see the alerts fire in a Prometheus)"
 	if promAddr != "" {
@@ -267,7 +276,7 @@ func runDemo(webConfig *web.FlagConfig, promAddr string, signals <-chan os.Signa
 			return err
 		}
 		defer os.RemoveAll(dir)
-		stack, err := demo.StartPrometheus(context.Background(), dir, promAddr, addr)
+		stack, err := demo.StartPrometheus(context.Background(), dir, promAddr, addr, side.Targets()...)
 		if err != nil {
 			logger.Warn("the demo's Prometheus did not start", "err", err)
 		}
