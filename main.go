@@ -251,8 +251,7 @@ func runDemo(webConfig *web.FlagConfig, promAddr string, signals <-chan os.Signa
 		defer cancel()
 		go network.BreakAfter(ctx, time.Minute, logger)
 		reachability = "  reachability: servers in network namespaces; guest-crashes and the rack of demo-hypervisor-6\n" +
-			"                stop answering a minute in, lossy-link loses half its pings, slow-link answers in 80 ms\n" +
-			"  beside it:    four more exporters, each misconfigured or dying, for the exporter's own alerts"
+			"                stop answering a minute in, lossy-link loses half its pings, slow-link answers in 80 ms"
 	}
 	cloud, cfg, err := demo.StartCloud(fleet)
 	if err != nil {
@@ -270,6 +269,7 @@ func runDemo(webConfig *web.FlagConfig, promAddr string, signals <-chan os.Signa
 	go side.KillHostAfter(sideCtx, time.Minute, logger)
 	addr := (*webConfig.WebListenAddresses)[0]
 	prometheusLine := "  (install Debian's prometheus package to see the alerts fire in a Prometheus)"
+	reachability += "\n  beside it:    more exporters, each misconfigured or dying, for the exporter's own alerts"
 	if promAddr != "" {
 		dir, err := os.MkdirTemp("", "openstack-vm-exporter-demo-")
 		if err != nil {
@@ -282,7 +282,7 @@ func runDemo(webConfig *web.FlagConfig, promAddr string, signals <-chan os.Signa
 		}
 		if stack != nil {
 			defer stack.Close()
-			prometheusLine = fmt.Sprintf("  alerts:   http://%s/alerts  (the known issues fire within a minute)\n  query:    http://%s/graph?g0.expr=ALERTS", promAddr, promAddr)
+			prometheusLine = fmt.Sprintf("  alerts:   http://%s/alerts  (state alerts fire within a minute, every alert within three)\n  query:    http://%s/graph?g0.expr=ALERTS", promAddr, promAddr)
 		}
 	}
 	fmt.Printf(`
