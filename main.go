@@ -259,21 +259,30 @@ func runDemo(webConfig *web.FlagConfig, promAddr string, signals <-chan os.Signa
 	}
 	defer cloud.Close()
 	demo.ChooseICMPMode(cfg, logger)
+	side, err := demo.StartSideExporters(cfg, network)
+	if err != nil {
+		return err
+	}
+	defer side.Close()
+	sideCtx, stopSide := context.WithCancel(context.Background())
+	defer stopSide()
+	go side.KillHostAfter(sideCtx, time.Minute, logger)
 	addr := (*webConfig.WebListenAddresses)[0]
 	prometheusLine := "  (install Debian's prometheus package to see the alerts fire in a Prometheus)"
+	reachability += "\n  beside it:    more exporters, each misconfigured or dying, for the exporter's own alerts"
 	if promAddr != "" {
 		dir, err := os.MkdirTemp("", "openstack-vm-exporter-demo-")
 		if err != nil {
 			return err
 		}
 		defer os.RemoveAll(dir)
-		stack, err := demo.StartPrometheus(context.Background(), dir, promAddr, addr)
+		stack, err := demo.StartPrometheus(context.Background(), dir, promAddr, addr, side.Targets()...)
 		if err != nil {
 			logger.Warn("the demo's Prometheus did not start", "err", err)
 		}
 		if stack != nil {
 			defer stack.Close()
-			prometheusLine = fmt.Sprintf("  alerts:   http://%s/alerts  (the known issues fire within a minute)\n  query:    http://%s/graph?g0.expr=ALERTS", promAddr, promAddr)
+			prometheusLine = fmt.Sprintf("  alerts:   http://%s/alerts  (state alerts fire within a minute, every alert within three)\n  query:    http://%s/graph?g0.expr=ALERTS", promAddr, promAddr)
 		}
 	}
 	fmt.Printf(`

@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -91,6 +92,7 @@ func TestRealNovaSignals(t *testing.T) {
 	t.Cleanup(func() { lab.Close() })
 
 	id := func(i int) string { return fmt.Sprintf("20000000-0000-4000-8000-%012d", i) }
+	crashedID := id(1)
 	const (
 		crashFirst = 0  // 0..11 stopped by Nova's power sync, on cmp-a
 		crashN     = 12 // more than one refresh reads
@@ -275,6 +277,36 @@ func TestRealNovaSignals(t *testing.T) {
 			t.Log(lab.Logs())
 		}
 	})
+	// docs/security.md: the policy rule alone does not open the actions of
+	// another project's servers to a user without the admin role; Nova
+	// looks the server up in the token's project and answers 404.
+	t.Run("instance actions of another project", func(t *testing.T) {
+		if err := lab.SetNovaPolicy(`"os_compute_api:os-instance-actions:list": "role:reader"` + "\n"); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { lab.SetNovaPolicy("") })
+		id, secret, err := lab.CreateApplicationCredential(ctx, "lab-reader", openstacklab.ReaderPassword, "lab-project", "signals")
+		if err != nil {
+			t.Fatal(err)
+		}
+		token, err := lab.ApplicationCredentialToken(ctx, id, secret)
+		if err != nil {
+			t.Fatal(err)
+		}
+		code, body, err := lab.Get(ctx, token, "2.69", "/servers/"+crashedID+"/os-instance-actions")
+		if err != nil || code != 404 {
+			t.Errorf("a reader of another project: %d %s %v, want 404", code, body, err)
+		}
+		admin, err := lab.Token(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if code, body, err := lab.Get(ctx, admin, "2.69", "/servers/"+crashedID+"/os-instance-actions"); err != nil || code != 200 ||
+			!strings.Contains(string(body), `"user_id": null`) {
+			t.Errorf("the admin: %d %s %v, want 200 with the power sync's stop (user_id null)", code, body, err)
+		}
+	})
+
 	// The reads Nova's policy refuses: counted once, then not tried again;
 	// the causes unknown, no migrations, and the refresh still succeeds.
 	t.Run("denied by policy", func(t *testing.T) {

@@ -87,10 +87,10 @@ func ChooseICMPMode(cfg *config.Config, logger *slog.Logger) {
 }
 
 // StartPrometheus starts Debian's Prometheus, if installed, scraping the
-// demo exporter with the bundled rules (their waits shortened): the demo's
+// demo exporter (and the others given) with the bundled rules (their waits shortened): the demo's
 // known issues then show as firing alerts. It returns nil, nil when
 // Prometheus is not installed.
-func StartPrometheus(ctx context.Context, dir, listen, exporter string) (*promstack.Stack, error) {
+func StartPrometheus(ctx context.Context, dir, listen, exporter string, others ...string) (*promstack.Stack, error) {
 	if _, err := os.Stat(promstack.PrometheusBinary); err != nil {
 		return nil, nil
 	}
@@ -118,6 +118,9 @@ func StartPrometheus(ctx context.Context, dir, listen, exporter string) (*promst
 	}
 	cfg := promstack.PrometheusConfig(5*time.Second, "openstack-vm-exporter", exporter, rulesFile, "") +
 		fmt.Sprintf("      - targets: [%q]\n        labels:\n          host: %q\n", dead, hostDown)
+	for _, o := range others {
+		cfg += fmt.Sprintf("      - targets: [%q]\n", o)
+	}
 	stack := promstack.New(promstack.Options{Dir: dir})
 	if _, err := stack.StartPrometheus(ctx, listen, cfg); err != nil {
 		stack.Close()
