@@ -90,6 +90,9 @@ func TestShardedChain(t *testing.T) {
 	// (no random loss to ride out), and each for: still spans three
 	// evaluations or more.
 	params.UnreachableFor, params.LatencyFor, params.ExporterDownFor = "6s", "6s", "6s"
+	// Two hosts are no fleet: here one host's outage and one dead exporter
+	// page per host (TestAlertChain covers the fleet-level pages).
+	params.FleetMinHosts, params.FleetMinExporters = 3, 3
 	rules, err := alerts.Render(params)
 	if err != nil {
 		t.Fatal(err)
@@ -208,6 +211,8 @@ probe:
 		"pager firing OpenStackHostVMsUnreachable " + hostA,
 		"pager resolved OpenStackHostVMsUnreachable " + hostA,
 		hostUnwatched,
+		// The always-firing Watchdog reaches the dead man's switch.
+		"heartbeat firing Watchdog ",
 	}
 	allowed := map[string]bool{
 		// Group mates of a's alert (see TestAlertChain).
