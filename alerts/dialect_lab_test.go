@@ -4,11 +4,9 @@ package alerts
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -73,13 +71,13 @@ func TestRulesInBothDialects(t *testing.T) {
 
 	for _, g := range defaultGroups {
 		for _, r := range g.Rules {
-			if _, err := vmQuery(vm.URL, r.Expr); err != nil {
+			if _, err := promstack.Query(http.DefaultClient, vm.URL, r.Expr, "nocache=1"); err != nil {
 				t.Errorf("VictoriaMetrics cannot evaluate %s%s: %v", r.Alert, r.Record, err)
 			}
 		}
 	}
 	// The series are there: the per-server alert expressions see them.
-	if n, err := vmQuery(vm.URL, `max without (instance, job) (openstack_vm_status{job="openstack-vm-exporter"})`); err != nil || n == 0 {
+	if n, err := promstack.Query(http.DefaultClient, vm.URL, `max without (instance, job) (openstack_vm_status{job="openstack-vm-exporter"})`, "nocache=1"); err != nil || n == 0 {
 		t.Errorf("imported series not found: %d, %v", n, err)
 	}
 
@@ -94,7 +92,7 @@ func TestRulesInBothDialects(t *testing.T) {
 			if r.Alert != "OpenStackVMHighLatency" {
 				continue
 			}
-			if _, err := vmQuery(vm.URL, r.Expr); err == nil || !strings.Contains(err.Error(), "histogram_sum") {
+			if _, err := promstack.Query(http.DefaultClient, vm.URL, r.Expr, "nocache=1"); err == nil || !strings.Contains(err.Error(), "histogram_sum") {
 				t.Errorf("the native histogram half of OpenStackVMHighLatency evaluates in VictoriaMetrics 1.79 (%v): rtt_native_histogram could default to true", err)
 			}
 		}
@@ -169,7 +167,7 @@ func importSeries(t *testing.T, base string, names []string) {
 	// Imported samples become searchable within a few seconds.
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		n, err := vmQuery(base, `count(up{job="openstack-vm-exporter"})`)
+		n, err := promstack.Query(http.DefaultClient, base, `count(up{job="openstack-vm-exporter"})`, "nocache=1")
 		if err == nil && n > 0 {
 			return
 		}
@@ -178,27 +176,4 @@ func importSeries(t *testing.T, base string, names []string) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-}
-
-// vmQuery runs an instant query and returns the number of series.
-func vmQuery(base, q string) (int, error) {
-	resp, err := http.Get(base + "/api/v1/query?nocache=1&query=" + url.QueryEscape(q))
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	var r struct {
-		Status string `json:"status"`
-		Error  string `json:"error"`
-		Data   struct {
-			Result []json.RawMessage `json:"result"`
-		} `json:"data"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
-		return 0, err
-	}
-	if r.Status != "success" {
-		return 0, fmt.Errorf("%s", r.Error)
-	}
-	return len(r.Data.Result), nil
 }

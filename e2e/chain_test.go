@@ -130,29 +130,6 @@ func asList(v any) []any {
 	return l
 }
 
-// promQuery runs an instant query against the test's Prometheus.
-func promQuery(client *http.Client, base, q string) (int, error) {
-	resp, err := client.Get(base + "/api/v1/query?query=" + url.QueryEscape(q))
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	var r struct {
-		Status string `json:"status"`
-		Error  string `json:"error"`
-		Data   struct {
-			Result []json.RawMessage `json:"result"`
-		} `json:"data"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
-		return 0, err
-	}
-	if r.Status != "success" {
-		return 0, fmt.Errorf("%s", r.Error)
-	}
-	return len(r.Data.Result), nil
-}
-
 var chainFleet = []vm{
 	{name: "a", host: hvHost, vmState: "active", power: 1, addr: "198.18.0.1", behaviour: netlab.Answer},
 	{name: "b", host: hvHost, vmState: "active", power: 1, addr: "198.18.0.2", behaviour: netlab.Answer},
@@ -290,7 +267,7 @@ probe:
 	// The addresses taken down below must have answered before, in
 	// Prometheus's own history: wait until its rules recorded that.
 	waitFor(t, 60*time.Second, `a, b, c and d "answered before" in Prometheus`, func() string {
-		n, err := promQuery(w.client, "http://127.0.0.1:19090", `openstack_vm_address:icmp_answered:history{address=~"198\\.18\\.0\\.[1-4]"} == 1`)
+		n, err := promstack.Query(w.client, "http://127.0.0.1:19090", `openstack_vm_address:icmp_answered:history{address=~"198\\.18\\.0\\.[1-4]"} == 1`)
 		if err != nil || n != 4 {
 			return fmt.Sprintf("%d addresses (%v)", n, err)
 		}
@@ -333,7 +310,7 @@ probe:
 		"OpenStackVMPacketLoss " + w.ids["lossy"], "OpenStackVMHighLatency " + w.ids["slow"],
 	}
 	waitFor(t, 60*time.Second, "per-server reachability alerts of the host inhibited in Alertmanager", func() string {
-		inhibited, err := inhibitedAlerts(w.client, am.URL)
+		inhibited, err := inhibitedByKey(w.client, am.URL)
 		if err != nil {
 			return err.Error()
 		}
@@ -373,11 +350,11 @@ probe:
 	}
 	waitDelivered(90*time.Second, "fleet-level page", fleetRequired[0])
 	waitFor(t, 60*time.Second, "the host's page inhibited by the fleet's", func() string {
-		inhibited, err := inhibitedAlerts(w.client, am.URL)
+		inhibited, err := inhibitedByKey(w.client, am.URL)
 		if err != nil {
 			return err.Error()
 		}
-		if !inhibited["OpenStackComputeHostDown "] {
+		if !inhibited["OpenStackComputeHostDown "+hvHost] {
 			return fmt.Sprintf("OpenStackComputeHostDown not inhibited (inhibited: %v)", inhibited)
 		}
 		return ""
@@ -400,11 +377,11 @@ probe:
 		}
 	}
 	waitFor(t, 60*time.Second, "the host-wide page held back by the maintenance", func() string {
-		inhibited, err := inhibitedAlerts(w.client, am.URL)
+		inhibited, err := inhibitedByKey(w.client, am.URL)
 		if err != nil {
 			return err.Error()
 		}
-		if !inhibited["OpenStackHostVMsUnreachable "] {
+		if !inhibited["OpenStackHostVMsUnreachable "+hvHost] {
 			return fmt.Sprintf("OpenStackHostVMsUnreachable not inhibited (inhibited: %v)", inhibited)
 		}
 		return ""
@@ -469,33 +446,6 @@ func (w *world) named(s string) string {
 	return s
 }
 
-// inhibitedAlerts lists "alertname id" of every alert Alertmanager holds
-// back because another alert inhibits it.
-func inhibitedAlerts(client *http.Client, amURL string) (map[string]bool, error) {
-	resp, err := client.Get(amURL + "/api/v2/alerts")
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	var list []struct {
-		Labels map[string]string `json:"labels"`
-		Status struct {
-			State       string   `json:"state"`
-			InhibitedBy []string `json:"inhibitedBy"`
-		} `json:"status"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&list); err != nil {
-		return nil, err
-	}
-	out := map[string]bool{}
-	for _, a := range list {
-		if a.Status.State == "suppressed" && len(a.Status.InhibitedBy) > 0 {
-			out[a.Labels["alertname"]+" "+a.Labels["id"]] = true
-		}
-	}
-	return out, nil
-}
-
 // emptyHere are the dashboard queries this world cannot give data, and why.
 // The rest must: a query of the form `expr or on () (0 * base)` needs data
 // from expr itself, not only from its fallback to 0.
@@ -531,7 +481,7 @@ func checkDashboards(t *testing.T, client *http.Client, promURL string) {
 				exprs[""], exprs[" (its fallback's base)"] = expr, base
 			}
 			for part, expr := range exprs {
-				n, err := promQuery(client, promURL, expr)
+				n, err := promstack.Query(client, promURL, expr)
 				switch {
 				case err != nil:
 					t.Errorf("%s%s: %v\n%s", q.Where, part, err, expr)

@@ -254,7 +254,7 @@ probe:
 			if ready[c.name] {
 				continue
 			}
-			n, err := promQuery(w.client, c.query, `openstack_vm_address:icmp_answered:history == 1`)
+			n, err := promstack.Query(w.client, c.query, `openstack_vm_address:icmp_answered:history == 1`)
 			if err != nil {
 				return c.name + ": " + err.Error()
 			}
@@ -392,8 +392,8 @@ func checkDashboardsAlike(t *testing.T, client *http.Client, promURL, vmURL stri
 	both := 0
 	for _, d := range ds {
 		for _, q := range d.Queries(vars) {
-			np, perr := promQuery(client, promURL, q.Expr)
-			nv, verr := promQuery(client, vmURL, q.Expr)
+			np, perr := promstack.Query(client, promURL, q.Expr)
+			nv, verr := promstack.Query(client, vmURL, q.Expr)
 			switch {
 			case perr != nil:
 				t.Errorf("%s: Prometheus: %v\n%s", q.Where, perr, q.Expr)

@@ -10,8 +10,10 @@ package promstack
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -320,4 +322,34 @@ func (s *Stack) Close() {
 		}
 	}
 	s.started = nil
+}
+
+// Query runs an instant PromQL query against a Prometheus or
+// VictoriaMetrics at base and returns the number of series it gives; extra
+// are more URL parameters ("nocache=1" makes VictoriaMetrics read what was
+// just written).
+func Query(client *http.Client, base, q string, extra ...string) (int, error) {
+	u := base + "/api/v1/query?query=" + url.QueryEscape(q)
+	for _, e := range extra {
+		u += "&" + e
+	}
+	resp, err := client.Get(u)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	var r struct {
+		Status string `json:"status"`
+		Error  string `json:"error"`
+		Data   struct {
+			Result []json.RawMessage `json:"result"`
+		} `json:"data"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
+		return 0, err
+	}
+	if r.Status != "success" {
+		return 0, fmt.Errorf("%s", r.Error)
+	}
+	return len(r.Data.Result), nil
 }
