@@ -33,6 +33,13 @@ var AlertParams []byte
 // Cloud is a running demo cloud.
 type Cloud struct {
 	*standin.Cloud
+	lost *time.Timer
+}
+
+// Close stops the demo cloud.
+func (c *Cloud) Close() error {
+	c.lost.Stop()
+	return c.Cloud.Close()
 }
 
 // StartCloud serves the demo cloud with these servers on 127.0.0.1 and
@@ -64,7 +71,9 @@ func StartCloud(fleet []Server) (*Cloud, *config.Config, error) {
 		sc.Close()
 		return nil, nil, fmt.Errorf("demo configuration: %w", err)
 	}
-	return &Cloud{sc}, cfg, nil
+	// demo-hypervisor-8 loses power: its heartbeat stops.
+	lost := time.AfterFunc(hostLostAfter, func() { sc.PutService(hostLost, lostService) })
+	return &Cloud{Cloud: sc, lost: lost}, cfg, nil
 }
 
 // ChooseICMPMode sets mode auto (raw sockets as root, datagram sockets

@@ -16,8 +16,10 @@ import (
 // Hosts of the demo cloud. demo-hypervisor-2's compute service is down,
 // demo-hypervisor-3 is in maintenance, demo-hypervisor-4 rebooted (Nova
 // stopped its servers), nova-compute on demo-hypervisor-5 lost libvirt and
-// disabled itself, and demo-hypervisor-6's rack is cut off the network a
-// minute into the demo.
+// disabled itself (three of its servers went to ERROR),
+// demo-hypervisor-6's rack is cut off the network a minute into the demo,
+// and demo-hypervisor-8, disabled by an operator for a move, loses power a
+// minute in: its heartbeat stops and nothing watches it any more.
 const (
 	hostOK          = "demo-hypervisor-1"
 	hostDown        = "demo-hypervisor-2"
@@ -25,7 +27,12 @@ const (
 	hostRebooted    = "demo-hypervisor-4"
 	hostNoLibvirt   = "demo-hypervisor-5"
 	hostCutOff      = "demo-hypervisor-6"
+	hostLost        = "demo-hypervisor-8"
 )
+
+// hostLostAfter is when demo-hypervisor-8 loses power, from the start of
+// the demo cloud: its host must have been seen watched first.
+const hostLostAfter = time.Minute
 
 // Server is a demo server: its Nova record, and what its addresses do on
 // the demo network.
@@ -78,7 +85,9 @@ func Servers(now time.Time, namespaces bool) []Server {
 		// Known issues.
 		vm(10, "broken-after-resize", hostOK, "error", "", 4, 2*time.Hour),
 		vm(11, "stuck-building", hostOK, "building", "spawning", 0, 3*time.Hour),
-		vm(12, "stuck-migrating", hostOK, "active", "migrating", 1, 4*time.Hour),
+		// Longer than the 8 h Nova's live-migration timeout allows a large
+		// server (task_state_seconds_by_task).
+		vm(12, "stuck-migrating", hostOK, "active", "migrating", 1, 10*time.Hour),
 		vm(13, "resize-not-confirmed", hostOK, "resized", "", 1, 50*time.Hour),
 		vm(14, "dead-but-active", hostOK, "active", "", 4, 2*time.Hour),
 		vm(15, "paused-by-someone", hostOK, "active", "", 3, 6*time.Hour),
@@ -90,7 +99,16 @@ func Servers(now time.Time, namespaces bool) []Server {
 		stoppedByNova(vm(33, "rebooted-2", hostRebooted, "stopped", "", 4, 29*time.Minute), 29*time.Minute),
 		stoppedByNova(vm(34, "rebooted-3", hostRebooted, "stopped", "", 4, 28*time.Minute), 28*time.Minute),
 		vm(35, "on-host-without-libvirt", hostNoLibvirt, "active", "", 1, 24*time.Hour),
+		// Their reboots failed when libvirt went away: the host's fault.
+		vm(36, "libvirt-lost-1", hostNoLibvirt, "error", "", 1, 3*time.Hour),
+		vm(37, "libvirt-lost-2", hostNoLibvirt, "error", "", 1, 3*time.Hour),
+		vm(38, "libvirt-lost-3", hostNoLibvirt, "error", "", 1, 3*time.Hour),
 	}
+	// A build that failed (no valid host): Nova leaves it in ERROR with no
+	// host, no power state and no port.
+	failed := vm(17, "build-failed", "", "error", "", 0, time.Hour)
+	failed.Addresses, failed.Net = nil, nil
+	fleet = append(fleet, failed)
 	// Reachability, seen only with namespaces.
 	guest := vm(50, "guest-crashes", hostOK, "active", "", 1, 24*time.Hour)
 	guest.Dies = true
@@ -110,6 +128,13 @@ func Servers(now time.Time, namespaces bool) []Server {
 	}
 	for i := range 3 {
 		s := vm(60+i, fmt.Sprintf("rack-b-%d", i+1), hostCutOff, "active", "", 1, 24*time.Hour)
+		s.Dies = true
+		fleet = append(fleet, s)
+	}
+
+	// The servers of demo-hypervisor-8 die with it (hostLostAfter).
+	for i := range 2 {
+		s := vm(80+i, fmt.Sprintf("on-lost-host-%d", i+1), hostLost, "active", "", 1, 24*time.Hour)
 		s.Dies = true
 		fleet = append(fleet, s)
 	}
@@ -135,7 +160,7 @@ func Migrations(now time.Time) []standin.Migration {
 	id := func(n int) string { return fmt.Sprintf("00000000-demo-4000-8000-%012d", n) }
 	return []standin.Migration{
 		{UUID: "00000000-demo-4000-9000-000000000012", ServerID: id(12), Source: hostOK, Dest: hostMaintenance,
-			Status: "running", Type: "live-migration", Created: now.Add(-7 * time.Hour), Updated: now.Add(-time.Minute)},
+			Status: "running", Type: "live-migration", Created: now.Add(-10 * time.Hour), Updated: now.Add(-time.Minute)},
 		{UUID: "00000000-demo-4000-9000-000000000016", ServerID: id(16), Source: hostOK, Dest: hostDown,
 			Status: "error", Type: "live-migration", Created: now.Add(-2 * time.Hour), Updated: now.Add(-110 * time.Minute)},
 	}
@@ -150,5 +175,10 @@ func Services() map[string]standin.Service {
 		hostRebooted:    {},
 		hostNoLibvirt:   {Disabled: true, DisabledReason: "AUTO: Connection to libvirt lost: 1"},
 		hostCutOff:      {},
+		hostLost:        {Disabled: true, DisabledReason: "demo: moving to rack C"},
 	}
 }
+
+// lostService is demo-hypervisor-8's compute service once the host lost
+// power: still disabled, and its heartbeat stopped.
+var lostService = standin.Service{Disabled: true, Dead: true, DisabledReason: "demo: moving to rack C"}
