@@ -250,8 +250,9 @@ func runDemo(webConfig *web.FlagConfig, promAddr string, signals <-chan os.Signa
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		go network.BreakAfter(ctx, time.Minute, logger)
-		reachability = "  reachability: servers in network namespaces; guest-crashes and the rack of demo-hypervisor-6\n" +
-			"                stop answering a minute in, lossy-link loses half its pings, slow-link answers in 80 ms"
+		reachability = "  reachability: servers in network namespaces; guest-crashes, the rack of demo-hypervisor-6 and\n" +
+			"                the servers of demo-hypervisor-8 (disabled, then losing power) stop answering a\n" +
+			"                minute in, lossy-link loses half its pings, slow-link answers in 80 ms"
 	}
 	cloud, cfg, err := demo.StartCloud(fleet)
 	if err != nil {
