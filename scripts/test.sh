@@ -8,42 +8,47 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/goenv.sh
+start=$SECONDS
+# Each step says when it starts, in seconds since the script began.
+step() { echo "== [$((SECONDS - start))s] $*"; }
 
+step "setup"
 ./scripts/setup.sh
 
-echo "== gofmt"
+step "gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
 if [[ -n "$unformatted" ]]; then
   echo "gofmt would change:"; echo "$unformatted"; exit 1
 fi
 
-echo "== go vet (both tiers)"
+step "go vet (both tiers)"
 go vet ./...
 go vet -tags lab ./...
 
-echo "== go build"
+step "go build"
 go build -o /dev/null .
 
-echo "== go build linux/arm64 (the release's other platform)"
+step "go build linux/arm64 (the release's other platform)"
 CGO_ENABLED=0 GOOS=linux GOARCH=arm64 go build -trimpath -tags netgo,osusergo -buildvcs=false -o /dev/null .
 
-echo "== govulncheck"
+step "govulncheck"
 ./scripts/vulncheck.sh | tail -4
 
-echo "== go test ./... as nobody, with only Go on PATH (the tier any laptop runs)"
+step "go test ./... as nobody, with only Go on PATH (the tier any laptop runs)"
 ./scripts/test-unprivileged.sh
 
 # The tests that run the exporter share one build of it.
 bindir=$(mktemp -d)
 trap 'rm -rf "$bindir"' EXIT
-echo "== go build -race (the binary the tests run)"
+step "go build -race (the binary the tests run)"
 go build -race -o "$bindir/openstack-vm-exporter" .
 export OVMX_TEST_BINARY="$bindir/openstack-vm-exporter"
 
-echo "== go test -race -tags lab (both tiers)"
+step "go test -race -tags lab (both tiers)"
 go test -race -tags lab -count=1 -timeout 15m ./...
 
-echo "== fuzzing (briefly; the seed corpora are in testdata/fuzz and the tests)"
+step "fuzzing (briefly; the seed corpora are in testdata/fuzz and the tests)"
 go test -run '^$' -fuzz '^FuzzParse$' -fuzztime 10s ./config/
 go test -run '^$' -fuzz '^FuzzServer$' -fuzztime 10s ./inventory/
 go test -run '^$' -fuzz '^FuzzParseEchoReply$' -fuzztime 10s ./probes/
+step "done"
