@@ -54,19 +54,9 @@ type running struct {
 	done   chan error
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 func startBinary(t *testing.T, env map[string]string, args ...string) *running {
 	t.Helper()
-	addr := freeAddr(t)
+	addr := testenv.FreeAddr(t)
 	// A subcommand comes first: its flags follow it.
 	var argv []string
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
@@ -953,7 +943,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 // cloud, the exporter on it, and a Prometheus whose bundled rules fire on the
 // demo's known issues.
 func TestDemo(t *testing.T) {
-	promAddr := freeAddr(t)
+	promAddr := testenv.FreeAddr(t)
 	r := startBinary(t, nil, "demo", "--demo.prometheus-address="+promAddr)
 	base := "http://" + r.addr
 	waitFor(t, 30*time.Second, "demo metrics", func() string {
@@ -1073,7 +1063,7 @@ func TestReportDemoExitStatus(t *testing.T) {
 // not ready, retries with backoff, and becomes ready when Keystone answers.
 func TestKeystoneDownAtStart(t *testing.T) {
 	t.Parallel()
-	apiAddr := freeAddr(t)
+	apiAddr := testenv.FreeAddr(t)
 	cfgPath := filepath.Join(t.TempDir(), "config.yaml")
 	writeConfig(t, cfgPath, fmt.Sprintf(baseConfig, "1s"))
 	env := map[string]string{"OS_AUTH_URL": "http://" + apiAddr + "/identity/v3", "OS_USERNAME": "admin",

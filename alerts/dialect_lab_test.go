@@ -5,7 +5,6 @@ package alerts
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -18,6 +17,7 @@ import (
 	"github.com/prometheus/prometheus/promql/parser"
 
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/promstack"
+	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/testenv"
 )
 
 // TestRulesInBothDialects proves every bundled rule valid for both engines
@@ -59,7 +59,7 @@ func TestRulesInBothDialects(t *testing.T) {
 	// read.
 	stack := promstack.New(promstack.Options{Dir: dir})
 	t.Cleanup(stack.Close)
-	vm, err := stack.StartVictoriaMetrics(context.Background(), freeLoopback(t))
+	vm, err := stack.StartVictoriaMetrics(context.Background(), testenv.FreeAddr(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,16 +97,6 @@ func TestRulesInBothDialects(t *testing.T) {
 			}
 		}
 	}
-}
-
-func freeLoopback(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // metricNames lists the metrics the rules' selectors name.

@@ -309,22 +309,7 @@ probe:
 		"OpenStackVMUnreachable " + w.ids["c"], "OpenStackVMUnreachable " + w.ids["d"],
 		"OpenStackVMPacketLoss " + w.ids["lossy"], "OpenStackVMHighLatency " + w.ids["slow"],
 	}
-	waitFor(t, 60*time.Second, "per-server reachability alerts of the host inhibited in Alertmanager", func() string {
-		inhibited, err := inhibitedByKey(w.client, am.URL)
-		if err != nil {
-			return err.Error()
-		}
-		var missing []string
-		for _, want := range wantInhibited {
-			if !inhibited[want] {
-				missing = append(missing, w.named(want))
-			}
-		}
-		if len(missing) > 0 {
-			return fmt.Sprintf("not inhibited: %v", missing)
-		}
-		return ""
-	})
+	w.waitInhibited(t, am.URL, "per-server reachability alerts of the host inhibited in Alertmanager", wantInhibited...)
 
 	// The dashboards' queries all return data from this Prometheus.
 	checkDashboards(t, w.client, prom.URL)
@@ -349,16 +334,7 @@ probe:
 		t.Fatal(err)
 	}
 	waitDelivered(90*time.Second, "fleet-level page", fleetRequired[0])
-	waitFor(t, 60*time.Second, "the host's page inhibited by the fleet's", func() string {
-		inhibited, err := inhibitedByKey(w.client, am.URL)
-		if err != nil {
-			return err.Error()
-		}
-		if !inhibited["OpenStackComputeHostDown "+hvHost] {
-			return fmt.Sprintf("OpenStackComputeHostDown not inhibited (inhibited: %v)", inhibited)
-		}
-		return ""
-	})
+	w.waitInhibited(t, am.URL, "the host's page inhibited by the fleet's", "OpenStackComputeHostDown "+hvHost)
 	if err := w.cloud.SetComputeService(ctx, hvHost, "UP"); err != nil {
 		t.Fatal(err)
 	}
@@ -376,16 +352,7 @@ probe:
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, 60*time.Second, "the host-wide page held back by the maintenance", func() string {
-		inhibited, err := inhibitedByKey(w.client, am.URL)
-		if err != nil {
-			return err.Error()
-		}
-		if !inhibited["OpenStackHostVMsUnreachable "+hvHost] {
-			return fmt.Sprintf("OpenStackHostVMsUnreachable not inhibited (inhibited: %v)", inhibited)
-		}
-		return ""
-	})
+	w.waitInhibited(t, am.URL, "the host-wide page held back by the maintenance", "OpenStackHostVMsUnreachable "+hvHost)
 	for _, a := range []string{"198.18.0.1", "198.18.0.2", "198.18.0.3", "198.18.0.4"} {
 		if err := w.net.Restore(netlab.Answer, netip.MustParseAddr(a)); err != nil {
 			t.Fatal(err)
@@ -436,6 +403,28 @@ probe:
 			}
 		}
 	}
+}
+
+// waitInhibited waits until Alertmanager at amURL holds back every alert
+// of want ("alertname id-or-host") because another alert inhibits it.
+func (w *world) waitInhibited(t *testing.T, amURL, what string, want ...string) {
+	t.Helper()
+	waitFor(t, 60*time.Second, what, func() string {
+		inhibited, err := inhibitedByKey(w.client, amURL)
+		if err != nil {
+			return err.Error()
+		}
+		var missing []string
+		for _, k := range want {
+			if !inhibited[k] {
+				missing = append(missing, w.named(k))
+			}
+		}
+		if len(missing) > 0 {
+			return fmt.Sprintf("not inhibited: %v", missing)
+		}
+		return ""
+	})
 }
 
 // named replaces the server ids in s by the test's server names.

@@ -293,22 +293,7 @@ probe:
 		"OpenStackVMExporterDown " + hostB,
 	}
 	for _, c := range chains {
-		waitFor(t, 60*time.Second, c.name+": the host's per-server and exporter alerts inhibited", func() string {
-			inhibited, err := inhibitedByKey(w.client, c.am.URL)
-			if err != nil {
-				return err.Error()
-			}
-			var missing []string
-			for _, want := range wantInhibited {
-				if !inhibited[want] {
-					missing = append(missing, w.named(want))
-				}
-			}
-			if len(missing) > 0 {
-				return fmt.Sprintf("not inhibited: %v", missing)
-			}
-			return ""
-		})
+		w.waitInhibited(t, c.am.URL, c.name+": the host's per-server and exporter alerts inhibited", wantInhibited...)
 	}
 
 	phase("host-wide pages delivered, the rest inhibited")

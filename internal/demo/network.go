@@ -70,18 +70,26 @@ func (n *Network) Do(fn func() error) error { return n.lab.Do(fn) }
 // ends first. They must answer first: the reachability alerts fire only for
 // addresses that answered before.
 func (n *Network) BreakAfter(ctx context.Context, d time.Duration, logger *slog.Logger) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
+	if !sleep(ctx, d) {
 		return
-	case <-t.C:
 	}
 	if err := n.lab.Remove(n.dying...); err != nil {
 		logger.Warn("the demo could not cut its dying servers off", "err", err)
 		return
 	}
 	logger.Info("demo: servers stopped answering ping (a crashed guest, a rack cut off)", "addresses", n.dying)
+}
+
+// sleep waits d, and is false if ctx ended first.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
 }
 
 // Break makes the dying servers stop answering now.

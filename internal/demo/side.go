@@ -173,12 +173,8 @@ func (s *SideExporters) Targets() []string { return s.targets }
 // KillHostAfter stops the exporter of demo-hypervisor-7 after d, as if the
 // host died with it, unless ctx ends first.
 func (s *SideExporters) KillHostAfter(ctx context.Context, d time.Duration, logger *slog.Logger) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
+	if !sleep(ctx, d) {
 		return
-	case <-t.C:
 	}
 	s.mu.Lock()
 	host := s.host

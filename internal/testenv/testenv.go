@@ -9,6 +9,7 @@ package testenv
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -106,4 +107,16 @@ func RequireRoot(t testing.TB) {
 	if os.Geteuid() != 0 {
 		t.Fatal("this test needs root (raw ICMP sockets, network namespaces): run the suite as scripts/test.sh does, with sudo")
 	}
+}
+
+// FreeAddr is a 127.0.0.1 address with a TCP port free a moment ago, for a
+// server the test starts.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
 }
