@@ -24,9 +24,13 @@ var (
 		"A server's newest migration, when it failed or is still in progress: its age when last listed, by Nova's clock.",
 		[]string{"id", "migration_id", "host", "dest_host", "migration_type", "status"}, nil)
 	signalReadsDesc = prometheus.NewDesc("openstack_vm_api_signal_requests_total",
-		"Reads of Nova's own signals: instance actions of servers that became SHUTOFF, migration listings.", []string{"api"}, nil)
+		"Reads of Nova's own signals (instance actions of servers that became SHUTOFF, migration listings) and of Neutron's port listing (api ports).", []string{"api"}, nil)
 	signalErrorsDesc = prometheus.NewDesc("openstack_vm_api_signal_errors_total",
-		"Failed reads of Nova's own signals, by API and cause.", []string{"api", "reason"}, nil)
+		"Failed reads of Nova's own signals and of Neutron's port listing, by API and cause.", []string{"api", "reason"}, nil)
+	portsUpDesc = prometheus.NewDesc("openstack_vm_api_ports_up",
+		"Whether the last listing of the host's ports from Neutron succeeded (1) or failed (0); the last good ports are kept.", nil, nil)
+	portsLastSuccessDesc = prometheus.NewDesc("openstack_vm_api_ports_last_success_timestamp_seconds",
+		"When the host's ports were last listed from Neutron successfully, as a Unix time; 0 before the first success.", nil, nil)
 )
 
 // SignalCollector exports Nova's own signals and the cost of reading them.
@@ -37,7 +41,7 @@ type SignalCollector struct {
 // Describe sends the descriptors.
 func (c *SignalCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{shutoffCauseDesc, shutoffStoppedDesc, shutoffPendingDesc, hostDisabledDesc,
-		migrationAgeDesc, signalReadsDesc, signalErrorsDesc} {
+		migrationAgeDesc, signalReadsDesc, signalErrorsDesc, portsUpDesc, portsLastSuccessDesc} {
 		ch <- d
 	}
 }
@@ -72,4 +76,13 @@ func (c *SignalCollector) Collect(ch chan<- prometheus.Metric) {
 	for k, n := range h.SignalErrors {
 		ch <- prometheus.MustNewConstMetric(signalErrorsDesc, prometheus.CounterValue, float64(n), k.API, k.Reason)
 	}
+	up, last := 0.0, 0.0
+	if h.PortsUp {
+		up = 1
+	}
+	if !h.PortsLastSuccess.IsZero() {
+		last = float64(h.PortsLastSuccess.UnixMilli()) / 1000
+	}
+	ch <- prometheus.MustNewConstMetric(portsUpDesc, prometheus.GaugeValue, up)
+	ch <- prometheus.MustNewConstMetric(portsLastSuccessDesc, prometheus.GaugeValue, last)
 }

@@ -37,10 +37,13 @@ type Client struct {
 	provider *gophercloud.ProviderClient
 	// loggedIn is set once Keystone issued a token; the provider keeps it
 	// and renews it by itself on a 401 (AllowReauth).
-	loggedIn  bool
-	compute   *gophercloud.ServiceClient
-	transport *countingTransport
-	redactor  *Redactor
+	loggedIn bool
+	compute  *gophercloud.ServiceClient
+	// networking is Neutron's client, found in the catalog at the first
+	// port listing.
+	networking *gophercloud.ServiceClient
+	transport  *countingTransport
+	redactor   *Redactor
 }
 
 // ClientOptions tunes a Client.

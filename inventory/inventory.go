@@ -41,6 +41,13 @@ type Snapshot struct {
 	// Migrations are the servers' newest migrations that failed or are in
 	// progress (see migrationsToWatch), sorted by server id.
 	Migrations []Migration
+	// Ports are the compute ports bound to the host in scope host (every
+	// compute port in scope all), from Neutron, sorted by id: the last
+	// good listing when Neutron fails.
+	Ports []Port
+	// PortsRead says whether Ports come from a listing that succeeded
+	// (false until the first one does: then no address has a known port).
+	PortsRead bool
 }
 
 // Health is the state of the refresh loop, for the exporter's own metrics.
@@ -73,6 +80,13 @@ type Health struct {
 	// ShutoffPending is the servers that just became SHUTOFF whose
 	// actions are still to be read.
 	ShutoffPending int
+	// PortsUp says whether the last port listing succeeded;
+	// PortsLastSuccess is when one last did, PortsLastError the last
+	// failure's message (redacted). Reads and errors are counted under
+	// SignalPorts in SignalReads and SignalErrors.
+	PortsUp          bool
+	PortsLastSuccess time.Time
+	PortsLastError   string
 }
 
 // Options configures an Inventory.
@@ -121,6 +135,12 @@ type Inventory struct {
 	migrations       []Migration
 	migrationsDenied bool
 	hostDisabled     map[string]string
+
+	// Neutron's ports (ports.go).
+	ports          []Port
+	portsRead      bool
+	portsFailing   bool
+	warnedHostless bool
 }
 
 // New returns an inventory with an empty snapshot; Run fills it.
@@ -431,6 +451,9 @@ func (inv *Inventory) refresh(ctx context.Context, opts Options, client *Client,
 		inv.refreshServiceStates(ctx, opts, client, hostFilter)
 		inv.refreshMigrations(ctx, opts.Logger, client, hostFilter, opts.OpenStack.PageSize, novaNow)
 	}
+	// Every refresh: one filtered listing, which the probes' vantage
+	// depends on. A failure keeps the last good ports.
+	inv.refreshPorts(ctx, opts.Logger, client, hostFilter, opts.OpenStack.PageSize)
 	// Last: bounded, and what the time left does not cover waits for the
 	// next refresh.
 	inv.readShutoffCauses(ctx, opts.Logger, client, next)
@@ -659,6 +682,8 @@ func (inv *Inventory) publish(taken time.Time) {
 		// Both replaced, never modified, by the refresh: shared.
 		HostDisabled: inv.hostDisabled,
 		Migrations:   inv.migrations,
+		Ports:        inv.ports,
+		PortsRead:    inv.portsRead,
 	}
 	if snap.HostDisabled == nil {
 		snap.HostDisabled = map[string]string{}
