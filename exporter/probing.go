@@ -196,7 +196,7 @@ func (p *Prober) Cycle(ctx context.Context) {
 	p.health.DuplicateAddr = len(plan.ambiguous)
 	live := make(map[key]bool, len(plan.targets))
 	for _, t := range plan.targets {
-		k := t.key()
+		k := keyOf(&t)
 		if live[k] {
 			continue // listed twice with the same labels: one series
 		}
