@@ -98,7 +98,7 @@ func TestLabChild(t *testing.T) {
 	engine, mode, _ := strings.Cut(scenario, "/")
 	opts := Options{Privileged: mode == "privileged" || mode == "blocked", Auto: strings.HasPrefix(mode, "auto"),
 		Count: 4, Timeout: 500 * time.Millisecond, Spacing: 20 * time.Millisecond}
-	newEngine := func() (Prober, error) {
+	newEngine := func() (Engine, error) {
 		if engine == "pro-bing" {
 			return NewProBing(opts)
 		}

@@ -23,9 +23,9 @@ func requireRoot(t *testing.T) {
 	}
 }
 
-func engines(t *testing.T, opts Options) map[string]Prober {
+func engines(t *testing.T, opts Options) map[string]Engine {
 	t.Helper()
-	out := map[string]Prober{}
+	out := map[string]Engine{}
 	shared, err := NewShared(opts)
 	if err != nil {
 		t.Fatal(err)
@@ -46,7 +46,7 @@ func engines(t *testing.T, opts Options) map[string]Prober {
 
 // probeWant probes addrs and reports every result that does not count
 // sent requests and received replies.
-func probeWant(t *testing.T, p Prober, addrs []netip.Addr, sent, received int) {
+func probeWant(t *testing.T, p Engine, addrs []netip.Addr, sent, received int) {
 	t.Helper()
 	res, err := p.Probe(context.Background(), addrs)
 	if err != nil {
@@ -185,7 +185,7 @@ func TestAutoModeAsRoot(t *testing.T) {
 		t.Error("auto as root: pro-bing not privileged")
 	}
 	addrs := []netip.Addr{netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("::1")}
-	for name, p := range map[string]Prober{"shared": shared, "pro-bing": pb} {
+	for name, p := range map[string]Engine{"shared": shared, "pro-bing": pb} {
 		t.Run(name, func(t *testing.T) { probeWant(t, p, addrs, 2, 2) })
 	}
 }

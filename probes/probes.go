@@ -20,10 +20,10 @@ type Result struct {
 	RTTs []time.Duration
 }
 
-// Prober sends echo requests to a set of addresses and collects the replies.
+// Engine sends echo requests to a set of addresses and collects the replies.
 // Probe is called by one goroutine at a time; it returns one Result per
 // address, in the order given, once every reply arrived or timed out.
-type Prober interface {
+type Engine interface {
 	Probe(ctx context.Context, addrs []netip.Addr) ([]Result, error)
 	// Stats returns counters of failures that are not any one target's.
 	Stats() Stats
@@ -38,7 +38,7 @@ type Stats struct {
 	SocketErrors uint64
 }
 
-// Options configures a Prober.
+// Options configures an Engine.
 type Options struct {
 	// Privileged selects raw sockets (CAP_NET_RAW) instead of ICMP datagram
 	// sockets (net.ipv4.ping_group_range).
