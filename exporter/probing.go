@@ -169,7 +169,7 @@ func (p *Prober) Cycle(ctx context.Context) {
 	p.logAmbiguous(plan.ambiguous)
 
 	start := time.Now()
-	results, err := engine.Probe(ctx, plan.addrs)
+	results, err := engine.Probe(ctx, probes.HostTargets(plan.addrs))
 	took := time.Since(start)
 	if err != nil && ctx.Err() != nil {
 		return

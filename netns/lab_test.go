@@ -44,7 +44,9 @@ func TestDoAddrsIdentity(t *testing.T) {
 	if !slices.Contains(got, netip.MustParsePrefix("198.18.9.2/24")) {
 		t.Errorf("Addrs = %v, want 198.18.9.2/24 among them", got)
 	}
-	if slices.ContainsFunc(got, func(p netip.Prefix) bool { return !p.Addr().IsLoopback() && p.Addr() != netip.MustParseAddr("198.18.9.2") }) {
+	if slices.ContainsFunc(got, func(p netip.Prefix) bool {
+		return !p.Addr().IsLoopback() && p.Addr() != netip.MustParseAddr("198.18.9.2")
+	}) {
 		t.Errorf("Addrs = %v: addresses of another namespace", got)
 	}
 	id, err := Identity(DefaultDir, name)
