@@ -8,7 +8,7 @@
 // and falls back to a datagram one when the raw one is refused, as
 // blackbox_exporter does, and the engine logs which it uses.
 //
-// Two engines implement Prober:
+// Two engines implement Engine:
 //
 //   - Shared (the default): one long-lived socket per address family for all
 //     targets, raw (CAP_NET_RAW) or ICMP datagram (ping_group_range). One

@@ -1,0 +1,66 @@
+package probes
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// The same address in two namespaces is two targets: a reply counts only
+// for the target whose socket it arrived on.
+func TestMatchRequiresTheTargetsSocket(t *testing.T) {
+	s := &Shared{magic: 0xabcdef01, id: 9}
+	a := netip.MustParseAddr("198.18.7.11")
+	sockA, sockB := &socket{privileged: true}, &socket{privileged: true}
+	c := &cycle{number: 5, count: 1, timeout: int64(time.Second), addrs: []netip.Addr{a, a},
+		socks: []*socket{sockA, sockB}, unprobed: make([]string, 2),
+		sentAt: make([]atomic.Int64, 2), rtt: make([]atomic.Int64, 2), done: make(chan struct{})}
+	c.sentAt[0].Store(1)
+	c.sentAt[1].Store(1)
+	c.pending.Store(2)
+	reply := func(idx int) []byte {
+		b := make([]byte, packetLen)
+		echo{id: 9, seq: uint16(idx), magic: 0xabcdef01, cycle: 5, index: uint32(idx)}.marshal(b, false)
+		b[0] = icmpv4EchoReply
+		return b
+	}
+	from := &net.IPAddr{IP: a.AsSlice()}
+	// Target 0's reply arriving on target 1's socket, and the reverse.
+	s.match(c, sockB, reply(0), from, 100)
+	s.match(c, sockA, reply(1), from, 100)
+	if c.rtt[0].Load() != 0 || c.rtt[1].Load() != 0 {
+		t.Fatalf("a reply was counted on another namespace's socket: rtts %d %d", c.rtt[0].Load(), c.rtt[1].Load())
+	}
+	s.match(c, sockA, reply(0), from, 100)
+	if c.rtt[0].Load() == 0 || c.rtt[1].Load() != 0 {
+		t.Errorf("reply on its own socket: rtts %d %d, want only target 0 answered", c.rtt[0].Load(), c.rtt[1].Load())
+	}
+	// From another address on the right socket: ignored.
+	s.match(c, sockB, reply(1), &net.IPAddr{IP: net.ParseIP("198.18.7.12")}, 100)
+	if c.rtt[1].Load() != 0 {
+		t.Error("a reply from another address was counted")
+	}
+}
+
+// The pro-bing engine probes no namespace target: each is reported
+// engine_unsupported, never sent anything, and the others keep their order.
+func TestProBingLeavesNamespaceTargetsUnprobed(t *testing.T) {
+	p := &ProBing{opts: Options{Count: 1, Timeout: time.Millisecond, PacketsPerSecond: 1000}, concurrency: 1}
+	p.opts.setDefaults()
+	targets := []Target{
+		{Addr: netip.MustParseAddr("198.18.7.11"), Namespace: "ovmxt-a"},
+		{Addr: netip.MustParseAddr("198.18.7.12"), Namespace: "ovmxt-b"},
+	}
+	res, err := p.Probe(context.Background(), targets)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range res {
+		if r.Unprobed != UnprobedEngineUnsupported || r.Sent != 0 {
+			t.Errorf("target %d: %+v, want unprobed %s", i, r, UnprobedEngineUnsupported)
+		}
+	}
+}
