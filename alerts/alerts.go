@@ -59,6 +59,7 @@ type Params struct {
 	HostUnreachableShare    float64 `yaml:"host_unreachable_share"`
 	HostUnreachableMinVMs   int     `yaml:"host_unreachable_min_vms"`
 	HostUnreachableFor      string  `yaml:"host_unreachable_for"`
+	NamespaceMissingFor     string  `yaml:"namespace_missing_for"`
 
 	HostDownFor        string `yaml:"host_down_for"`
 	HostMaintenanceFor string `yaml:"host_maintenance_for"`
