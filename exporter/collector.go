@@ -119,7 +119,7 @@ func (c *ServerCollector) Collect(ch chan<- prometheus.Metric) {
 // HealthCollector exports the state of the refresh and probe loops.
 type HealthCollector struct {
 	inv      *inventory.Inventory
-	prober   *Prober
+	loop     *ProbeLoop
 	interval func() float64
 }
 
@@ -155,15 +155,15 @@ func (c *HealthCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(inventoryHostKnownDesc, prometheus.GaugeValue, boolFloat(*h.HostKnown))
 	}
 
-	p := c.prober
-	ph := p.Health()
-	cfg, _ := p.current()
+	var r Results
+	c.loop.Results(&r, 0)
+	ph := r.Health
 	ch <- prometheus.MustNewConstMetric(probeTargetsDesc, prometheus.GaugeValue, float64(ph.Targets))
-	ch <- prometheus.MustNewConstMetric(probeIntervalDesc, prometheus.GaugeValue, cfg.Interval.Seconds())
+	ch <- prometheus.MustNewConstMetric(probeIntervalDesc, prometheus.GaugeValue, r.Interval.Seconds())
 	ch <- prometheus.MustNewConstMetric(probeDurationDesc, prometheus.GaugeValue, ph.LastDuration.Seconds())
 	ch <- prometheus.MustNewConstMetric(probeLastCycleDesc, prometheus.GaugeValue, unixOrZero(ph.LastCycleEnd))
 	ch <- prometheus.MustNewConstMetric(probeOverrunsDesc, prometheus.CounterValue, float64(ph.Overruns))
-	st := p.EngineStats()
+	st := r.Engine
 	ch <- prometheus.MustNewConstMetric(probeErrorsDesc, prometheus.CounterValue, float64(st.SendErrors), "send")
 	ch <- prometheus.MustNewConstMetric(probeErrorsDesc, prometheus.CounterValue, float64(st.SocketErrors), "socket")
 	ch <- prometheus.MustNewConstMetric(probeErrorsDesc, prometheus.CounterValue, float64(ph.CycleErrors), "cycle")
@@ -181,7 +181,7 @@ func unixOrZero(t time.Time) float64 {
 // TargetCollector exports the per-address families (the RTT histograms are
 // the RTTCollector's).
 type TargetCollector struct {
-	p *Prober
+	loop *ProbeLoop
 }
 
 // Describe sends the descriptors.
@@ -193,9 +193,11 @@ func (c *TargetCollector) Describe(ch chan<- *prometheus.Desc) {
 
 // Collect sends the per-address series.
 func (c *TargetCollector) Collect(ch chan<- prometheus.Metric) {
-	c.p.mu.RLock()
-	defer c.p.mu.RUnlock()
-	for _, st := range c.p.targets {
+	r := getResults()
+	defer putResults(r)
+	c.loop.Results(r, ResultTargets)
+	for i := range r.Targets {
+		st := &r.Targets[i]
 		if st.probed {
 			ch <- prometheus.MustNewConstMetric(icmpUpDesc, prometheus.GaugeValue, st.up, st.values...)
 		}
@@ -214,7 +216,7 @@ func boolFloat(b bool) float64 {
 // RTTCollector exports the per-address RTT histograms, classic and native
 // buckets both.
 type RTTCollector struct {
-	p *Prober
+	loop *ProbeLoop
 }
 
 // Describe sends the descriptor.
@@ -222,9 +224,9 @@ func (c *RTTCollector) Describe(ch chan<- *prometheus.Desc) { ch <- rttDesc }
 
 // Collect sends one histogram per address.
 func (c *RTTCollector) Collect(ch chan<- prometheus.Metric) {
-	c.p.mu.RLock()
-	defer c.p.mu.RUnlock()
-	for _, st := range c.p.targets {
-		ch <- st.rtt.metric(rttDesc, st.values...)
+	var r Results
+	c.loop.Results(&r, ResultHistograms)
+	for i := range r.Targets {
+		ch <- r.Targets[i].histogram
 	}
 }

@@ -35,7 +35,7 @@ func labService(t *testing.T, lab *openstacklab.Lab, scope, host string) *Servic
 		t.Fatal(err)
 	}
 	svc := &Service{cfg: cfg, inv: inventory.New(invOpts, client)}
-	svc.prober = NewProber(nil, cfg.Probe.ICMP, svc.inv.Snapshot, nil)
+	svc.loop = NewProbeLoop(nil, cfg.Probe.ICMP, svc.inv.Snapshot, nil)
 	svc.registries()
 	return svc
 }

@@ -38,7 +38,7 @@ type Service struct {
 	labels   serverLabels
 	gzip     gzipCache
 	inv      *inventory.Inventory
-	prober   *Prober
+	loop     *ProbeLoop
 
 	mu  sync.Mutex
 	cfg *config.Config
@@ -74,7 +74,7 @@ func New(cfg *config.Config, logger *slog.Logger) (*Service, error) {
 			return nil, err
 		}
 	}
-	s.prober = NewProber(engine, cfg.Probe.ICMP, s.inv.Snapshot, logger)
+	s.loop = NewProbeLoop(engine, cfg.Probe.ICMP, s.inv.Snapshot, logger)
 
 	s.registries(
 		versioncollector.NewCollector("openstack_vm_exporter"),
@@ -163,13 +163,13 @@ func sameTLS(a, b *tls.Config) bool {
 // registries builds both registries with the service's collectors and the
 // extra ones given.
 func (s *Service) registries(extra ...prometheus.Collector) {
-	health := &HealthCollector{inv: s.inv, prober: s.prober, interval: s.refreshInterval}
+	health := &HealthCollector{inv: s.inv, loop: s.loop, interval: s.refreshInterval}
 	signals := &SignalCollector{inv: s.inv}
 	s.small = prometheus.NewRegistry()
 	s.small.MustRegister(append([]prometheus.Collector{health, signals}, extra...)...)
 	s.registry = prometheus.NewRegistry()
 	s.registry.MustRegister(append([]prometheus.Collector{
-		health, signals, &ServerCollector{inv: s.inv}, &TargetCollector{p: s.prober}, &RTTCollector{p: s.prober},
+		health, signals, &ServerCollector{inv: s.inv}, &TargetCollector{loop: s.loop}, &RTTCollector{loop: s.loop},
 	}, extra...)...)
 }
 
@@ -212,8 +212,8 @@ func (s *Service) Registry() *prometheus.Registry { return s.registry }
 // Inventory returns the inventory.
 func (s *Service) Inventory() *inventory.Inventory { return s.inv }
 
-// Prober returns the prober.
-func (s *Service) Prober() *Prober { return s.prober }
+// ProbeLoop returns the probe loop.
+func (s *Service) ProbeLoop() *ProbeLoop { return s.loop }
 
 // Ready reports whether the first inventory refresh succeeded.
 func (s *Service) Ready() bool {
@@ -239,10 +239,10 @@ func (s *Service) Run(ctx context.Context) {
 			return
 		case <-s.inv.Ready():
 		}
-		s.prober.Run(ctx)
+		s.loop.Run(ctx)
 	}()
 	wg.Wait()
-	if _, engine := s.prober.current(); engine != nil {
+	if _, engine := s.loop.current(); engine != nil {
 		_ = engine.Close()
 	}
 }
@@ -275,7 +275,7 @@ func (s *Service) Reload(cfg *config.Config) error {
 	}
 	var engine probes.Prober
 	old, cur := s.cfg.Probe.ICMP, cfg.Probe.ICMP
-	_, running := s.prober.current()
+	_, running := s.loop.current()
 	if cur.Enabled && (running == nil || old.Engine != cur.Engine || EngineOptions(old, nil) != EngineOptions(cur, nil)) {
 		if engine, err = newEngine(cur, s.logger); err != nil {
 			return err
@@ -285,7 +285,7 @@ func (s *Service) Reload(cfg *config.Config) error {
 		s.inv.Reconfigure(invOpts, client)
 		s.creds = creds
 	}
-	if replaced := s.prober.SetConfig(cur, engine); replaced != nil {
+	if replaced := s.loop.SetConfig(cur, engine); replaced != nil {
 		// Closing waits for a running cycle to end; do not hold the reload.
 		go replaced.Close()
 	}

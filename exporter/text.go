@@ -7,7 +7,6 @@ import (
 	"io"
 	"math"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -115,7 +114,7 @@ func (s *Service) writeLarge(w io.Writer) error {
 	defer textBufPool.Put(buf)
 	tw := &textWriter{w: w, buf: (*buf)[:0]}
 	s.writeServers(tw)
-	s.prober.writeTargets(tw)
+	writeTargets(tw, s.loop)
 	err := tw.flush()
 	*buf = tw.buf[:0]
 	return err
@@ -128,7 +127,7 @@ func (s *Service) writeLarge(w io.Writer) error {
 type gzipCache struct {
 	mu       sync.Mutex
 	snap     *inventory.Snapshot
-	cycle    uint64 // the prober's generation
+	cycle    uint64 // the probe loop's generation
 	data     []byte
 	lastUsed time.Time
 }
@@ -162,7 +161,9 @@ func (s *Service) compressedLarge(used bool) ([]byte, error) {
 	if used {
 		c.lastUsed = time.Now()
 	}
-	snap, cycle := s.inv.Snapshot(), s.prober.Generation()
+	var r Results
+	s.loop.Results(&r, 0)
+	snap, cycle := s.inv.Snapshot(), r.Generation
 	if c.data != nil && c.snap == snap && c.cycle == cycle {
 		return c.data, nil
 	}
@@ -373,61 +374,11 @@ func (s *Service) writeServers(t *textWriter) {
 	}
 }
 
-// targetRow is one target as a scrape writes it. Rows are copied under the
-// prober's lock and written after it is released: writing can block for as
-// long as the client does not read, and the probe loop must not wait for
-// that. labels and le are never changed once built, so rows share them.
-type targetRow struct {
-	labels         []byte
-	le             []string
-	up             float64
-	probed         bool
-	sent, received uint64
-	count          uint64
-	sum            float64
-	buckets        []uint64 // per classic bucket, not cumulative; +Inf last
-}
-
-// targetRows is reused from scrape to scrape: at 10,000 targets the rows
-// and their buckets are a few hundred kilobytes.
-type targetRows struct {
-	rows    []targetRow
-	buckets []uint64
-}
-
-var targetRowsPool = sync.Pool{New: func() any { return new(targetRows) }}
-
-// copyTargets copies what a scrape writes of every target into c.
-func (p *Prober) copyTargets(c *targetRows) {
-	p.mu.RLock()
-	defer p.mu.RUnlock()
-	n := 0
-	for _, st := range p.targets {
-		n += len(st.rtt.classic)
-	}
-	c.rows = slices.Grow(c.rows[:0], len(p.targets))
-	// Grown once, so that the rows' bucket slices stay in this array.
-	c.buckets = slices.Grow(c.buckets[:0], n)
-	for _, st := range p.targets {
-		off := len(c.buckets)
-		c.buckets = append(c.buckets, st.rtt.classic...)
-		c.rows = append(c.rows, targetRow{
-			labels: st.labels, le: st.le, up: st.up, probed: st.probed,
-			sent: st.sent, received: st.received, count: st.rtt.count, sum: st.rtt.sum,
-			buckets: c.buckets[off:len(c.buckets):len(c.buckets)],
-		})
-	}
-}
-
-func (p *Prober) writeTargets(t *textWriter) {
-	c := targetRowsPool.Get().(*targetRows)
-	defer func() {
-		clear(c.rows) // drop the labels of targets that may be gone
-		c.rows = c.rows[:0]
-		targetRowsPool.Put(c)
-	}()
-	p.copyTargets(c)
-	rows := c.rows
+func writeTargets(t *textWriter, loop *ProbeLoop) {
+	r := getResults()
+	defer putResults(r)
+	loop.Results(r, ResultTargets)
+	rows := r.Targets
 	if len(rows) == 0 {
 		return
 	}

@@ -60,7 +60,7 @@ func Collect(ctx context.Context, svc *exporter.Service) (Snapshot, error) {
 		return Snapshot{}, err
 	}
 	beforeAt := time.Now()
-	svc.Prober().Cycle(ctx)
+	svc.ProbeLoop().Cycle(ctx)
 	// The counters need two distinct instants, whatever the cycle took.
 	time.Sleep(time.Until(beforeAt.Add(time.Second)))
 	after, err := svc.Registry().Gather()
