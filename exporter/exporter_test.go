@@ -411,7 +411,7 @@ func TestTextWriterMatchesGenericPath(t *testing.T) {
 	}
 	req := httptest.NewRequest(http.MethodGet, "/metrics", nil)
 	fast := parse(req, f.svc.Handler(promhttp.HandlerOpts{}))
-	generic := parse(req, promhttp.HandlerFor(f.svc.registry, promhttp.HandlerOpts{}))
+	generic := parse(req, promhttp.HandlerFor(f.svc.Gatherer(), promhttp.HandlerOpts{}))
 	if len(fast) < 20 {
 		t.Fatalf("only %d families", len(fast))
 	}

@@ -47,7 +47,7 @@ func gather(t *testing.T, lab *openstacklab.Lab, svc *Service) map[string]*dto.M
 	if err := svc.inv.Refresh(context.Background()); err != nil {
 		t.Fatalf("%v\n%s", err, lab.Logs())
 	}
-	fams, err := svc.registry.Gather()
+	fams, err := svc.Gatherer().Gather()
 	if err != nil {
 		t.Fatal(err)
 	}

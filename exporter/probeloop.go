@@ -72,10 +72,11 @@ type targetState struct {
 // newTargetState starts a target's series; le holds the rendered le labels
 // of bounds, shared by every target (they are never changed).
 func newTargetState(t Target, bounds []float64, le []string) *targetState {
+	// Every per-address family has the labels targetLabels.
+	values := []string{t.ServerID, t.Name, t.ProjectID, t.Host, t.Network, t.Addr.String()}
 	return &targetState{
-		labels: labelsOf("id", t.ServerID, "name", t.Name, "project_id", t.ProjectID, "host", t.Host,
-			"network", t.Network, "address", t.Addr.String()),
-		values: []string{t.ServerID, t.Name, t.ProjectID, t.Host, t.Network, t.Addr.String()},
+		labels: icmpUpFam.textLabels(values...),
+		values: values,
 		le:     le,
 		rtt:    newRTTHistogram(bounds),
 	}

@@ -94,7 +94,7 @@ func (p *ProbeLoop) Results(r *Results, parts ResultParts) {
 			buckets: r.buckets[off:len(r.buckets):len(r.buckets)],
 		}
 		if parts&ResultHistograms != 0 {
-			t.histogram = st.rtt.metric(rttDesc, st.values...)
+			t.histogram = st.rtt.metric(rttFam.desc, st.values...)
 		}
 		r.Targets = append(r.Targets, t)
 	}

@@ -31,14 +31,15 @@ import (
 // registry that exports both.
 type Service struct {
 	logger *slog.Logger
-	// registry holds every collector; small only those the text writer
-	// does not write itself (the exporter's health, Go, process, build).
-	registry *prometheus.Registry
-	small    *prometheus.Registry
-	labels   serverLabels
-	gzip     gzipCache
-	inv      *inventory.Inventory
-	loop     *ProbeLoop
+	// own holds the exporter's own metrics (its loops' health, Go,
+	// process, build); fleet the fleet's that the text writer writes
+	// itself (per server, per address); signals the fleet's few others
+	// (Nova's own signals), which both paths gather.
+	own, signals, fleet *prometheus.Registry
+	labels              serverLabels
+	gzip                gzipCache
+	inv                 *inventory.Inventory
+	loop                *ProbeLoop
 
 	mu  sync.Mutex
 	cfg *config.Config
@@ -160,17 +161,25 @@ func sameTLS(a, b *tls.Config) bool {
 		})
 }
 
-// registries builds both registries with the service's collectors and the
-// extra ones given.
+// registries builds the registries with the service's collectors and the
+// extra ones (the exporter's own: Go, process, build) given.
 func (s *Service) registries(extra ...prometheus.Collector) {
-	health := &HealthCollector{inv: s.inv, loop: s.loop, interval: s.refreshInterval}
-	signals := &SignalCollector{inv: s.inv}
-	s.small = prometheus.NewRegistry()
-	s.small.MustRegister(append([]prometheus.Collector{health, signals}, extra...)...)
-	s.registry = prometheus.NewRegistry()
-	s.registry.MustRegister(append([]prometheus.Collector{
-		health, signals, &ServerCollector{inv: s.inv}, &TargetCollector{loop: s.loop}, &RTTCollector{loop: s.loop},
-	}, extra...)...)
+	s.own = prometheus.NewRegistry()
+	s.own.MustRegister(append([]prometheus.Collector{&HealthCollector{inv: s.inv, loop: s.loop, interval: s.refreshInterval}}, extra...)...)
+	s.signals = prometheus.NewRegistry()
+	s.signals.MustRegister(&SignalCollector{inv: s.inv})
+	s.fleet = prometheus.NewRegistry()
+	s.fleet.MustRegister(&ServerCollector{inv: s.inv}, &TargetCollector{loop: s.loop}, &RTTCollector{loop: s.loop})
+}
+
+// Gatherer gathers every family of the service, through client_golang.
+func (s *Service) Gatherer() prometheus.Gatherer {
+	return prometheus.Gatherers{s.own, s.signals, s.fleet}
+}
+
+// small gathers the families the text writer does not write itself.
+func (s *Service) small() prometheus.Gatherer {
+	return prometheus.Gatherers{s.own, s.signals}
 }
 
 // EngineOptions derives the probe engine's options from the configuration.
@@ -205,9 +214,6 @@ func (s *Service) refreshInterval() float64 {
 	defer s.mu.Unlock()
 	return s.cfg.OpenStack.RefreshInterval.Seconds()
 }
-
-// Registry holds every collector of the service.
-func (s *Service) Registry() *prometheus.Registry { return s.registry }
 
 // Inventory returns the inventory.
 func (s *Service) Inventory() *inventory.Inventory { return s.inv }
