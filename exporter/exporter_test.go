@@ -92,7 +92,7 @@ func newFixture(t testing.TB, servers []standin.Server) *fixture {
 	}
 	engine := &scriptedEngine{answers: map[netip.Addr]probes.Result{}}
 	svc := &Service{cfg: cfg, inv: inventory.New(invOpts, client)}
-	svc.prober = NewProber(engine, cfg.Probe.ICMP, svc.inv.Snapshot, nil)
+	svc.loop = NewProbeLoop(engine, cfg.Probe.ICMP, svc.inv.Snapshot, nil)
 	svc.registries()
 	return &fixture{cloud: cloud, svc: svc, engine: engine}
 }
@@ -102,7 +102,7 @@ func (f *fixture) refreshAndProbe(t *testing.T) {
 	if err := f.svc.inv.Refresh(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	f.svc.prober.Cycle(context.Background())
+	f.svc.loop.Cycle(context.Background())
 }
 
 // scrape returns the text exposition and the parsed families.
@@ -354,8 +354,8 @@ func TestDisabledProbing(t *testing.T) {
 	f.refreshAndProbe(t)
 	cfg := f.svc.cfg.Probe.ICMP
 	cfg.Enabled = false
-	f.svc.prober.SetConfig(cfg, nil)
-	f.svc.prober.Cycle(context.Background())
+	f.svc.loop.SetConfig(cfg, nil)
+	f.svc.loop.Cycle(context.Background())
 	_, fams := f.scrape(t)
 	if len(fams["openstack_vm_icmp_up"].GetMetric()) != 0 {
 		t.Error("probe series with probing disabled")
@@ -415,7 +415,7 @@ func TestTextWriterMatchesGenericPath(t *testing.T) {
 	}
 	req := httptest.NewRequest(http.MethodGet, "/metrics", nil)
 	fast := parse(req, f.svc.Handler(promhttp.HandlerOpts{}))
-	generic := parse(req, promhttp.HandlerFor(f.svc.registry, promhttp.HandlerOpts{}))
+	generic := parse(req, promhttp.HandlerFor(f.svc.Gatherer(), promhttp.HandlerOpts{}))
 	if len(fast) < 20 {
 		t.Fatalf("only %d families", len(fast))
 	}

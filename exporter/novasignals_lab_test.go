@@ -35,7 +35,7 @@ func labService(t *testing.T, lab *openstacklab.Lab, scope, host string) *Servic
 		t.Fatal(err)
 	}
 	svc := &Service{cfg: cfg, inv: inventory.New(invOpts, client)}
-	svc.prober = NewProber(nil, cfg.Probe.ICMP, svc.inv.Snapshot, nil)
+	svc.loop = NewProbeLoop(nil, cfg.Probe.ICMP, svc.inv.Snapshot, nil)
 	svc.registries()
 	return svc
 }
@@ -47,7 +47,7 @@ func gather(t *testing.T, lab *openstacklab.Lab, svc *Service) map[string]*dto.M
 	if err := svc.inv.Refresh(context.Background()); err != nil {
 		t.Fatalf("%v\n%s", err, lab.Logs())
 	}
-	fams, err := svc.registry.Gather()
+	fams, err := svc.Gatherer().Gather()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,7 +17,7 @@ const nativeSchema = 3
 // classic buckets and in native (sparse exponential) buckets. It is a few
 // hundred bytes; client_golang's live histogram, with its hot and cold
 // copies for lock-free updates, costs ten times that, which matters at ten
-// thousand addresses. It is only touched under the prober's lock.
+// thousand addresses. It is only touched under the probe loop's lock.
 type rttHistogram struct {
 	bounds  []float64
 	classic []uint64 // per bucket, not cumulative; the last is +Inf

@@ -31,14 +31,15 @@ import (
 // registry that exports both.
 type Service struct {
 	logger *slog.Logger
-	// registry holds every collector; small only those the text writer
-	// does not write itself (the exporter's health, Go, process, build).
-	registry *prometheus.Registry
-	small    *prometheus.Registry
-	labels   serverLabels
-	gzip     gzipCache
-	inv      *inventory.Inventory
-	prober   *Prober
+	// own holds the exporter's own metrics (its loops' health, Go,
+	// process, build); fleet the fleet's that the text writer writes
+	// itself (per server, per address); signals the fleet's few others
+	// (Nova's own signals), which both paths gather.
+	own, signals, fleet *prometheus.Registry
+	labels              serverLabels
+	gzip                gzipCache
+	inv                 *inventory.Inventory
+	loop                *ProbeLoop
 
 	mu  sync.Mutex
 	cfg *config.Config
@@ -74,7 +75,7 @@ func New(cfg *config.Config, logger *slog.Logger) (*Service, error) {
 			return nil, err
 		}
 	}
-	s.prober = NewProber(engine, cfg.Probe.ICMP, s.inv.Snapshot, logger)
+	s.loop = NewProbeLoop(engine, cfg.Probe.ICMP, s.inv.Snapshot, logger)
 
 	s.registries(
 		versioncollector.NewCollector("openstack_vm_exporter"),
@@ -160,17 +161,25 @@ func sameTLS(a, b *tls.Config) bool {
 		})
 }
 
-// registries builds both registries with the service's collectors and the
-// extra ones given.
+// registries builds the registries with the service's collectors and the
+// extra ones (the exporter's own: Go, process, build) given.
 func (s *Service) registries(extra ...prometheus.Collector) {
-	health := &HealthCollector{inv: s.inv, prober: s.prober, interval: s.refreshInterval}
-	signals := &SignalCollector{inv: s.inv}
-	s.small = prometheus.NewRegistry()
-	s.small.MustRegister(append([]prometheus.Collector{health, signals}, extra...)...)
-	s.registry = prometheus.NewRegistry()
-	s.registry.MustRegister(append([]prometheus.Collector{
-		health, signals, &ServerCollector{inv: s.inv}, &TargetCollector{p: s.prober}, &RTTCollector{p: s.prober},
-	}, extra...)...)
+	s.own = prometheus.NewRegistry()
+	s.own.MustRegister(append([]prometheus.Collector{&HealthCollector{inv: s.inv, loop: s.loop, interval: s.refreshInterval}}, extra...)...)
+	s.signals = prometheus.NewRegistry()
+	s.signals.MustRegister(&SignalCollector{inv: s.inv})
+	s.fleet = prometheus.NewRegistry()
+	s.fleet.MustRegister(&ServerCollector{inv: s.inv}, &TargetCollector{loop: s.loop}, &RTTCollector{loop: s.loop})
+}
+
+// Gatherer gathers every family of the service, through client_golang.
+func (s *Service) Gatherer() prometheus.Gatherer {
+	return prometheus.Gatherers{s.own, s.signals, s.fleet}
+}
+
+// small gathers the families the text writer does not write itself.
+func (s *Service) small() prometheus.Gatherer {
+	return prometheus.Gatherers{s.own, s.signals}
 }
 
 // EngineOptions derives the probe engine's options from the configuration.
@@ -206,14 +215,11 @@ func (s *Service) refreshInterval() float64 {
 	return s.cfg.OpenStack.RefreshInterval.Seconds()
 }
 
-// Registry holds every collector of the service.
-func (s *Service) Registry() *prometheus.Registry { return s.registry }
-
 // Inventory returns the inventory.
 func (s *Service) Inventory() *inventory.Inventory { return s.inv }
 
-// Prober returns the prober.
-func (s *Service) Prober() *Prober { return s.prober }
+// ProbeLoop returns the probe loop.
+func (s *Service) ProbeLoop() *ProbeLoop { return s.loop }
 
 // Ready reports whether the first inventory refresh succeeded.
 func (s *Service) Ready() bool {
@@ -239,10 +245,10 @@ func (s *Service) Run(ctx context.Context) {
 			return
 		case <-s.inv.Ready():
 		}
-		s.prober.Run(ctx)
+		s.loop.Run(ctx)
 	}()
 	wg.Wait()
-	if _, engine := s.prober.current(); engine != nil {
+	if _, engine := s.loop.current(); engine != nil {
 		_ = engine.Close()
 	}
 }
@@ -275,7 +281,7 @@ func (s *Service) Reload(cfg *config.Config) error {
 	}
 	var engine probes.Engine
 	old, cur := s.cfg.Probe.ICMP, cfg.Probe.ICMP
-	_, running := s.prober.current()
+	_, running := s.loop.current()
 	if cur.Enabled && (running == nil || old.Engine != cur.Engine || EngineOptions(old, nil) != EngineOptions(cur, nil)) {
 		if engine, err = newEngine(cur, s.logger); err != nil {
 			return err
@@ -285,7 +291,7 @@ func (s *Service) Reload(cfg *config.Config) error {
 		s.inv.Reconfigure(invOpts, client)
 		s.creds = creds
 	}
-	if replaced := s.prober.SetConfig(cur, engine); replaced != nil {
+	if replaced := s.loop.SetConfig(cur, engine); replaced != nil {
 		// Closing waits for a running cycle to end; do not hold the reload.
 		go replaced.Close()
 	}

@@ -16,9 +16,10 @@ import (
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/probes"
 )
 
-// Prober runs probe cycles over the inventory's addresses and keeps, per
-// target, what the collectors export.
-type Prober struct {
+// ProbeLoop runs probe cycles over the inventory's addresses and keeps, per
+// target, what the collectors export. Readers take a copy of its results
+// with Results; nothing else of it is read from outside the loop.
+type ProbeLoop struct {
 	engine probes.Engine
 	inv    func() *inventory.Snapshot
 	logger *slog.Logger
@@ -71,28 +72,29 @@ type targetState struct {
 // newTargetState starts a target's series; le holds the rendered le labels
 // of bounds, shared by every target (they are never changed).
 func newTargetState(t Target, bounds []float64, le []string) *targetState {
+	// Every per-address family has the labels targetLabels.
+	values := []string{t.ServerID, t.Name, t.ProjectID, t.Host, t.Network, t.Addr.String()}
 	return &targetState{
-		labels: labelsOf("id", t.ServerID, "name", t.Name, "project_id", t.ProjectID, "host", t.Host,
-			"network", t.Network, "address", t.Addr.String()),
-		values: []string{t.ServerID, t.Name, t.ProjectID, t.Host, t.Network, t.Addr.String()},
+		labels: icmpUpFam.textLabels(values...),
+		values: values,
 		le:     le,
 		rtt:    newRTTHistogram(bounds),
 	}
 }
 
-// NewProber returns a prober over the snapshots inv returns.
-func NewProber(engine probes.Engine, cfg config.ICMP, inv func() *inventory.Snapshot, logger *slog.Logger) *Prober {
+// NewProbeLoop returns a probe loop over the snapshots inv returns.
+func NewProbeLoop(engine probes.Engine, cfg config.ICMP, inv func() *inventory.Snapshot, logger *slog.Logger) *ProbeLoop {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	p := &Prober{engine: engine, inv: inv, logger: logger, cfg: cfg, targets: map[key]*targetState{}}
+	p := &ProbeLoop{engine: engine, inv: inv, logger: logger, cfg: cfg, targets: map[key]*targetState{}}
 	return p
 }
 
 // SetConfig applies a reloaded probe configuration, and a new engine when
 // engine is not nil, from the next cycle on. It returns the engine replaced,
 // which the caller closes once no cycle uses it.
-func (p *Prober) SetConfig(cfg config.ICMP, engine probes.Engine) (old probes.Engine) {
+func (p *ProbeLoop) SetConfig(cfg config.ICMP, engine probes.Engine) (old probes.Engine) {
 	p.cfgMu.Lock()
 	defer p.cfgMu.Unlock()
 	if !slices.Equal(cfg.RTTBuckets, p.cfg.RTTBuckets) {
@@ -114,7 +116,7 @@ func (p *Prober) SetConfig(cfg config.ICMP, engine probes.Engine) (old probes.En
 	return old
 }
 
-func (p *Prober) current() (config.ICMP, probes.Engine) {
+func (p *ProbeLoop) current() (config.ICMP, probes.Engine) {
 	p.cfgMu.Lock()
 	defer p.cfgMu.Unlock()
 	return p.cfg, p.engine
@@ -122,7 +124,7 @@ func (p *Prober) current() (config.ICMP, probes.Engine) {
 
 // Run starts a cycle every interval until ctx ends. A cycle that overruns
 // its interval is counted and the next one starts at once.
-func (p *Prober) Run(ctx context.Context) {
+func (p *ProbeLoop) Run(ctx context.Context) {
 	next := time.Now()
 	for {
 		start := time.Now()
@@ -152,7 +154,7 @@ func (p *Prober) Run(ctx context.Context) {
 }
 
 // Cycle probes every selected address once and records the outcome.
-func (p *Prober) Cycle(ctx context.Context) {
+func (p *ProbeLoop) Cycle(ctx context.Context) {
 	cfg, engine := p.current()
 	if !cfg.Enabled || engine == nil {
 		p.mu.Lock()
@@ -296,7 +298,7 @@ func planCycle(targets []Target) cyclePlan {
 
 // logAmbiguous logs the addresses left out for being ambiguous when they
 // change, not every cycle.
-func (p *Prober) logAmbiguous(ambiguous map[netip.Addr][]string) {
+func (p *ProbeLoop) logAmbiguous(ambiguous map[netip.Addr][]string) {
 	p.ambiguousMu.Lock()
 	same := maps.EqualFunc(ambiguous, p.ambiguous, slices.Equal)
 	p.ambiguous = ambiguous
@@ -322,33 +324,4 @@ func (p *Prober) logAmbiguous(ambiguous map[netip.Addr][]string) {
 	}
 	p.logger.Info("addresses held by more than one server are not probed, because a reply could come from either",
 		"addresses", len(addrs), "servers", b.String())
-}
-
-// Health returns the probe loop's state.
-func (p *Prober) Health() ProbeHealth {
-	p.mu.RLock()
-	defer p.mu.RUnlock()
-	return p.health
-}
-
-// Generation changes whenever the targets or their results do.
-func (p *Prober) Generation() uint64 {
-	p.mu.RLock()
-	defer p.mu.RUnlock()
-	return p.generation
-}
-
-// EngineStats returns the engines' failure counters, those of engines
-// replaced by reloads included, so the counters never go back.
-func (p *Prober) EngineStats() probes.Stats {
-	p.cfgMu.Lock()
-	defer p.cfgMu.Unlock()
-	st := p.retired
-	if p.engine == nil {
-		return st
-	}
-	cur := p.engine.Stats()
-	st.SendErrors += cur.SendErrors
-	st.SocketErrors += cur.SocketErrors
-	return st
 }
