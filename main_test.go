@@ -161,6 +161,7 @@ probe:
     interval: %s
     count: 1
     timeout: 500ms
+    vantage: host
 `
 
 func metricValue(body, series string) string {
@@ -299,7 +300,7 @@ func TestGracefulShutdown(t *testing.T) {
 			t.Parallel()
 			cloud := startCloud(t)
 			cfgPath := filepath.Join(t.TempDir(), "config.yaml")
-			writeConfig(t, cfgPath, "openstack:\n  scope: all\n  refresh_interval: 2s\n  timeout: 30s\nprobe:\n  icmp:\n    "+tc.probe+"\n")
+			writeConfig(t, cfgPath, "openstack:\n  scope: all\n  refresh_interval: 2s\n  timeout: 30s\nprobe:\n  icmp:\n    vantage: host\n    "+tc.probe+"\n")
 			r := startBinary(t, cloud.Env(), "--config.file="+cfgPath)
 			waitReady(t, r)
 			if tc.busy != nil {
@@ -459,7 +460,7 @@ func TestStalledScrapersReleaseTheirSlots(t *testing.T) {
 	}
 	cloud.Put(servers...)
 	cfgPath := filepath.Join(t.TempDir(), "config.yaml")
-	writeConfig(t, cfgPath, "openstack:\n  scope: all\n  refresh_interval: 30s\n  timeout: 30s\nprobe:\n  icmp:\n    interval: 10s\n    count: 1\n    timeout: 500ms\n")
+	writeConfig(t, cfgPath, "openstack:\n  scope: all\n  refresh_interval: 30s\n  timeout: 30s\nprobe:\n  icmp:\n    interval: 10s\n    count: 1\n    timeout: 500ms\n    vantage: host\n")
 	r := startBinary(t, cloud.Env(), "--config.file="+cfgPath, "--web.write-timeout=5s")
 	base := "http://" + r.addr
 	waitReady(t, r)

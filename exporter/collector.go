@@ -6,6 +6,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/inventory"
+	"github.com/openstack-vm-exporter/openstack-vm-exporter/targets"
 )
 
 // ServerCollector exports the per-server families of the snapshot. It reads
@@ -50,7 +51,7 @@ func (c *HealthCollector) Describe(ch chan<- *prometheus.Desc) {
 	describe(ch, apiUpFam, apiLastSuccessFam, apiDurationFam, apiIntervalFam, apiRefreshesFam,
 		apiErrorsFam, apiRequestsFam, apiBytesFam, inventoryServersFam, inventoryHostKnownFam, probeTargetsFam,
 		probeIntervalFam, probeDurationFam, probeLastCycleFam, probeOverrunsFam, probeErrorsFam,
-		probeInvalidFam, probeDuplicateFam, exporterTimeFam)
+		probeInvalidFam, probeDuplicateFam, probeUnprobedFam, probeVantageModeFam, namespacePresentFam, exporterTimeFam)
 }
 
 // Collect sends the loops' state.
@@ -87,8 +88,18 @@ func (c *HealthCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- probeErrorsFam.metric(float64(st.SendErrors), "send")
 	ch <- probeErrorsFam.metric(float64(st.SocketErrors), "socket")
 	ch <- probeErrorsFam.metric(float64(ph.CycleErrors), "cycle")
+	ch <- probeErrorsFam.metric(float64(st.NamespaceErrors), "namespace")
 	ch <- probeInvalidFam.metric(float64(ph.InvalidAddrs))
 	ch <- probeDuplicateFam.metric(float64(ph.DuplicateAddr))
+	for _, reason := range targets.Reasons {
+		ch <- probeUnprobedFam.metric(float64(ph.Unprobed[reason]), reason)
+	}
+	if ph.Mode != "" {
+		ch <- probeVantageModeFam.metric(1, ph.Mode)
+	}
+	for _, ns := range ph.Namespaces {
+		ch <- namespacePresentFam.metric(boolFloat(ns.Present), ns.NetworkID, ns.Namespace)
+	}
 }
 
 func unixOrZero(t time.Time) float64 {

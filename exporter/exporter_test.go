@@ -86,6 +86,9 @@ func newFixture(t testing.TB, servers []standin.Server) *fixture {
 	t.Setenv("OS_CLOUD", "")
 	cfg := config.Default()
 	cfg.OpenStack.Scope = "all"
+	// The machine's /run/netns is shared with other tests (an OVN metadata
+	// agent's ovnmeta-* would turn vantage auto to ovn-metadata): none here.
+	cfg.Probe.ICMP.NetnsDir = t.TempDir()
 	invOpts, client, err := inventorySetup(cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)

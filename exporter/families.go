@@ -82,7 +82,7 @@ var allFamilies []*family
 
 var (
 	serverLabelNames = []string{"id", "name", "project_id", "host"}
-	targetLabels     = []string{"id", "name", "project_id", "host", "network", "address"}
+	targetLabels     = []string{"id", "name", "project_id", "host", "network", "address", "network_id", "vantage"}
 )
 
 func serverLabelsAnd(extra ...string) []string { return append(serverLabelNames[:4:4], extra...) }
@@ -177,9 +177,17 @@ var (
 	probeOverrunsFam = newFamily("openstack_vm_probe_overruns_total", counter,
 		"Probe cycles that ended after the next one was due.")
 	probeErrorsFam = newFamily("openstack_vm_probe_errors_total", counter,
-		"Echo requests that could not be sent, ICMP socket failures, and probe cycles that failed.", "reason")
+		"Echo requests that could not be sent, ICMP socket failures, probe cycles that failed, "+
+			"and failures to enter a network namespace or open a socket in it (namespace).", "reason")
+	probeUnprobedFam = newFamily("openstack_vm_probe_unprobed_addresses", gauge,
+		"Addresses selected for probing with no usable vantage in the last cycle (no openstack_vm_icmp_* series), by reason.", "reason")
+	probeVantageModeFam = newFamily("openstack_vm_probe_vantage_mode", gauge,
+		"The vantage mode of the last probe cycle (probe.icmp.vantage, auto resolved); always 1.", "mode")
+	namespacePresentFam = newFamily("openstack_vm_network_namespace_present", gauge,
+		"In the namespace vantage modes: per network with ACTIVE compute ports bound to this host, 1 if its namespace exists here, 0 if not.",
+		"network_id", "namespace")
 	probeInvalidFam = newFamily("openstack_vm_probe_invalid_addresses", gauge,
 		"Addresses of servers in a probed status that cannot be probed (not an IP address, multicast, unspecified).")
 	probeDuplicateFam = newFamily("openstack_vm_probe_duplicate_addresses", gauge,
-		"Addresses that more than one server has; not probed, because a reply could come from either.")
+		"Addresses that more than one server has within one vantage; not probed, because a reply could come from either.")
 )

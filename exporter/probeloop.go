@@ -1,11 +1,11 @@
 package exporter
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
 	"maps"
-	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -14,6 +14,7 @@ import (
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/config"
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/inventory"
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/probes"
+	"github.com/openstack-vm-exporter/openstack-vm-exporter/targets"
 )
 
 // ProbeLoop runs probe cycles over the inventory's addresses and keeps, per
@@ -29,7 +30,13 @@ type ProbeLoop struct {
 	retired probes.Stats // counts of engines replaced by reloads
 
 	ambiguousMu sync.Mutex
-	ambiguous   map[netip.Addr][]string // as last logged
+	ambiguous   map[targets.Probe][]string // as last logged
+	// Owned by the cycle: the vantage mode and namespace listing error
+	// last logged.
+	mode, nsErr string
+	// namespaces reads the namespaces of netns_dir (netnsDir; tests
+	// replace it).
+	namespaces func(dir string) targets.Namespaces
 
 	mu      sync.RWMutex
 	targets map[key]*targetState
@@ -53,9 +60,18 @@ type ProbeHealth struct {
 	// are discarded.
 	CycleErrors  uint64
 	InvalidAddrs int
-	// DuplicateAddr counts addresses that more than one server has; they
-	// are not probed.
+	// DuplicateAddr counts addresses that more than one server has
+	// within one vantage; they are not probed.
 	DuplicateAddr int
+	// Mode is the vantage mode of the last cycle: host, ovn-metadata,
+	// dhcp ("" before the first).
+	Mode string
+	// Unprobed counts the selected addresses with no usable vantage, by
+	// reason (targets.Reasons); never modified once set, share it.
+	Unprobed map[string]int
+	// Namespaces are, in the namespace modes, the networks with ACTIVE
+	// ports here and whether their namespace exists; never modified.
+	Namespaces []targets.NamespaceState
 }
 
 type targetState struct {
@@ -73,7 +89,7 @@ type targetState struct {
 // of bounds, shared by every target (they are never changed).
 func newTargetState(t Target, bounds []float64, le []string) *targetState {
 	// Every per-address family has the labels targetLabels.
-	values := []string{t.ServerID, t.Name, t.ProjectID, t.Host, t.Network, t.Addr.String()}
+	values := []string{t.ServerID, t.Name, t.ProjectID, t.Host, t.Network, t.Addr.String(), t.NetworkID, t.Vantage}
 	return &targetState{
 		labels: icmpUpFam.textLabels(values...),
 		values: values,
@@ -87,7 +103,8 @@ func NewProbeLoop(engine probes.Engine, cfg config.ICMP, inv func() *inventory.S
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	p := &ProbeLoop{engine: engine, inv: inv, logger: logger, cfg: cfg, targets: map[key]*targetState{}}
+	p := &ProbeLoop{engine: engine, inv: inv, logger: logger, cfg: cfg, targets: map[key]*targetState{},
+		namespaces: func(dir string) targets.Namespaces { return netnsDir(dir) }}
 	return p
 }
 
@@ -111,6 +128,7 @@ func (p *ProbeLoop) SetConfig(cfg config.ICMP, engine probes.Engine) (old probes
 			st := old.Stats()
 			p.retired.SendErrors += st.SendErrors
 			p.retired.SocketErrors += st.SocketErrors
+			p.retired.NamespaceErrors += st.NamespaceErrors
 		}
 	}
 	return old
@@ -166,18 +184,24 @@ func (p *ProbeLoop) Cycle(ctx context.Context) {
 		p.mu.Unlock()
 		return
 	}
-	sel := SelectTargets(p.inv(), &cfg)
-	plan := planCycle(sel.Targets)
-	p.logAmbiguous(plan.ambiguous)
+	sel := targets.Select(p.inv(), &cfg, targets.Options{Engine: cfg.Engine, Namespaces: p.namespaces(cfg.NetnsDir)})
+	p.logSelection(&sel)
+	plan := targets.PlanCycle(sel.Targets)
+	p.logAmbiguous(plan.Ambiguous)
+	unprobed := sel.UnprobedCounts()
 
+	probeTargets := make([]probes.Target, len(plan.Probes))
+	for i, pr := range plan.Probes {
+		probeTargets[i] = probes.Target{Addr: pr.Addr, Namespace: pr.Namespace}
+	}
 	start := time.Now()
-	results, err := engine.Probe(ctx, probes.HostTargets(plan.addrs))
+	results, err := engine.Probe(ctx, probeTargets)
 	took := time.Since(start)
 	if err != nil && ctx.Err() != nil {
 		return
 	}
-	if err == nil && len(results) != len(plan.addrs) {
-		err = fmt.Errorf("the engine returned %d results for %d addresses", len(results), len(plan.addrs))
+	if err == nil && len(results) != len(probeTargets) {
+		err = fmt.Errorf("the engine returned %d results for %d addresses", len(results), len(probeTargets))
 	}
 
 	if err != nil {
@@ -186,7 +210,8 @@ func (p *ProbeLoop) Cycle(ctx context.Context) {
 		p.mu.Lock()
 		p.health.CycleErrors++
 		p.health.InvalidAddrs = sel.Invalid
-		p.health.DuplicateAddr = len(plan.ambiguous)
+		p.health.DuplicateAddr = len(plan.Ambiguous)
+		p.health.Mode, p.health.Unprobed, p.health.Namespaces = sel.Mode, unprobed, sel.Namespaces
 		p.mu.Unlock()
 		p.logger.Error("probe cycle failed; its results are discarded", "err", err)
 		return
@@ -195,21 +220,28 @@ func (p *ProbeLoop) Cycle(ctx context.Context) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.health.InvalidAddrs = sel.Invalid
-	p.health.DuplicateAddr = len(plan.ambiguous)
-	live := make(map[key]bool, len(plan.targets))
-	for _, t := range plan.targets {
-		k := keyOf(&t)
+	p.health.DuplicateAddr = len(plan.Ambiguous)
+	live := make(map[key]bool, len(plan.Targets))
+	for i := range plan.Targets {
+		t := &plan.Targets[i]
+		r := results[plan.Index[targets.ProbeOf(t)]]
+		if r.Unprobed != "" {
+			// The engine could not probe it (its namespace vanished, no
+			// privilege in it, an engine without namespaces): no series.
+			unprobed[r.Unprobed]++
+			continue
+		}
+		k := keyOf(t)
 		if live[k] {
 			continue // listed twice with the same labels: one series
 		}
 		live[k] = true
-		r := results[plan.index[t.Addr]]
 		st := p.targets[k]
 		if st == nil {
 			if p.le == nil || !slices.Equal(p.leBounds, cfg.RTTBuckets) {
 				p.leBounds, p.le = slices.Clone(cfg.RTTBuckets), leLabels(cfg.RTTBuckets)
 			}
-			st = newTargetState(t, cfg.RTTBuckets, p.le)
+			st = newTargetState(*t, cfg.RTTBuckets, p.le)
 			p.targets[k] = st
 		}
 		st.sent += uint64(r.Sent)
@@ -231,74 +263,39 @@ func (p *ProbeLoop) Cycle(ctx context.Context) {
 		}
 	}
 	p.health.Targets = len(live)
+	p.health.Mode, p.health.Unprobed, p.health.Namespaces = sel.Mode, unprobed, sel.Namespaces
 	p.health.LastDuration = took
 	p.health.LastCycleEnd = time.Now()
 	p.health.Cycles++
 	p.generation++
 }
 
-// cyclePlan is what one cycle probes: each address once, however many of
-// a server's addresses share it.
-type cyclePlan struct {
-	addrs   []netip.Addr
-	index   map[netip.Addr]int
-	targets []Target // those reported, in selection order
-	// ambiguous holds the addresses that distinct servers have, with the
-	// ids of those servers, sorted.
-	ambiguous map[netip.Addr][]string
-}
-
-// planCycle leaves out every address that more than one server has
-// (overlapping tenant networks, a floating IP in transit): a reply proves
-// nothing about which of them answered. An address a server lists twice
-// (on two networks) is probed once and reported for each.
-func planCycle(targets []Target) cyclePlan {
-	owner := make(map[netip.Addr]string, len(targets))
-	var ambiguous map[netip.Addr][]string
-	for _, t := range targets {
-		id, ok := owner[t.Addr]
-		switch {
-		case !ok:
-			owner[t.Addr] = t.ServerID
-		case id != t.ServerID:
-			if ambiguous == nil {
-				ambiguous = map[netip.Addr][]string{}
-			}
-			ids := ambiguous[t.Addr]
-			if ids == nil {
-				ids = []string{id}
-			}
-			if !slices.Contains(ids, t.ServerID) {
-				ids = append(ids, t.ServerID)
-			}
-			ambiguous[t.Addr] = ids
+// logSelection logs a change of the vantage mode, and a failure to list
+// the namespaces when it starts or changes, not every cycle.
+func (p *ProbeLoop) logSelection(sel *targets.Selection) {
+	if sel.Mode != p.mode {
+		if p.mode == "" {
+			p.logger.Info("probing vantage", "mode", sel.Mode)
+		} else {
+			p.logger.Info("probing vantage changed", "mode", sel.Mode, "was", p.mode)
 		}
+		p.mode = sel.Mode
 	}
-	plan := cyclePlan{
-		addrs:     make([]netip.Addr, 0, len(owner)-len(ambiguous)),
-		index:     make(map[netip.Addr]int, len(owner)-len(ambiguous)),
-		targets:   make([]Target, 0, len(targets)),
-		ambiguous: ambiguous,
+	msg := ""
+	if sel.NamespaceErr != nil {
+		msg = sel.NamespaceErr.Error()
 	}
-	for _, ids := range ambiguous {
-		slices.Sort(ids)
-	}
-	for _, t := range targets {
-		if _, ok := ambiguous[t.Addr]; ok {
-			continue
+	if msg != p.nsErr {
+		if msg != "" {
+			p.logger.Error("cannot list the network namespaces; vantage auto probes from the host only", "err", msg)
 		}
-		plan.targets = append(plan.targets, t)
-		if _, ok := plan.index[t.Addr]; !ok {
-			plan.index[t.Addr] = len(plan.addrs)
-			plan.addrs = append(plan.addrs, t.Addr)
-		}
+		p.nsErr = msg
 	}
-	return plan
 }
 
 // logAmbiguous logs the addresses left out for being ambiguous when they
 // change, not every cycle.
-func (p *ProbeLoop) logAmbiguous(ambiguous map[netip.Addr][]string) {
+func (p *ProbeLoop) logAmbiguous(ambiguous map[targets.Probe][]string) {
 	p.ambiguousMu.Lock()
 	same := maps.EqualFunc(ambiguous, p.ambiguous, slices.Equal)
 	p.ambiguous = ambiguous
@@ -310,14 +307,20 @@ func (p *ProbeLoop) logAmbiguous(ambiguous map[netip.Addr][]string) {
 		p.logger.Info("no address is held by more than one server any more")
 		return
 	}
-	addrs := slices.SortedFunc(maps.Keys(ambiguous), netip.Addr.Compare)
+	addrs := slices.SortedFunc(maps.Keys(ambiguous), func(a, b targets.Probe) int {
+		return cmp.Or(strings.Compare(a.Namespace, b.Namespace), a.Addr.Compare(b.Addr))
+	})
 	const shown = 20
 	var b strings.Builder
 	for i, a := range addrs[:min(len(addrs), shown)] {
 		if i > 0 {
 			b.WriteString("; ")
 		}
-		fmt.Fprintf(&b, "%s: %s", a, strings.Join(ambiguous[a], " "))
+		if a.Namespace != "" {
+			fmt.Fprintf(&b, "%s in %s: %s", a.Addr, a.Namespace, strings.Join(ambiguous[a], " "))
+		} else {
+			fmt.Fprintf(&b, "%s: %s", a.Addr, strings.Join(ambiguous[a], " "))
+		}
 	}
 	if len(addrs) > shown {
 		fmt.Fprintf(&b, "; and %d more", len(addrs)-shown)

@@ -67,6 +67,7 @@ func (p *ProbeLoop) Results(r *Results, parts ResultParts) {
 		cur := p.engine.Stats()
 		r.Engine.SendErrors += cur.SendErrors
 		r.Engine.SocketErrors += cur.SocketErrors
+		r.Engine.NamespaceErrors += cur.NamespaceErrors
 	}
 	p.cfgMu.Unlock()
 

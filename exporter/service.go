@@ -197,6 +197,7 @@ func EngineOptions(c config.ICMP, logger *slog.Logger) probes.Options {
 		Timeout:          c.Timeout,
 		Spacing:          spacing,
 		PacketsPerSecond: c.MaxPacketsPerSecond,
+		NetnsDir:         c.NetnsDir,
 		Logger:           logger,
 	}
 }
