@@ -1,7 +1,10 @@
-// Package openstacklab runs a real Keystone (22, Zed) and the real Nova
-// compute API (26, Zed; microversions to 2.93) from Debian's python3-keystone
-// and python3-nova on 127.0.0.1, with sqlite and no message bus or
-// hypervisor, for tests. Servers are created through Nova's own object layer
+// Package openstacklab runs a real Keystone (22, Zed), the real Nova
+// compute API (26, Zed; microversions to 2.93) and the real neutron-server
+// (21, Zed; ML2 with the OVN mechanism driver, on OVN 23.03's databases and
+// ovn-northd) from Debian's python3-keystone, python3-nova and
+// python3-neutron on 127.0.0.1, with sqlite and no message bus or
+// hypervisor, for tests. Networks, subnets and ports are created through
+// Neutron's API; a hypervisor that binds them is internal/ovnlab. Servers are created through Nova's own object layer
 // (py/lab.py), so the API answers with real Nova JSON: status derived from
 // vm_state and task_state, pagination, the host filter, changes-since with
 // deleted servers, host_status from the compute service records, and
@@ -75,8 +78,11 @@ type Lab struct {
 	procs   []*exec.Cmd
 	closers []func() error
 	logs    map[string]string
-	Warm    bool // the databases came from the cache
-	Started time.Duration
+	// the admin token of the lab's Neutron calls
+	neutronToken   string
+	neutronTokenAt time.Time
+	Warm           bool // the databases came from the cache
+	Started        time.Duration
 }
 
 // Server is a server to create.
@@ -101,11 +107,20 @@ type Server struct {
 
 // Address is one address of a server. A floating address attaches to the
 // fixed one listed before it on the same network, as in Nova's network_info.
+//
+// Addresses of a Neutron port (PortAddresses) carry its ids: the server's
+// network_info then has a VIF with the port's id, network id, MAC and
+// subnet, as Nova builds it from the port.
 type Address struct {
 	Network string `json:"network"`
 	Address string `json:"address"`
 	Type    string `json:"type"` // fixed or floating
 	MAC     string `json:"mac,omitempty"`
+	// PortID, NetworkID and CIDR: the Neutron port, its network and the
+	// subnet of the address (empty: made-up ids and 198.18.0.0/15).
+	PortID    string `json:"port_id,omitempty"`
+	NetworkID string `json:"network_id,omitempty"`
+	CIDR      string `json:"cidr,omitempty"`
 }
 
 // Update changes a server; nil fields stay.
@@ -119,19 +134,21 @@ type Update struct {
 	Delete     bool
 }
 
-// Require fails the test when Keystone and Nova are not installed.
+// Require fails the test when Keystone, Nova, Neutron or OVN's central
+// part is not installed.
 func Require(t interface {
 	Helper()
 	Fatalf(string, ...any)
 }) {
 	t.Helper()
-	if err := exec.Command(Python, "-c", "import keystone, nova").Run(); err != nil {
-		t.Fatalf("%s cannot import keystone and nova: apt-get install -y --no-install-recommends python3-keystone python3-nova (scripts/setup.sh does)", Python)
+	if err := exec.Command(Python, "-c", "import keystone, nova, neutron").Run(); err != nil {
+		t.Fatalf("%s cannot import keystone, nova and neutron: apt-get install -y --no-install-recommends python3-keystone python3-nova python3-neutron (scripts/setup.sh does)", Python)
 	}
+	RequireOVN(t)
 }
 
-// Start runs Keystone, a Neutron stand-in (Nova's server view asks it for
-// ports) and Nova, and returns when all answer.
+// Start runs Keystone, OVN's databases and ovn-northd, the real
+// neutron-server (ML2/OVN) and Nova, and returns when all answer.
 func Start(ctx context.Context, opts Options) (*Lab, error) {
 	begin := time.Now()
 	if opts.HTTPClient == nil {
@@ -160,26 +177,37 @@ func Start(ctx context.Context, opts Options) (*Lab, error) {
 	if err != nil {
 		return nil, err
 	}
+	// OVN's central part starts (in well under a second) while the
+	// databases are prepared.
+	ovnDone := make(chan error, 1)
+	go func() { ovnDone <- l.startOVNCentral(ctx) }()
 	out, err := l.python(ctx, nil, "init", opts.Dir, template)
+	if ovnErr := <-ovnDone; err == nil {
+		err = ovnErr
+	}
 	if err != nil {
+		l.Close()
 		return nil, err
 	}
 	l.Warm = strings.TrimSpace(out) == "warm"
-	if err := l.serve(ctx, "keystone", fmt.Sprintf("http://127.0.0.1:%d/v3", l.ports["keystone"]), "keystone", opts.Dir, fmt.Sprint(l.ports["keystone"])); err != nil {
-		l.Close()
-		return nil, err
+	// Neutron, the slowest to start, needs nothing but its configuration
+	// and database to start (Keystone only when it checks a token): it
+	// starts now, beside Keystone and Nova.
+	neutronDone := make(chan error, 1)
+	go func() {
+		neutronDone <- l.serve(ctx, "neutron", l.NetworkURL()+"/", "neutron", opts.Dir)
+	}()
+	err = l.serve(ctx, "keystone", fmt.Sprintf("http://127.0.0.1:%d/v3", l.ports["keystone"]), "keystone", opts.Dir, fmt.Sprint(l.ports["keystone"]))
+	if err == nil && !l.Warm {
+		_, err = l.python(ctx, nil, "register", opts.Dir, template)
 	}
-	if err := l.serve(ctx, "neutron", fmt.Sprintf("http://127.0.0.1:%d/", l.ports["neutron"]), "neutron", fmt.Sprint(l.ports["neutron"])); err != nil {
-		l.Close()
-		return nil, err
+	if err == nil {
+		err = l.serve(ctx, "nova", l.ComputeURL()+"/", "nova", opts.Dir, fmt.Sprint(l.ports["nova"]))
 	}
-	if !l.Warm {
-		if _, err := l.python(ctx, nil, "register", opts.Dir, template); err != nil {
-			l.Close()
-			return nil, err
-		}
+	if nerr := <-neutronDone; err == nil {
+		err = nerr
 	}
-	if err := l.serve(ctx, "nova", l.ComputeURL()+"/", "nova", opts.Dir, fmt.Sprint(l.ports["nova"])); err != nil {
+	if err != nil {
 		l.Close()
 		return nil, err
 	}
@@ -191,7 +219,7 @@ func Start(ctx context.Context, opts Options) (*Lab, error) {
 func templateDir() (string, error) {
 	h := sha256.New()
 	h.Write(labPy)
-	if out, err := exec.Command("dpkg-query", "-W", "-f", "${Version}", "python3-keystone", "python3-nova").Output(); err == nil {
+	if out, err := exec.Command("dpkg-query", "-W", "-f", "${Version}", "python3-keystone", "python3-nova", "python3-neutron").Output(); err == nil {
 		h.Write(out)
 	}
 	base, err := os.UserCacheDir()

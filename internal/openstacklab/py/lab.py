@@ -9,7 +9,8 @@ Subcommands (DIR is the lab's working directory):
                              TTL seconds (same database and keys: the
                              tokens are valid everywhere until then)
   nova DIR PORT              serve the Nova compute API
-  neutron PORT               serve a Neutron stand-in: GET /v2.0/ports -> []
+  neutron DIR                exec the real neutron-server (ML2/OVN, sqlite,
+                             no message bus) on the OVN databases of DIR/ovn
   register DIR               users, services and endpoints (Keystone up)
   seed DIR                   servers from JSON on stdin
   update DIR                 changes from JSON on stdin
@@ -36,6 +37,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 PASSWORD = "lab-admin-password"
 NOVA_PASSWORD = "lab-nova-password"
+NEUTRON_PASSWORD = "lab-neutron-password"
 READER_PASSWORD = "lab-reader-password"
 
 
@@ -145,7 +147,127 @@ paste.app_factory = nova.api.openstack.compute.versions:VersionsV2.factory
 """)
 
 
-STATE_FILES = ["keystone.db", "nova_api.db", "nova_cell0.db", "nova_cell1.db", "fernet-keys", "credential-keys"]
+def neutron_conf(d):
+    """ML2 with the OVN mechanism driver, sqlite, no message bus: every
+    setting REAL-OVN.md found necessary, each with its reason."""
+    p = ports(d)
+    os.makedirs(os.path.join(d, "neutron"), exist_ok=True)
+    os.makedirs(os.path.join(d, "neutron-policy.d"), exist_ok=True)
+    write(os.path.join(d, "neutron.conf"), f"""[DEFAULT]
+debug = false
+core_plugin = ml2
+# OVN's L3 plugin even for pure L2: without it the maintenance worker
+# crashes on get_floatingip.
+service_plugins = ovn-router
+auth_strategy = keystone
+bind_host = 127.0.0.1
+bind_port = {p['neutron']}
+# One API worker: with 0 no hash-ring node registers, OVN's agent list stays
+# empty and every binding is refused.
+api_workers = 1
+# No message bus.
+transport_url = fake://
+rpc_workers = 0
+rpc_state_report_workers = 0
+dhcp_agent_notification = false
+notify_nova_on_port_status_changes = false
+notify_nova_on_port_data_changes = false
+allow_overlapping_ips = true
+state_path = {d}/neutron
+api_paste_config = {d}/neutron-api-paste.ini
+use_stderr = true
+[database]
+connection = sqlite:///{d}/neutron.db
+[keystone_authtoken]
+www_authenticate_uri = http://127.0.0.1:{p['keystone']}/v3
+auth_type = password
+auth_url = http://127.0.0.1:{p['keystone']}/v3
+project_domain_name = Default
+user_domain_name = Default
+project_name = service
+username = neutron
+password = {NEUTRON_PASSWORD}
+region_name = RegionOne
+# Validate every token with Keystone, as Nova here does.
+token_cache_time = -1
+[oslo_concurrency]
+lock_path = {d}/locks
+[oslo_policy]
+# Overrides of a test (Lab.SetNeutronPolicy); reread when the file changes.
+policy_file = {d}/neutron-policy.yaml
+# An empty directory of its own: not /etc/neutron/policy.d.
+policy_dirs = {d}/neutron-policy.d
+[ml2]
+mechanism_drivers = ovn
+type_drivers = geneve,flat
+tenant_network_types = geneve
+extension_drivers = port_security
+[ml2_type_geneve]
+vni_ranges = 1:65536
+max_header_size = 38
+[ml2_type_flat]
+flat_networks = *
+[ovn]
+ovn_nb_connection = unix:{d}/ovn/nb.sock
+ovn_sb_connection = unix:{d}/ovn/sb.sock
+ovn_metadata_enabled = true
+neutron_sync_mode = off
+""")
+    policy = os.path.join(d, "neutron-policy.yaml")
+    if not os.path.exists(policy):
+        write(policy, "# Overrides of a test (Lab.SetNeutronPolicy).\n")
+    write(os.path.join(d, "neutron-api-paste.ini"), """[composite:neutron]
+use = egg:Paste#urlmap
+/: neutronversions_composite
+/v2.0: neutronapi_v2_0
+
+[composite:neutronapi_v2_0]
+use = call:neutron.auth:pipeline_factory
+keystone = cors http_proxy_to_wsgi request_id catch_errors authtoken keystonecontext extensions neutronapiapp_v2_0
+
+[composite:neutronversions_composite]
+use = call:neutron.auth:pipeline_factory
+keystone = cors http_proxy_to_wsgi neutronversions
+
+[filter:request_id]
+paste.filter_factory = oslo_middleware:RequestId.factory
+[filter:catch_errors]
+paste.filter_factory = oslo_middleware:CatchErrors.factory
+[filter:cors]
+paste.filter_factory = oslo_middleware.cors:filter_factory
+oslo_config_project = neutron
+[filter:http_proxy_to_wsgi]
+paste.filter_factory = oslo_middleware.http_proxy_to_wsgi:HTTPProxyToWSGI.factory
+[filter:keystonecontext]
+paste.filter_factory = neutron.auth:NeutronKeystoneContext.factory
+[filter:authtoken]
+paste.filter_factory = keystonemiddleware.auth_token:filter_factory
+[filter:extensions]
+paste.filter_factory = neutron.api.extensions:plugin_aware_extension_middleware_factory
+[app:neutronversions]
+paste.app_factory = neutron.pecan_wsgi.app:versions_factory
+[app:neutronapiapp_v2_0]
+paste.app_factory = neutron.api.v2.router:APIRouter.factory
+""")
+
+
+def neutron_schema(d):
+    """Neutron's schema on sqlite from its models (neutron-db-manage's
+    migrations do not run on sqlite)."""
+    import sqlalchemy
+    import neutron.db.migration.models.head  # noqa: F401  every model
+    from neutron_lib.db import model_base
+    engine = sqlalchemy.create_engine(f"sqlite:///{d}/neutron.db")
+    model_base.BASEV2.metadata.create_all(engine)
+    engine.dispose()
+    wal(os.path.join(d, "neutron.db"))
+
+
+def serve_neutron(d):
+    os.execv(sys.executable, [sys.executable, "/usr/bin/neutron-server", "--config-file", os.path.join(d, "neutron.conf")])
+
+
+STATE_FILES = ["neutron.db", "keystone.db", "nova_api.db", "nova_cell0.db", "nova_cell1.db", "fernet-keys", "credential-keys"]
 
 
 def init(d, template):
@@ -153,6 +275,7 @@ def init(d, template):
     os.makedirs(os.path.join(d, "locks"), exist_ok=True)
     keystone_conf(d)
     nova_conf(d)
+    neutron_conf(d)
     if template and os.path.exists(os.path.join(template, "origin.json")):
         for name in STATE_FILES:
             src = os.path.join(template, name)
@@ -182,6 +305,7 @@ def init(d, template):
     nova_manage(d, ["db", "sync"])
     for db in ("nova_api.db", "nova_cell0.db", "nova_cell1.db"):
         wal(os.path.join(d, db))
+    neutron_schema(d)
     print("cold")
 
 
@@ -288,17 +412,6 @@ def serve_nova(d, port):
     eventlet.wsgi.server(sock, app, log=sys.stderr, log_output=True)
 
 
-def serve_neutron(port):
-    def app(environ, start_response):
-        path = environ.get("PATH_INFO", "")
-        body = {"ports": []} if path.endswith("/ports") or path.endswith("/ports.json") else \
-            {"versions": [{"id": "v2.0", "status": "CURRENT", "links": []}]}
-        data = json.dumps(body).encode()
-        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
-        return [data]
-    serve(app, port)
-
-
 def api(method, url, body=None, token=None):
     req = urllib.request.Request(url, method=method, data=json.dumps(body).encode() if body is not None else None)
     req.add_header("Content-Type", "application/json")
@@ -334,8 +447,9 @@ def register(d):
     admin_role = find("roles", "admin")
     reader_role = ensure("roles", "role", {"name": "reader"})
     member_role = ensure("roles", "role", {"name": "member"})
-    nova_user = ensure("users", "user", {"name": "nova", "domain_id": "default", "password": NOVA_PASSWORD})
-    api("PUT", f"{ks}/projects/{service_project}/users/{nova_user}/roles/{admin_role}", token=tok)
+    for user, password in (("nova", NOVA_PASSWORD), ("neutron", NEUTRON_PASSWORD)):
+        uid = ensure("users", "user", {"name": user, "domain_id": "default", "password": password})
+        api("PUT", f"{ks}/projects/{service_project}/users/{uid}/roles/{admin_role}", token=tok)
     reader = ensure("users", "user", {"name": "lab-reader", "domain_id": "default", "password": READER_PASSWORD})
     api("PUT", f"{ks}/projects/{demo_project}/users/{reader}/roles/{reader_role}", token=tok)
     api("PUT", f"{ks}/projects/{demo_project}/users/{reader}/roles/{member_role}", token=tok)
@@ -385,22 +499,26 @@ def seed(d):
     with context.target_cell(ctxt, cell) as cctxt:
         for s in servers:
             vifs = []
-            by_net = {}
+            by_vif = {}  # one VIF per Neutron port, else per network name
             for a in s.get("addresses") or []:
-                by_net.setdefault(a["network"], []).append(a)
-            for i, (net, addrs) in enumerate(by_net.items()):
-                subnets = {4: nw.Subnet(cidr="198.18.0.0/15", ips=[]), 6: nw.Subnet(cidr="2001:2::/48", ips=[])}
+                by_vif.setdefault(a.get("port_id") or ("net:" + a["network"]), []).append(a)
+            for i, addrs in enumerate(by_vif.values()):
+                net = addrs[0]["network"]
+                subnets = {}
                 fixed = None
                 for a in addrs:
                     version = 6 if ":" in a["address"] else 4
                     if a.get("type") == "floating" and fixed is not None:
                         fixed.add_floating_ip(nw.IP(address=a["address"], type="floating"))
                         continue
+                    cidr = a.get("cidr") or ("2001:2::/48" if version == 6 else "198.18.0.0/15")
                     fixed = nw.FixedIP(address=a["address"])
-                    subnets[version]["ips"].append(fixed)
-                vifs.append(nw.VIF(id=str(uuidlib.uuid4()), address=a.get("mac") or "fa:16:3e:00:%02x:%02x" % (i // 256, i % 256),
-                                   network=nw.Network(id=str(uuidlib.uuid4()), label=net,
-                                                      subnets=[sn for sn in subnets.values() if sn["ips"]])))
+                    subnets.setdefault(cidr, nw.Subnet(cidr=cidr, ips=[]))["ips"].append(fixed)
+                first = addrs[0]
+                vifs.append(nw.VIF(id=first.get("port_id") or str(uuidlib.uuid4()),
+                                   address=first.get("mac") or "fa:16:3e:00:%02x:%02x" % (i // 256, i % 256),
+                                   network=nw.Network(id=first.get("network_id") or str(uuidlib.uuid4()), label=net,
+                                                      subnets=sorted(subnets.values(), key=lambda sn: ":" in sn["cidr"]))))
             fl = flavor(s.get("flavor") or "m1.small")
             inst = objects.Instance(context=cctxt)
             inst.uuid = s.get("id") or str(uuidlib.uuid4())

@@ -1,0 +1,708 @@
+// Package ovnlab runs a real OVN hypervisor for tests: Open vSwitch with
+// its userspace datapath (this kernel has no openvswitch module),
+// ovn-controller as a chassis of internal/openstacklab's OVN databases,
+// and the real neutron-ovn-metadata-agent, which creates the
+// ovnmeta-<network id> namespaces itself. VMs are network namespaces
+// plugged into br-int as os-vif plugs them, bound to ports created through
+// the real Neutron.
+//
+// Everything runs inside a network namespace of the lab's own (one
+// userspace OVS per namespace), which has no default route. The metadata
+// agent deletes every ovnmeta-* namespace on the machine that OVN does not
+// back, and only one agent may run per machine: a hypervisor holds a
+// machine-wide lock (flock on /run/ovnlab.lock) from New to Close, so two
+// tests never run one at the same time.
+//
+// Use:
+//
+//	hv, _ := ovnlab.New(ctx, ovnlab.Options{Dir: dir, Host: "hv-1"})
+//	cloud, _ := openstacklab.Start(ctx, openstacklab.Options{Dir: dir2, NetNS: hv.NetNS(), HTTPClient: hv.HTTPClient()})
+//	_ = hv.Start(ctx, cloud)
+//	vm, _ := hv.Plug(ctx, port)
+package ovnlab
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/netlab"
+	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/openstacklab"
+	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/tied"
+)
+
+// LockFile serialises the hypervisors of every process on the machine.
+const LockFile = "/run/ovnlab.lock"
+
+// stateFile names what the holder of the lock runs, so that the next one
+// can clean up after a holder that died without closing.
+const stateFile = "/run/ovnlab.state"
+
+// Options configures a hypervisor.
+type Options struct {
+	// Dir holds the lab's databases, configuration, sockets and logs.
+	Dir string
+	// Host is the chassis's hostname: the binding:host_id of its ports.
+	Host string
+	// LockTimeout bounds the wait for another test's hypervisor to end
+	// (default 10 minutes).
+	LockTimeout time.Duration
+}
+
+// Hypervisor is one OVN chassis in its own namespace.
+type Hypervisor struct {
+	opts  Options
+	ns    string
+	lock  *os.File
+	cloud *openstacklab.Lab
+
+	mu       sync.Mutex
+	procs    []*exec.Cmd
+	logs     map[string]string
+	vms      []*VM
+	networks map[string]bool // networks of plugged ports: their ovnmeta-* to remove
+	closed   bool
+	Started  time.Duration // New and Start, lock wait excluded
+	begin    time.Time
+}
+
+// Require fails the test when what the lab runs is not installed or it
+// does not run as root.
+func Require(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Fatal("the OVN lab needs root (network namespaces, Open vSwitch); run the lab tests as root, as CI does")
+	}
+	for bin, pkg := range map[string]string{
+		"ovsdb-server": "openvswitch-switch", "ovs-vswitchd": "openvswitch-switch", "ovs-vsctl": "openvswitch-switch",
+		"ovn-controller": "ovn-host", "neutron-ovn-metadata-agent": "neutron-ovn-metadata-agent",
+		"haproxy": "haproxy", "iptables-save": "iptables", "sudo": "sudo", "ip": "iproute2", "nft": "nftables",
+		"ethtool": "ethtool",
+	} {
+		if _, err := exec.LookPath(bin); err != nil {
+			t.Fatalf("%s not found: apt-get install -y --no-install-recommends %s (scripts/setup.sh does)", bin, pkg)
+		}
+	}
+	openstacklab.Require(t)
+}
+
+// New takes the machine's lock and creates the hypervisor's namespace, in
+// which the cloud's services can then run (openstacklab.Options.NetNS).
+func New(ctx context.Context, opts Options) (*Hypervisor, error) {
+	if opts.Host == "" || opts.Dir == "" {
+		return nil, errors.New("ovnlab: Options.Dir and Options.Host are required")
+	}
+	if opts.LockTimeout == 0 {
+		opts.LockTimeout = 10 * time.Minute
+	}
+	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
+		return nil, err
+	}
+	lock, err := takeLock(ctx, opts.LockTimeout)
+	if err != nil {
+		return nil, err
+	}
+	h := &Hypervisor{opts: opts, lock: lock, logs: map[string]string{}, networks: map[string]bool{}, begin: time.Now()}
+	cleanStale()
+	h.ns = fmt.Sprintf("ovnlab-%d-hv", os.Getpid())
+	if err := h.writeState(); err != nil {
+		h.Close()
+		return nil, err
+	}
+	if err := run("ip", "netns", "add", h.ns); err != nil {
+		h.Close()
+		return nil, err
+	}
+	if err := run("ip", "-n", h.ns, "link", "set", "lo", "up"); err != nil {
+		h.Close()
+		return nil, err
+	}
+	return h, nil
+}
+
+// takeLock waits for the machine-wide lock.
+func takeLock(ctx context.Context, timeout time.Duration) (*os.File, error) {
+	f, err := os.OpenFile(LockFile, os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	deadline := time.Now().Add(timeout)
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			return f, nil
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			f.Close()
+			return nil, fmt.Errorf("locking %s: %w", LockFile, err)
+		}
+		if time.Now().After(deadline) {
+			f.Close()
+			return nil, fmt.Errorf("another OVN lab holds %s after %v", LockFile, timeout)
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+type state struct {
+	Dir        string   `json:"dir"`
+	Namespaces []string `json:"namespaces"`
+}
+
+// writeState records what this hypervisor runs (under the lock).
+func (h *Hypervisor) writeState() error {
+	h.mu.Lock()
+	s := state{Dir: h.opts.Dir, Namespaces: []string{h.ns}}
+	for _, vm := range h.vms {
+		s.Namespaces = append(s.Namespaces, vm.Namespace)
+	}
+	for n := range h.networks {
+		s.Namespaces = append(s.Namespaces, "ovnmeta-"+n)
+	}
+	h.mu.Unlock()
+	b, _ := json.Marshal(s)
+	return os.WriteFile(stateFile, b, 0o644)
+}
+
+// cleanStale ends what a hypervisor that died without Close left behind
+// (its agent's haproxy and privsep daemons, which outlive the agent;
+// its namespaces). Called under the lock: no other hypervisor runs.
+func cleanStale() {
+	b, err := os.ReadFile(stateFile)
+	if err != nil {
+		return
+	}
+	var s state
+	if json.Unmarshal(b, &s) == nil && s.Dir != "" {
+		killUnder(s.Dir)
+		for _, ns := range s.Namespaces {
+			_ = run("ip", "netns", "delete", ns)
+		}
+	}
+	os.Remove(stateFile)
+}
+
+// killUnder kills every process whose command line names a path under dir:
+// the processes of one lab (its dir is its own), found by their ids.
+func killUnder(dir string) []int {
+	entries, _ := os.ReadDir("/proc")
+	var killed []int
+	self := os.Getpid()
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == self {
+			continue
+		}
+		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		if bytes.Contains(cmdline, []byte(dir+"/")) {
+			if syscall.Kill(pid, syscall.SIGKILL) == nil {
+				killed = append(killed, pid)
+			}
+		}
+	}
+	return killed
+}
+
+// NetNS is the hypervisor's network namespace.
+func (h *Hypervisor) NetNS() string { return h.ns }
+
+// ExecPrefix runs a command in the hypervisor's namespace: append it.
+func (h *Hypervisor) ExecPrefix() []string { return []string{"ip", "netns", "exec", h.ns} }
+
+// Do runs fn on a thread inside the hypervisor's namespace.
+func (h *Hypervisor) Do(fn func() error) error { return netlab.Do(h.ns, fn) }
+
+// HTTPClient's connections are opened inside the hypervisor's namespace:
+// it reaches services on that namespace's loopback.
+func (h *Hypervisor) HTTPClient() *http.Client {
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var c net.Conn
+		err := h.Do(func() error {
+			var err error
+			c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
+			return err
+		})
+		return c, err
+	}
+	return &http.Client{Transport: &http.Transport{DialContext: dial}, Timeout: 60 * time.Second}
+}
+
+func (h *Hypervisor) path(name string) string { return filepath.Join(h.opts.Dir, name) }
+
+// ovsDB is the hypervisor's Open vSwitch database.
+func (h *Hypervisor) ovsDB() string { return "unix:" + h.path("db.sock") }
+
+func (h *Hypervisor) env() []string {
+	env := os.Environ()
+	for _, k := range []string{"OVS_RUNDIR", "OVS_DBDIR", "OVS_LOGDIR", "OVS_SYSCONFDIR", "OVN_RUNDIR", "OVN_DBDIR", "OVN_LOGDIR", "OVN_SYSCONFDIR"} {
+		env = append(env, k+"="+h.opts.Dir)
+	}
+	return env
+}
+
+// Start runs Open vSwitch, ovn-controller as a chassis of the cloud's OVN
+// and the metadata agent, and returns when Neutron lists the chassis's
+// OVN controller agent alive (ports bound to Host then bind).
+func (h *Hypervisor) Start(ctx context.Context, cloud *openstacklab.Lab) error {
+	h.cloud = cloud
+	begin := time.Now()
+	conf := h.path("conf.db")
+	if out, err := exec.CommandContext(ctx, "ovsdb-tool", "create", conf, "/usr/share/openvswitch/vswitch.ovsschema").CombinedOutput(); err != nil {
+		return fmt.Errorf("ovsdb-tool create: %v: %s", err, out)
+	}
+	if err := h.daemon("ovsdb-server", "ovsdb-server", conf, "--remote=punix:"+h.path("db.sock"),
+		"--unixctl="+h.path("ovsdb-server.ctl"), "--log-file="+h.path("ovsdb-server.log"), "-vconsole:off"); err != nil {
+		return err
+	}
+	if err := waitSocket(ctx, h.path("db.sock")); err != nil {
+		return fmt.Errorf("%w\n%s", err, h.Logs())
+	}
+	if _, err := h.vsctl(ctx, "--no-wait", "init"); err != nil {
+		return err
+	}
+	if err := h.daemon("ovs-vswitchd", "ovs-vswitchd", h.ovsDB(), "--disable-system",
+		"--unixctl="+h.path("ovs-vswitchd.ctl"), "--log-file="+h.path("ovs-vswitchd.log"), "-vconsole:off"); err != nil {
+		return err
+	}
+	if _, err := h.vsctl(ctx, "--may-exist", "add-br", "br-int", "--",
+		"set", "Bridge", "br-int", "datapath_type=netdev", "fail_mode=secure", "other_config:disable-in-band=true"); err != nil {
+		return err
+	}
+	systemID := "chassis-" + h.opts.Host
+	if _, err := h.vsctl(ctx, "set", "Open_vSwitch", ".",
+		"external_ids:ovn-remote="+cloud.OVNSouthbound(), "external_ids:ovn-encap-type=geneve",
+		"external_ids:ovn-encap-ip=127.0.0.1", "external_ids:ovn-bridge-datapath-type=netdev",
+		"external_ids:system-id="+systemID, "external_ids:hostname="+h.opts.Host); err != nil {
+		return err
+	}
+	if err := h.daemon("ovn-controller", "ovn-controller", h.ovsDB(),
+		"--log-file="+h.path("ovn-controller.log"), "-vconsole:off"); err != nil {
+		return err
+	}
+	if err := cloud.WaitOVNController(ctx, h.opts.Host, 2*time.Minute); err != nil {
+		return fmt.Errorf("%w\n%s", err, h.Logs())
+	}
+	if err := h.startAgent(ctx); err != nil {
+		return err
+	}
+	h.Started = time.Since(begin)
+	return nil
+}
+
+// startAgent runs the real neutron-ovn-metadata-agent in the hypervisor's
+// namespace (root, no rootwrap: root_helper empty; privsep through sudo).
+func (h *Hypervisor) startAgent(ctx context.Context) error {
+	state := h.path("metadata")
+	if err := os.MkdirAll(state, 0o755); err != nil {
+		return err
+	}
+	ini := fmt.Sprintf(`[DEFAULT]
+debug = false
+use_stderr = true
+state_path = %[1]s
+metadata_proxy_socket = %[1]s/metadata_proxy
+metadata_proxy_shared_secret = lab-metadata-secret
+metadata_workers = 1
+nova_metadata_host = 127.0.0.1
+[agent]
+root_helper =
+[ovs]
+ovsdb_connection = %[2]s
+[ovn]
+ovn_sb_connection = %[3]s
+[oslo_concurrency]
+lock_path = %[1]s/locks
+`, state, h.ovsDB(), h.cloud.OVNSouthbound())
+	path := h.path("metadata-agent.ini")
+	if err := os.WriteFile(path, []byte(ini), 0o644); err != nil {
+		return err
+	}
+	// Entered with nsenter, network namespace only: `ip netns exec` would
+	// also give it a mount namespace of its own, and the ovnmeta-*
+	// namespaces it mounts under /run/netns would then exist for it alone.
+	return h.daemonArgv("metadata-agent", []string{"nsenter", "--net=/run/netns/" + h.ns,
+		openstacklab.Python, "/usr/bin/neutron-ovn-metadata-agent", "--config-file", path})
+}
+
+// daemon runs a long-lived process inside the hypervisor's namespace, in
+// the foreground and in its own process group, tied to the test process.
+func (h *Hypervisor) daemon(name, bin string, args ...string) error {
+	return h.daemonArgv(name, append(append(h.ExecPrefix(), bin), args...))
+}
+
+func (h *Hypervisor) daemonArgv(name string, argv []string) error {
+	logPath := h.path(name + ".out")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = h.env()
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	_, err = tied.Start(cmd)
+	logFile.Close()
+	if err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	h.mu.Lock()
+	h.procs = append(h.procs, cmd)
+	h.logs[name] = logPath
+	h.mu.Unlock()
+	return nil
+}
+
+// vsctl runs ovs-vsctl on the hypervisor's database.
+func (h *Hypervisor) vsctl(ctx context.Context, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, "ovs-vsctl", append([]string{"--db=" + h.ovsDB(), "--timeout=60"}, args...)...)
+	cmd.Env = h.env()
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("ovs-vsctl %s: %v: %s", strings.Join(args, " "), err, bytes.TrimSpace(out))
+	}
+	return string(out), nil
+}
+
+// VM is a namespace plugged into br-int as a Neutron port's instance.
+type VM struct {
+	// Namespace holds the VM's eth0.
+	Namespace string
+	// Tap is the hypervisor's end, tap<port id[:11]>.
+	Tap  string
+	Port openstacklab.Port
+	// Addr is the port's first fixed address.
+	Addr netip.Addr
+
+	h         *Hypervisor
+	responder *responder
+}
+
+// Plug creates a VM for a port bound to this host: a namespace whose eth0
+// has the port's MAC and MTU and its fixed addresses (static, on the
+// subnet's prefix), joined by a veth to br-int as os-vif plugs an OVS
+// port (external_ids iface-id, attached-mac, iface-status, vm-uuid). OVN
+// then claims the port, Neutron marks it ACTIVE, and the metadata agent
+// creates the network's ovnmeta-<network id> namespace.
+func (h *Hypervisor) Plug(ctx context.Context, port openstacklab.Port) (*VM, error) {
+	if len(port.FixedIPs) == 0 {
+		return nil, fmt.Errorf("port %s has no fixed address", port.ID)
+	}
+	var net struct {
+		Network openstacklab.Network `json:"network"`
+	}
+	if err := h.cloud.Neutron(ctx, http.MethodGet, "/v2.0/networks/"+port.NetworkID, nil, &net); err != nil {
+		return nil, err
+	}
+	h.mu.Lock()
+	vm := &VM{Namespace: fmt.Sprintf("ovnlab-%d-vm%d", os.Getpid(), len(h.vms)), Tap: "tap" + port.ID[:11], Port: port, h: h}
+	h.vms = append(h.vms, vm)
+	h.networks[port.NetworkID] = true
+	h.mu.Unlock()
+	if err := h.writeState(); err != nil {
+		return nil, err
+	}
+	var addrCmds []string
+	for i, ip := range port.FixedIPs {
+		a, err := netip.ParseAddr(ip.IPAddress)
+		if err != nil || !a.Is4() || !netip.MustParsePrefix("198.18.0.0/15").Contains(a) {
+			return nil, fmt.Errorf("port %s: address %q is not inside 198.18.0.0/15", port.ID, ip.IPAddress)
+		}
+		var sub struct {
+			Subnet openstacklab.Subnet `json:"subnet"`
+		}
+		if err := h.cloud.Neutron(ctx, http.MethodGet, "/v2.0/subnets/"+ip.SubnetID, nil, &sub); err != nil {
+			return nil, err
+		}
+		p, err := netip.ParsePrefix(sub.Subnet.CIDR)
+		if err != nil {
+			return nil, err
+		}
+		if i == 0 {
+			vm.Addr = a
+		}
+		addrCmds = append(addrCmds, fmt.Sprintf("addr add %s/%d dev eth0", a, p.Bits()))
+	}
+	mtu := net.Network.MTU
+	if mtu == 0 {
+		mtu = 1442
+	}
+	if err := run("ip", "netns", "add", vm.Namespace); err != nil {
+		return nil, err
+	}
+	// Both ends are created inside namespaces of the lab: nothing is
+	// configured in the machine's own namespace.
+	if err := run("ip", "-n", h.ns, "link", "add", vm.Tap, "mtu", fmt.Sprint(mtu), "type", "veth",
+		"peer", "name", "eth0", "mtu", fmt.Sprint(mtu), "netns", vm.Namespace); err != nil {
+		return nil, err
+	}
+	if err := batch(vm.Namespace, append([]string{
+		"link set lo up",
+		fmt.Sprintf("link set eth0 address %s", port.MAC),
+	}, append(addrCmds, "link set eth0 up")...)...); err != nil {
+		return nil, err
+	}
+	// TCP from a VM is dropped until the veth's TX checksum offload is off.
+	if err := run("ip", "netns", "exec", vm.Namespace, "ethtool", "-K", "eth0", "tx", "off"); err != nil {
+		return nil, err
+	}
+	if err := run("ip", "-n", h.ns, "link", "set", vm.Tap, "up"); err != nil {
+		return nil, err
+	}
+	if _, err := h.vsctl(ctx, "--may-exist", "add-port", "br-int", vm.Tap, "--",
+		"set", "Interface", vm.Tap,
+		"external_ids:iface-id="+port.ID, "external_ids:attached-mac="+port.MAC,
+		"external_ids:iface-status=active", "external_ids:vm-uuid="+port.DeviceID); err != nil {
+		return nil, err
+	}
+	return vm, nil
+}
+
+// WaitPortStatus waits until Neutron shows the port with status (ACTIVE
+// once OVN has claimed a plugged port).
+func (h *Hypervisor) WaitPortStatus(ctx context.Context, portID, status string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		p, err := h.cloud.GetPort(ctx, portID)
+		if err == nil && p.Status == status {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("port %s: status %q (%v), want %s after %v\n%s", portID, p.Status, err, status, timeout, h.Logs())
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// MetadataNamespace is the namespace the agent keeps for a network.
+func MetadataNamespace(networkID string) string { return "ovnmeta-" + networkID }
+
+// WaitMetadataNamespace waits until the agent's namespace of a network
+// exists and has an IPv4 address on a subnet (besides 169.254.169.254),
+// and returns that address.
+func (h *Hypervisor) WaitMetadataNamespace(ctx context.Context, networkID string, timeout time.Duration) (netip.Prefix, error) {
+	ns := MetadataNamespace(networkID)
+	deadline := time.Now().Add(timeout)
+	for {
+		out, err := exec.CommandContext(ctx, "ip", "-n", ns, "-j", "-4", "addr", "show").Output()
+		if err == nil {
+			var links []struct {
+				Addrs []struct {
+					Local  string `json:"local"`
+					Prefix int    `json:"prefixlen"`
+				} `json:"addr_info"`
+			}
+			if json.Unmarshal(out, &links) == nil {
+				for _, l := range links {
+					for _, a := range l.Addrs {
+						addr, err := netip.ParseAddr(a.Local)
+						if err == nil && !addr.IsLoopback() && !addr.IsLinkLocalUnicast() && addr != netip.MustParseAddr("169.254.169.254") {
+							return netip.PrefixFrom(addr, a.Prefix), nil
+						}
+					}
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			return netip.Prefix{}, fmt.Errorf("no namespace %s with an address after %v\n%s", ns, timeout, h.Logs())
+		}
+		select {
+		case <-ctx.Done():
+			return netip.Prefix{}, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// Silent drops every echo request the VM receives (nftables), as a VM
+// whose firewall does.
+func (vm *VM) Silent() error {
+	return nft(vm.Namespace, "icmp type echo-request drop")
+}
+
+// Lossy drops about half the echo requests the VM receives.
+func (vm *VM) Lossy() error {
+	return nft(vm.Namespace, "icmp type echo-request numgen random mod 100 < 50 drop")
+}
+
+// Slow answers echo requests after delay, from a userspace responder
+// (the namespace's kernel no longer answers): this kernel has no netem.
+func (vm *VM) Slow(delay time.Duration) error {
+	if err := run("ip", "netns", "exec", vm.Namespace, "sysctl", "-q", "-w", "net.ipv4.icmp_echo_ignore_all=1"); err != nil {
+		return err
+	}
+	r, err := startResponder(vm.Namespace, delay)
+	if err != nil {
+		return err
+	}
+	vm.h.mu.Lock()
+	vm.responder = r
+	vm.h.mu.Unlock()
+	return nil
+}
+
+// nft installs one rule in an input chain of the VM's namespace.
+func nft(ns, rule string) error {
+	script := fmt.Sprintf("table inet ovnlab {\n chain input {\n  type filter hook input priority 0; policy accept;\n  %s\n }\n}\n", rule)
+	cmd := exec.Command("ip", "netns", "exec", ns, "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(script)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("nft in %s: %v: %s", ns, err, bytes.TrimSpace(out))
+	}
+	return nil
+}
+
+// Unplug removes a VM's port from br-int and deletes its namespace, as
+// os-vif unplugs a deleted server's port.
+func (vm *VM) Unplug(ctx context.Context) error {
+	if vm.responder != nil {
+		vm.responder.stop()
+		vm.responder = nil
+	}
+	_, err := vm.h.vsctl(ctx, "--if-exists", "del-port", "br-int", vm.Tap)
+	if derr := run("ip", "netns", "delete", vm.Namespace); derr != nil && !strings.Contains(derr.Error(), "No such file") {
+		err = errors.Join(err, derr)
+	}
+	return err
+}
+
+// Logs returns the end of the hypervisor's logs, for failure messages.
+func (h *Hypervisor) Logs() string {
+	var b strings.Builder
+	for _, name := range []string{"ovs-vswitchd.log", "ovn-controller.log", "metadata-agent.out"} {
+		data, _ := os.ReadFile(h.path(name))
+		s := string(data)
+		if len(s) > 3000 {
+			s = "..." + s[len(s)-3000:]
+		}
+		fmt.Fprintf(&b, "== %s\n%s\n", name, s)
+	}
+	return b.String()
+}
+
+// Close ends every process of the hypervisor (the agent's haproxy and
+// privsep daemons too), removes its namespaces, the agent's and its tap
+// devices, and releases the machine's lock. Safe to call twice.
+func (h *Hypervisor) Close() error {
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return nil
+	}
+	h.closed = true
+	procs, vms := h.procs, h.vms
+	h.procs = nil
+	networks := make([]string, 0, len(h.networks))
+	for n := range h.networks {
+		networks = append(networks, n)
+	}
+	h.mu.Unlock()
+	var errs []error
+	for _, vm := range vms {
+		if vm.responder != nil {
+			vm.responder.stop()
+		}
+	}
+	// The agent first (it would recreate what goes), then everything
+	// started with this lab's files (haproxy, privsep helpers: they
+	// outlive the agent), then OVN and OVS.
+	for i := len(procs) - 1; i >= 0; i-- {
+		p := procs[i]
+		if p.Process != nil {
+			if err := syscall.Kill(-p.Process.Pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+				errs = append(errs, err)
+			}
+		}
+		if i == len(procs)-1 {
+			killUnder(h.opts.Dir)
+		}
+	}
+	killUnder(h.opts.Dir)
+	for _, vm := range vms {
+		if err := run("ip", "netns", "delete", vm.Namespace); err != nil && !strings.Contains(err.Error(), "No such file") {
+			errs = append(errs, err)
+		}
+	}
+	for _, n := range networks {
+		if err := run("ip", "netns", "delete", MetadataNamespace(n)); err != nil && !strings.Contains(err.Error(), "No such file") {
+			errs = append(errs, err)
+		}
+	}
+	if h.ns != "" {
+		// The userspace datapath's tap devices stay behind its exit.
+		for _, dev := range []string{"ovs-netdev", "br-int"} {
+			_ = run("ip", "-n", h.ns, "link", "delete", dev)
+		}
+		if err := run("ip", "netns", "delete", h.ns); err != nil && !strings.Contains(err.Error(), "No such file") {
+			errs = append(errs, err)
+		}
+	}
+	os.Remove(stateFile)
+	if h.lock != nil {
+		h.lock.Close() // releases the flock
+	}
+	return errors.Join(errs...)
+}
+
+func run(args ...string) error {
+	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s: %v: %s", strings.Join(args, " "), err, bytes.TrimSpace(out))
+	}
+	return nil
+}
+
+// batch runs ip commands in a namespace with one process.
+func batch(ns string, cmds ...string) error {
+	cmd := exec.Command("ip", "-n", ns, "-batch", "-")
+	cmd.Stdin = strings.NewReader(strings.Join(cmds, "\n") + "\n")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("ip -n %s -batch %q: %v: %s", ns, cmds, err, bytes.TrimSpace(out))
+	}
+	return nil
+}
+
+// waitSocket waits until a unix socket accepts connections.
+func waitSocket(ctx context.Context, path string) error {
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		c, err := net.Dial("unix", path)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s does not accept connections: %w", path, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}

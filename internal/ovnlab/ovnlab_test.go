@@ -1,0 +1,155 @@
+//go:build lab
+
+package ovnlab
+
+import (
+	"context"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/openstacklab"
+)
+
+// TestHypervisor binds ports of two networks with the same CIDR to a real
+// OVN chassis, and checks what the real metadata agent builds: one
+// ovnmeta-<network> namespace per network with a local port, from which
+// each network's VM answers (and only that network's), a VM whose security
+// group admits no ICMP does not, and the namespace goes with the last
+// port. Close leaves nothing behind.
+func TestHypervisor(t *testing.T) {
+	Require(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+	begin := time.Now()
+	hv, err := New(ctx, Options{Dir: filepath.Join(dir, "hv"), Host: "hv-ovnlab"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hv.Close()
+	cloud, err := openstacklab.Start(ctx, openstacklab.Options{Dir: filepath.Join(dir, "cloud"), NetNS: hv.NetNS(), HTTPClient: hv.HTTPClient()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cloud.Close()
+	defer func() {
+		if t.Failed() {
+			t.Logf("hypervisor logs:\n%s\nopenstack logs:\n%s", hv.Logs(), cloud.Logs())
+		}
+	}()
+	if err := hv.Start(ctx, cloud); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("cloud started in %v (warm %v), hypervisor in %v; %v in all", cloud.Started, cloud.Warm, hv.Started, time.Since(begin))
+
+	type netw struct {
+		id, meta string
+		vm       *VM
+	}
+	var nets []netw
+	vmAddr := netip.MustParseAddr("198.18.7.11")
+	var blocked *VM
+	for i, name := range []string{"tenant-a", "tenant-b"} {
+		n, err := cloud.CreateNetwork(ctx, name, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := cloud.CreateSubnet(ctx, n.ID, "198.18.7.0/24"); err != nil {
+			t.Fatal(err)
+		}
+		sg, err := cloud.CreateSecurityGroup(ctx, n.ProjectID, "icmp-"+name, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		port, err := cloud.CreatePort(ctx, openstacklab.PortSpec{NetworkID: n.ID, ServerID: "30000000-0000-4000-8000-00000000000" + string(rune('1'+i)),
+			Host: "hv-ovnlab", FixedIPs: []netip.Addr{vmAddr}, SecurityGroups: []string{sg}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if port.VIFType != "ovs" {
+			t.Errorf("port on the chassis's host: vif_type %q, want ovs", port.VIFType)
+		}
+		vm, err := hv.Plug(ctx, port)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nets = append(nets, netw{id: n.ID, vm: vm})
+		if i == 0 {
+			// Same network, the project's default group only: no ICMP.
+			p, err := cloud.CreatePort(ctx, openstacklab.PortSpec{NetworkID: n.ID, ServerID: "30000000-0000-4000-8000-000000000009",
+				Host: "hv-ovnlab", FixedIPs: []netip.Addr{netip.MustParseAddr("198.18.7.12")}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if blocked, err = hv.Plug(ctx, p); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for i := range nets {
+		if err := hv.WaitPortStatus(ctx, nets[i].vm.Port.ID, "ACTIVE", 2*time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		meta, err := hv.WaitMetadataNamespace(ctx, nets[i].id, 2*time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !netip.MustParsePrefix("198.18.7.0/24").Contains(meta.Addr()) {
+			t.Errorf("ovnmeta-%s: address %v, want one on 198.18.7.0/24", nets[i].id, meta)
+		}
+	}
+	t.Logf("ports ACTIVE and namespaces ready %v after start", time.Since(begin))
+
+	ping := func(network, addr string) bool {
+		out, err := exec.Command("ip", "netns", "exec", MetadataNamespace(network), "ping", "-n", "-c", "3", "-i", "0.2", "-W", "2", addr).CombinedOutput()
+		t.Logf("ping %s from ovnmeta-%s: %v\n%s", addr, network, err, out)
+		return err == nil
+	}
+	// Each network's namespace reaches its own VM at the shared address:
+	// the MAC that answers is that network's port's.
+	for _, n := range nets {
+		if !ping(n.id, vmAddr.String()) {
+			t.Errorf("the VM of network %s does not answer from its namespace", n.id)
+		}
+		out, _ := exec.Command("ip", "-n", MetadataNamespace(n.id), "neigh", "show", vmAddr.String()).CombinedOutput()
+		if !strings.Contains(string(out), n.vm.Port.MAC) {
+			t.Errorf("network %s: neighbour %s is %q, want the port's MAC %s", n.id, vmAddr, out, n.vm.Port.MAC)
+		}
+	}
+	if ping(nets[0].id, "198.18.7.12") {
+		t.Error("a VM in the default security group answered the metadata namespace's pings")
+	}
+
+	// The namespace goes with the network's last local port.
+	if err := nets[1].vm.Unplug(ctx); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		if _, err := os.Stat("/run/netns/" + MetadataNamespace(nets[1].id)); os.IsNotExist(err) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ovnmeta-%s still exists after its last port left", nets[1].id)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	_ = blocked
+
+	if err := hv.Close(); err != nil {
+		t.Errorf("close: %v", err)
+	}
+	out, _ := exec.Command("ip", "netns", "list").Output()
+	for _, ns := range []string{hv.NetNS(), MetadataNamespace(nets[0].id), nets[0].vm.Namespace} {
+		if strings.Contains(string(out), ns) {
+			t.Errorf("namespace %s left behind", ns)
+		}
+	}
+	if pids := killUnder(hv.opts.Dir); len(pids) > 0 {
+		t.Errorf("processes of the hypervisor left behind: %v", pids)
+	}
+}
