@@ -103,7 +103,7 @@ func NewShared(opts Options) (*Shared, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.start(host, 0, sock)
+	s.start(host, 0, sock, maxBatch)
 	if err := s.openHost(1); err != nil {
 		// Requests to IPv6 targets then count as send errors and their
 		// openstack_vm_icmp_up is left out, rather than reported down.
@@ -119,18 +119,19 @@ func (s *Shared) openHost(family int) error {
 	if err != nil {
 		return err
 	}
-	s.start(s.spaces[""], family, sock)
+	s.start(s.spaces[""], family, sock, maxBatch)
 	return nil
 }
 
-// start makes sock the family's socket of v and starts its reader.
-func (s *Shared) start(v *vantage, family int, sock *socket) {
+// start makes sock the family's socket of v and starts its reader, which
+// reads up to batch replies a system call.
+func (s *Shared) start(v *vantage, family int, sock *socket, batch int) {
 	v.socks[family] = sock
 	v.broken[family].Store(false)
 	done := make(chan struct{})
 	v.done[family] = done
 	s.readers.Add(1)
-	go s.read(v, family, sock, done)
+	go s.read(v, family, sock, done, batch)
 }
 
 // closeSocket closes the family's socket of v and waits for its reader.
@@ -172,17 +173,17 @@ func (s *Shared) reopenBroken() {
 // those of namespaces no longer targeted, and sets why the families that
 // cannot be probed cannot.
 func (s *Shared) prepare(targets []Target) {
-	need := map[string]*[2]bool{}
+	need := map[string]*[2]int{} // targets per namespace and family
 	for _, t := range targets {
 		if t.Namespace == "" {
 			continue
 		}
 		fams := need[t.Namespace]
 		if fams == nil {
-			fams = &[2]bool{}
+			fams = &[2]int{}
 			need[t.Namespace] = fams
 		}
-		fams[familyOf(t.Addr.Unmap())] = true
+		fams[familyOf(t.Addr.Unmap())]++
 	}
 	for name, v := range s.spaces {
 		if name != "" && need[name] == nil {
@@ -207,7 +208,7 @@ func familyOf(a netip.Addr) int {
 	return 0
 }
 
-func (s *Shared) prepareNamespace(v *vantage, fams *[2]bool) {
+func (s *Shared) prepareNamespace(v *vantage, fams *[2]int) {
 	v.unprobed = [2]string{}
 	id, err := netns.Identity(s.opts.NetnsDir, v.name)
 	if err != nil {
@@ -219,8 +220,8 @@ func (s *Shared) prepareNamespace(v *vantage, fams *[2]bool) {
 		s.opts.Logger.Info("network namespace was recreated; reopening its ICMP sockets", "namespace", v.name)
 		s.closeVantage(v)
 	}
-	for f, needed := range fams {
-		if !needed || v.socks[f] != nil {
+	for f, n := range fams {
+		if n == 0 || v.socks[f] != nil {
 			continue
 		}
 		sock, err := s.openIn(v.name, f == 1, id)
@@ -229,7 +230,7 @@ func (s *Shared) prepareNamespace(v *vantage, fams *[2]bool) {
 			continue
 		}
 		v.ns = id
-		s.start(v, f, sock)
+		s.start(v, f, sock, namespaceBatch(n))
 	}
 	if v.unprobed == [2]string{} && v.problem != "" {
 		s.opts.Logger.Info("probing from network namespace again", "namespace", v.name)
@@ -309,13 +310,13 @@ func (s *Shared) now() int64 { return int64(time.Since(s.epoch)) }
 
 // read is the only goroutine reading the socket; it blocks in the kernel
 // until replies arrive, so an idle prober costs nothing.
-func (s *Shared) read(v *vantage, family int, sock *socket, done chan struct{}) {
+func (s *Shared) read(v *vantage, family int, sock *socket, done chan struct{}, batch int) {
 	defer s.readers.Done()
 	defer close(done)
-	const batch = 64
 	msgs := make([]ipv4.Message, batch)
+	bufs := make([]byte, batch*replyBufferLen)
 	for i := range msgs {
-		msgs[i].Buffers = [][]byte{make([]byte, 256)}
+		msgs[i].Buffers = [][]byte{bufs[i*replyBufferLen : (i+1)*replyBufferLen : (i+1)*replyBufferLen]}
 	}
 	for {
 		n, err := sock.readBatch(msgs)
@@ -343,6 +344,22 @@ func (s *Shared) read(v *vantage, family int, sock *socket, done chan struct{}) 
 		}
 	}
 }
+
+// maxBatch is the most replies a reader takes per system call: the own
+// namespace's socket takes every reply of a large cycle.
+const maxBatch = 64
+
+// namespaceBatch sizes the reader's batch of a namespace socket by the
+// targets it had when opened: a namespace holds the VMs of one network on
+// this host, often a few dozen, and hundreds of namespaces with buffers for
+// 64 replies each would double the engine's memory (docs/performance.md).
+func namespaceBatch(targets int) int {
+	return min(maxBatch, max(4, targets/16))
+}
+
+// replyBufferLen holds an echo reply of this package with the largest IPv4
+// header a raw socket delivers (60 bytes); longer datagrams are not ours.
+const replyBufferLen = 128
 
 func isTransient(err error) bool {
 	return errors.Is(err, syscall.EINTR) || errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.ENOBUFS)
