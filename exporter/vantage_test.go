@@ -79,7 +79,8 @@ func vSnapshot() *inventory.Snapshot {
 func TestVantageSeries(t *testing.T) {
 	f := vantageFixture(t, vSnapshot(), targets.PrefixOVNMetadata+vnetA, targets.PrefixOVNMetadata+vnetB, "ovmxt-other")
 	f.svc.loop.Cycle(context.Background())
-	_, fams := f.scrape(t)
+	text, fams := f.scrape(t)
+	lintMetrics(t, text)
 
 	up := fams["openstack_vm_icmp_up"].GetMetric()
 	if len(up) != 1 {
