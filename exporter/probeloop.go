@@ -181,6 +181,7 @@ func (p *ProbeLoop) Cycle(ctx context.Context) {
 			p.generation++
 		}
 		p.health.Targets = 0
+		p.health.Mode, p.health.Unprobed, p.health.Namespaces = "", nil, nil
 		p.mu.Unlock()
 		return
 	}
