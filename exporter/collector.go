@@ -40,9 +40,10 @@ func (c *ServerCollector) Collect(ch chan<- prometheus.Metric) {
 
 // HealthCollector exports the state of the refresh and probe loops.
 type HealthCollector struct {
-	inv      *inventory.Inventory
-	loop     *ProbeLoop
-	interval func() float64
+	inv  *inventory.Inventory
+	loop *ProbeLoop
+	// reload reports the configuration reloads; nil: not exported.
+	reload func() (ok bool, lastSuccess time.Time)
 }
 
 // Describe sends every descriptor.
@@ -50,7 +51,7 @@ func (c *HealthCollector) Describe(ch chan<- *prometheus.Desc) {
 	describe(ch, apiUpFam, apiLastSuccessFam, apiDurationFam, apiIntervalFam, apiRefreshesFam,
 		apiErrorsFam, apiRequestsFam, apiBytesFam, inventoryServersFam, inventoryHostKnownFam, probeTargetsFam,
 		probeIntervalFam, probeDurationFam, probeLastCycleFam, probeOverrunsFam, probeErrorsFam,
-		probeInvalidFam, probeDuplicateFam, exporterTimeFam)
+		probeInvalidFam, probeDuplicateFam, exporterTimeFam, configReloadOKFam, configReloadTimeFam)
 }
 
 // Collect sends the loops' state.
@@ -61,7 +62,7 @@ func (c *HealthCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- apiUpFam.metric(boolFloat(h.Up))
 	ch <- apiLastSuccessFam.metric(unixOrZero(h.LastSuccess))
 	ch <- apiDurationFam.metric(h.LastDuration.Seconds())
-	ch <- apiIntervalFam.metric(c.interval())
+	ch <- apiIntervalFam.metric(c.inv.RefreshInterval().Seconds())
 	for kind, n := range h.Refreshes {
 		ch <- apiRefreshesFam.metric(float64(n), kind)
 	}
@@ -89,6 +90,11 @@ func (c *HealthCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- probeErrorsFam.metric(float64(ph.CycleErrors), "cycle")
 	ch <- probeInvalidFam.metric(float64(ph.InvalidAddrs))
 	ch <- probeDuplicateFam.metric(float64(ph.DuplicateAddr))
+	if c.reload != nil {
+		ok, at := c.reload()
+		ch <- configReloadOKFam.metric(boolFloat(ok))
+		ch <- configReloadTimeFam.metric(unixOrZero(at))
+	}
 }
 
 func unixOrZero(t time.Time) float64 {

@@ -202,6 +202,13 @@ func maps(m map[string]uint64) map[string]uint64 {
 	return c
 }
 
+// RefreshInterval is the configured interval between refreshes.
+func (inv *Inventory) RefreshInterval() time.Duration {
+	inv.mu.Lock()
+	defer inv.mu.Unlock()
+	return inv.opts.OpenStack.RefreshInterval
+}
+
 // Reconfigure swaps options and client (after a config reload) and asks for
 // a full refresh at once. The served snapshot stays until that succeeds.
 func (inv *Inventory) Reconfigure(opts Options, client *Client) {
