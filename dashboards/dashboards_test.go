@@ -234,7 +234,7 @@ func TestFleetGraphsAreBounded(t *testing.T) {
 			}
 			targets, _ := panel["targets"].([]any)
 			for _, tg := range targets {
-				expr := Expand(tg.(map[string]any)["expr"].(string), testVars)
+				expr := expand(tg.(map[string]any)["expr"].(string), testVars)
 				e, err := parser.NewParser(parser.Options{}).ParseExpr(expr)
 				if err != nil {
 					t.Fatal(err)

@@ -107,7 +107,7 @@ func (p *ProbeLoop) Prepare(cfg *config.Config) (config.Change, error) {
 	next.RTTBuckets = slices.Clone(next.RTTBuckets)
 	old, running := p.current()
 	var engine probes.Prober
-	if next.Enabled && (running == nil || old.Engine != next.Engine || EngineOptions(old, nil) != EngineOptions(next, nil)) {
+	if next.Enabled && (running == nil || old.Engine != next.Engine || engineOptions(old, nil) != engineOptions(next, nil)) {
 		var err error
 		if engine, err = newEngine(next, p.logger); err != nil {
 			return config.Change{}, err

@@ -185,11 +185,11 @@ func sameTLS(a, b *tls.Config) bool {
 // extra ones (the exporter's own: Go, process, build) given.
 func (s *Service) registries(reload func() (bool, time.Time), extra ...prometheus.Collector) {
 	s.own = prometheus.NewRegistry()
-	s.own.MustRegister(append([]prometheus.Collector{&HealthCollector{inv: s.inv, loop: s.loop, reload: reload}}, extra...)...)
+	s.own.MustRegister(append([]prometheus.Collector{&healthCollector{inv: s.inv, loop: s.loop, reload: reload}}, extra...)...)
 	s.signals = prometheus.NewRegistry()
-	s.signals.MustRegister(&SignalCollector{inv: s.inv})
+	s.signals.MustRegister(&signalCollector{inv: s.inv})
 	s.fleet = prometheus.NewRegistry()
-	s.fleet.MustRegister(&ServerCollector{inv: s.inv}, &TargetCollector{loop: s.loop}, &RTTCollector{loop: s.loop})
+	s.fleet.MustRegister(&serverCollector{inv: s.inv}, &targetCollector{loop: s.loop}, &rttCollector{loop: s.loop})
 }
 
 // Gatherer gathers every family of the service, through client_golang.
@@ -202,10 +202,10 @@ func (s *Service) small() prometheus.Gatherer {
 	return prometheus.Gatherers{s.own, s.signals}
 }
 
-// EngineOptions derives the probe engine's options from the configuration.
+// engineOptions derives the probe engine's options from the configuration.
 // Requests to one address are spaced by up to a second, but never so much
 // that a cycle could outlast its interval.
-func EngineOptions(c config.ICMP, logger *slog.Logger) probes.Options {
+func engineOptions(c config.ICMP, logger *slog.Logger) probes.Options {
 	spacing := time.Second
 	if c.Count > 1 {
 		spacing = min(spacing, (c.Interval-c.Timeout)/time.Duration(2*c.Count))
@@ -222,7 +222,7 @@ func EngineOptions(c config.ICMP, logger *slog.Logger) probes.Options {
 }
 
 func newEngine(c config.ICMP, logger *slog.Logger) (probes.Prober, error) {
-	opts := EngineOptions(c, logger)
+	opts := engineOptions(c, logger)
 	if c.Engine == "pro-bing" {
 		return probes.NewProBing(opts)
 	}

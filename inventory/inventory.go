@@ -35,7 +35,7 @@ type Snapshot struct {
 	// Taken is when the refresh that produced it started.
 	Taken time.Time
 	// HostDisabled maps a Nova host to the class of its compute service's
-	// disabled reason (DisabledNone, DisabledOperator, DisabledAutomatic),
+	// disabled reason (disabledNone, disabledOperator, disabledAutomatic),
 	// where os-services could be read.
 	HostDisabled map[string]string
 	// Migrations are the servers' newest migrations that failed or are in
