@@ -191,6 +191,12 @@ func TestReload(t *testing.T) {
 
 	// A valid change by SIGHUP.
 	reloadIntervalBySIGHUP(t, r, cfgPath, base)
+	_, body := get(nil, base+"/metrics")
+	const reloadOK, reloadAt = "openstack_vm_exporter_config_last_reload_successful", "openstack_vm_exporter_config_last_reload_success_timestamp_seconds"
+	lastGood := metricValue(body, reloadAt)
+	if v := metricValue(body, reloadOK); v != "1" || lastGood == "" || lastGood == "0" {
+		t.Errorf("after a good reload: %s %q, %s %q", reloadOK, v, reloadAt, lastGood)
+	}
 
 	// An invalid change by POST is rejected with the reason; nothing is lost.
 	writeConfig(t, cfgPath, fmt.Sprintf(baseConfig, "2s")+"    colour: blue\n")
@@ -203,9 +209,12 @@ func TestReload(t *testing.T) {
 	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(b), `line 11`) || !strings.Contains(string(b), `"colour"`) {
 		t.Errorf("invalid reload answered %d %q", resp.StatusCode, b)
 	}
-	_, body := get(nil, base+"/metrics")
+	_, body = get(nil, base+"/metrics")
 	if v := metricValue(body, "openstack_vm_probe_interval_seconds"); v != "3" {
 		t.Errorf("probe interval %q after a rejected reload", v)
+	}
+	if v, at := metricValue(body, reloadOK), metricValue(body, reloadAt); v != "0" || at != lastGood {
+		t.Errorf("after a rejected reload: %s %q, %s %q (want 0 and %q)", reloadOK, v, reloadAt, at, lastGood)
 	}
 	if !strings.Contains(body, `openstack_vm_status{host="cmp-1",id="srv-1"`) {
 		t.Error("inventory lost by a rejected reload")
@@ -227,6 +236,9 @@ func TestReload(t *testing.T) {
 	_, body = get(nil, base+"/metrics")
 	if v := metricValue(body, "openstack_vm_probe_interval_seconds"); v != "2" {
 		t.Errorf("probe interval %q after POST reload", v)
+	}
+	if v := metricValue(body, reloadOK); v != "1" {
+		t.Errorf("after a good reload again: %s %q", reloadOK, v)
 	}
 }
 

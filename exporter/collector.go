@@ -9,19 +9,19 @@ import (
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/targets"
 )
 
-// ServerCollector exports the per-server families of the snapshot. It reads
+// serverCollector exports the per-server families of the snapshot. It reads
 // only memory: a scrape never waits for the API.
-type ServerCollector struct {
+type serverCollector struct {
 	inv *inventory.Inventory
 }
 
 // Describe sends the descriptors.
-func (c *ServerCollector) Describe(ch chan<- *prometheus.Desc) {
+func (c *serverCollector) Describe(ch chan<- *prometheus.Desc) {
 	describe(ch, statusFam, infoFam, statusSinceFam, hostStatusFam, hostHeartbeatFam)
 }
 
 // Collect sends the snapshot's series.
-func (c *ServerCollector) Collect(ch chan<- prometheus.Metric) {
+func (c *serverCollector) Collect(ch chan<- prometheus.Metric) {
 	snap := c.inv.Snapshot()
 	for i := range snap.Servers {
 		s := &snap.Servers[i]
@@ -39,30 +39,32 @@ func (c *ServerCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// HealthCollector exports the state of the refresh and probe loops.
-type HealthCollector struct {
-	inv      *inventory.Inventory
-	loop     *ProbeLoop
-	interval func() float64
+// healthCollector exports the state of the refresh and probe loops.
+type healthCollector struct {
+	inv  *inventory.Inventory
+	loop *ProbeLoop
+	// reload reports the configuration reloads; nil: not exported.
+	reload func() (ok bool, lastSuccess time.Time)
 }
 
 // Describe sends every descriptor.
-func (c *HealthCollector) Describe(ch chan<- *prometheus.Desc) {
+func (c *healthCollector) Describe(ch chan<- *prometheus.Desc) {
 	describe(ch, apiUpFam, apiLastSuccessFam, apiDurationFam, apiIntervalFam, apiRefreshesFam,
 		apiErrorsFam, apiRequestsFam, apiBytesFam, inventoryServersFam, inventoryHostKnownFam, probeTargetsFam,
 		probeIntervalFam, probeDurationFam, probeLastCycleFam, probeOverrunsFam, probeErrorsFam,
-		probeInvalidFam, probeDuplicateFam, probeUnprobedFam, probeVantageModeFam, namespacePresentFam, exporterTimeFam)
+		probeInvalidFam, probeDuplicateFam, probeUnprobedFam, probeVantageModeFam, namespacePresentFam, exporterTimeFam,
+		configReloadOKFam, configReloadTimeFam)
 }
 
 // Collect sends the loops' state.
-func (c *HealthCollector) Collect(ch chan<- prometheus.Metric) {
+func (c *healthCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- exporterTimeFam.metric(unixOrZero(time.Now()))
 	ch <- inventoryServersFam.metric(float64(len(c.inv.Snapshot().Servers)))
 	h := c.inv.Health()
 	ch <- apiUpFam.metric(boolFloat(h.Up))
 	ch <- apiLastSuccessFam.metric(unixOrZero(h.LastSuccess))
 	ch <- apiDurationFam.metric(h.LastDuration.Seconds())
-	ch <- apiIntervalFam.metric(c.interval())
+	ch <- apiIntervalFam.metric(c.inv.RefreshInterval().Seconds())
 	for kind, n := range h.Refreshes {
 		ch <- apiRefreshesFam.metric(float64(n), kind)
 	}
@@ -100,6 +102,11 @@ func (c *HealthCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, ns := range ph.Namespaces {
 		ch <- namespacePresentFam.metric(boolFloat(ns.Present), ns.NetworkID, ns.Namespace)
 	}
+	if c.reload != nil {
+		ok, at := c.reload()
+		ch <- configReloadOKFam.metric(boolFloat(ok))
+		ch <- configReloadTimeFam.metric(unixOrZero(at))
+	}
 }
 
 func unixOrZero(t time.Time) float64 {
@@ -109,19 +116,19 @@ func unixOrZero(t time.Time) float64 {
 	return float64(t.UnixMilli()) / 1000
 }
 
-// TargetCollector exports the per-address families (the RTT histograms are
-// the RTTCollector's).
-type TargetCollector struct {
+// targetCollector exports the per-address families (the RTT histograms are
+// the rttCollector's).
+type targetCollector struct {
 	loop *ProbeLoop
 }
 
 // Describe sends the descriptors.
-func (c *TargetCollector) Describe(ch chan<- *prometheus.Desc) {
+func (c *targetCollector) Describe(ch chan<- *prometheus.Desc) {
 	describe(ch, icmpUpFam, icmpSentFam, icmpReceivedFam)
 }
 
 // Collect sends the per-address series.
-func (c *TargetCollector) Collect(ch chan<- prometheus.Metric) {
+func (c *targetCollector) Collect(ch chan<- prometheus.Metric) {
 	r := getResults()
 	defer putResults(r)
 	c.loop.Results(r, ResultTargets)
@@ -142,17 +149,17 @@ func boolFloat(b bool) float64 {
 	return 0
 }
 
-// RTTCollector exports the per-address RTT histograms, classic and native
+// rttCollector exports the per-address RTT histograms, classic and native
 // buckets both.
-type RTTCollector struct {
+type rttCollector struct {
 	loop *ProbeLoop
 }
 
 // Describe sends the descriptor.
-func (c *RTTCollector) Describe(ch chan<- *prometheus.Desc) { ch <- rttFam.desc }
+func (c *rttCollector) Describe(ch chan<- *prometheus.Desc) { ch <- rttFam.desc }
 
 // Collect sends one histogram per address.
-func (c *RTTCollector) Collect(ch chan<- prometheus.Metric) {
+func (c *rttCollector) Collect(ch chan<- prometheus.Metric) {
 	var r Results
 	c.loop.Results(&r, ResultHistograms)
 	for i := range r.Targets {

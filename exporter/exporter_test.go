@@ -6,7 +6,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"math"
 	"net/http"
 	"net/http/httptest"
@@ -80,23 +79,20 @@ func newFixture(t testing.TB, servers []standin.Server) *fixture {
 	}
 	t.Cleanup(func() { cloud.Close() })
 	cloud.Put(servers...)
-	for k, v := range cloud.Env() {
-		t.Setenv(k, v)
-	}
-	t.Setenv("OS_CLOUD", "")
+	env := cloud.Env()
+	loaded := time.Now()
+	d := Deps{Getenv: func(k string) string { return env[k] }, ReloadStatus: func() (bool, time.Time) { return true, loaded }}
 	cfg := config.Default()
 	cfg.OpenStack.Scope = "all"
 	// The machine's /run/netns is shared with other tests (an OVN metadata
 	// agent's ovnmeta-* would turn vantage auto to ovn-metadata): none here.
 	cfg.Probe.ICMP.NetnsDir = t.TempDir()
-	invOpts, client, err := inventorySetup(cfg, slog.New(slog.DiscardHandler))
+	inv, err := NewInventorySection(cfg, d)
 	if err != nil {
 		t.Fatal(err)
 	}
 	engine := &scriptedEngine{answers: map[netip.Addr]probes.Result{}}
-	svc := &Service{cfg: cfg, inv: inventory.New(invOpts, client)}
-	svc.loop = NewProbeLoop(engine, cfg.Probe.ICMP, svc.inv.Snapshot, nil)
-	svc.registries()
+	svc := newService(inv, NewProbeLoop(engine, cfg.Probe.ICMP, inv.Inventory().Snapshot, nil), d)
 	return &fixture{cloud: cloud, svc: svc, engine: engine}
 }
 
@@ -355,7 +351,7 @@ func TestScrapeDoesNotWaitForAPI(t *testing.T) {
 func TestDisabledProbing(t *testing.T) {
 	f := newFixture(t, mixedFleet())
 	f.refreshAndProbe(t)
-	cfg := f.svc.cfg.Probe.ICMP
+	cfg := config.Default().Probe.ICMP
 	cfg.Enabled = false
 	f.svc.loop.SetConfig(cfg, nil)
 	f.svc.loop.Cycle(context.Background())

@@ -188,6 +188,10 @@ var (
 		"network_id", "namespace")
 	probeInvalidFam = newFamily("openstack_vm_probe_invalid_addresses", gauge,
 		"Addresses of servers in a probed status that cannot be probed (not an IP address, multicast, unspecified).")
+	configReloadOKFam = newFamily("openstack_vm_exporter_config_last_reload_successful", gauge,
+		"1 if the last reload of the configuration succeeded (or, before any, the start), 0 if it was rejected.")
+	configReloadTimeFam = newFamily("openstack_vm_exporter_config_last_reload_success_timestamp_seconds", gauge,
+		"Unix time of the last successful configuration load, the start's included.")
 	probeDuplicateFam = newFamily("openstack_vm_probe_duplicate_addresses", gauge,
 		"Addresses that more than one server has within one vantage; not probed, because a reply could come from either.")
 )

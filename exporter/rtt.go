@@ -1,7 +1,9 @@
 package exporter
 
 import (
+	"maps"
 	"math"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -72,15 +74,7 @@ func spans(buckets map[int]int64) ([]*dto.BucketSpan, []int64) {
 	if len(buckets) == 0 {
 		return nil, nil
 	}
-	keys := make([]int, 0, len(buckets))
-	for k := range buckets {
-		keys = append(keys, k)
-	}
-	for i := 1; i < len(keys); i++ {
-		for j := i; j > 0 && keys[j] < keys[j-1]; j-- {
-			keys[j], keys[j-1] = keys[j-1], keys[j]
-		}
-	}
+	keys := slices.Sorted(maps.Keys(buckets))
 	var out []*dto.BucketSpan
 	var deltas []int64
 	var prev int64

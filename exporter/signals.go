@@ -6,19 +6,19 @@ import (
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/inventory"
 )
 
-// SignalCollector exports Nova's own signals and the cost of reading them.
-type SignalCollector struct {
+// signalCollector exports Nova's own signals and the cost of reading them.
+type signalCollector struct {
 	inv *inventory.Inventory
 }
 
 // Describe sends the descriptors.
-func (c *SignalCollector) Describe(ch chan<- *prometheus.Desc) {
+func (c *signalCollector) Describe(ch chan<- *prometheus.Desc) {
 	describe(ch, shutoffCauseFam, shutoffStoppedFam, shutoffPendingFam, hostDisabledFam,
 		migrationAgeFam, signalReadsFam, signalErrorsFam, portsUpFam, portsLastSuccessFam)
 }
 
 // Collect sends the snapshot's signals.
-func (c *SignalCollector) Collect(ch chan<- prometheus.Metric) {
+func (c *signalCollector) Collect(ch chan<- prometheus.Metric) {
 	snap := c.inv.Snapshot()
 	for i := range snap.Servers {
 		s := &snap.Servers[i]

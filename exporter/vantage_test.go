@@ -11,6 +11,8 @@ import (
 
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/openstack-vm-exporter/openstack-vm-exporter/config"
+	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/standin"
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/inventory"
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/probes"
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/targets"
@@ -29,19 +31,29 @@ const (
 // namespaces, so their addresses are unprobed with no_privilege).
 func vantageFixture(t *testing.T, snap *inventory.Snapshot, namespaces ...string) *fixture {
 	t.Helper()
-	f := newFixture(t, nil)
+	cloud, err := standin.Start("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cloud.Close() })
+	env := cloud.Env()
+	d := Deps{Getenv: func(k string) string { return env[k] }}
 	dir := t.TempDir()
 	for _, n := range namespaces {
 		if err := os.WriteFile(filepath.Join(dir, n), nil, 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
-	cfg := f.svc.cfg.Probe.ICMP
-	cfg.NetnsDir = dir
-	f.svc.cfg.Probe.ICMP = cfg
-	f.svc.loop = NewProbeLoop(f.engine, cfg, func() *inventory.Snapshot { return snap }, nil)
-	f.svc.registries()
-	return f
+	cfg := config.Default()
+	cfg.OpenStack.Scope = "all"
+	cfg.Probe.ICMP.NetnsDir = dir
+	inv, err := NewInventorySection(cfg, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	engine := &scriptedEngine{answers: map[netip.Addr]probes.Result{}}
+	loop := NewProbeLoop(engine, cfg.Probe.ICMP, func() *inventory.Snapshot { return snap }, nil)
+	return &fixture{cloud: cloud, svc: newService(inv, loop, d), engine: engine}
 }
 
 func vSnapshot() *inventory.Snapshot {
@@ -138,7 +150,8 @@ func TestVantageEngineUnprobed(t *testing.T) {
 		return fakeNS{targets.PrefixOVNMetadata + vnetA: "198.18.7.2/24", targets.PrefixOVNMetadata + vnetB: "198.18.7.2/24"}
 	}
 	eng := &vanishingEngine{gone: targets.PrefixOVNMetadata + vnetB}
-	f.svc.loop.SetConfig(f.svc.cfg.Probe.ICMP, eng)
+	cfg, _ := f.svc.loop.current()
+	f.svc.loop.SetConfig(cfg, eng)
 	f.svc.loop.Cycle(context.Background())
 	_, fams = f.scrape(t)
 	for reason, want := range map[string]float64{targets.ReasonNoNamespace: 2, targets.ReasonUnknownNetwork: 1} {

@@ -68,7 +68,7 @@ func NewClient(creds *Credentials, opts ClientOptions) (*Client, error) {
 		provider.UserAgent.Prepend(opts.UserAgent)
 	}
 	c := &Client{creds: creds, provider: provider, transport: ct}
-	c.redactor = NewRedactor(provider.Token, creds.Secrets()...)
+	c.redactor = newRedactor(provider.Token, creds.Secrets()...)
 	return c, nil
 }
 

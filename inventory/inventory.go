@@ -35,7 +35,7 @@ type Snapshot struct {
 	// Taken is when the refresh that produced it started.
 	Taken time.Time
 	// HostDisabled maps a Nova host to the class of its compute service's
-	// disabled reason (DisabledNone, DisabledOperator, DisabledAutomatic),
+	// disabled reason (disabledNone, disabledOperator, disabledAutomatic),
 	// where os-services could be read.
 	HostDisabled map[string]string
 	// Migrations are the servers' newest migrations that failed or are in
@@ -220,6 +220,13 @@ func maps(m map[string]uint64) map[string]uint64 {
 		c[k] = v
 	}
 	return c
+}
+
+// RefreshInterval is the configured interval between refreshes.
+func (inv *Inventory) RefreshInterval() time.Duration {
+	inv.mu.Lock()
+	defer inv.mu.Unlock()
+	return inv.opts.OpenStack.RefreshInterval
 }
 
 // Reconfigure swaps options and client (after a config reload) and asks for

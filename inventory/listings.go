@@ -161,7 +161,7 @@ func (c *Client) GetServer(ctx context.Context, id string, keepMetadata []string
 type ComputeService struct {
 	Status    string
 	Heartbeat bool
-	// Disabled is DisabledNone, DisabledOperator or DisabledAutomatic.
+	// Disabled is disabledNone, disabledOperator or disabledAutomatic.
 	Disabled string
 }
 
@@ -205,7 +205,7 @@ func (c *Client) ComputeServices(ctx context.Context, host string) (map[string]C
 		services[Clean(s.Host)] = ComputeService{
 			Status:    HostStatus(s.State, s.Status, s.ForcedDown),
 			Heartbeat: s.State == "up",
-			Disabled:  DisabledClass(s.Status, reason),
+			Disabled:  disabledClass(s.Status, reason),
 		}
 	}
 	return services, nil

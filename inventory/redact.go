@@ -20,9 +20,9 @@ type Redactor struct {
 	current func() string
 }
 
-// NewRedactor redacts the given values and whatever current returns at the
+// newRedactor redacts the given values and whatever current returns at the
 // time of each call (current may be nil).
-func NewRedactor(current func() string, secrets ...string) *Redactor {
+func newRedactor(current func() string, secrets ...string) *Redactor {
 	r := &Redactor{current: current}
 	for _, s := range secrets {
 		r.secrets = appendForms(r.secrets, s)
