@@ -210,6 +210,11 @@ func familyOf(a netip.Addr) int {
 
 func (s *Shared) prepareNamespace(v *vantage, fams *[2]int) {
 	v.unprobed = [2]string{}
+	if err := netns.ValidName(v.name); err != nil {
+		// No namespace can have this name: no file of the directory does.
+		s.fail(v, [2]bool{true, true}, fmt.Errorf("%w: %w", netns.ErrNotExist, err))
+		return
+	}
 	id, err := netns.Identity(s.opts.NetnsDir, v.name)
 	if err != nil {
 		s.closeVantage(v)
