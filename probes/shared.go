@@ -226,7 +226,11 @@ func (s *Shared) prepareNamespace(v *vantage, fams *[2]int) {
 		s.closeVantage(v)
 	}
 	for f, n := range fams {
-		if n == 0 || v.socks[f] != nil {
+		if n == 0 {
+			s.closeSocket(v, f) // no target of the family any more
+			continue
+		}
+		if v.socks[f] != nil {
 			continue
 		}
 		sock, err := s.openIn(v.name, f == 1, id)
