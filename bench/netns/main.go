@@ -39,7 +39,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/config"
-	"github.com/openstack-vm-exporter/openstack-vm-exporter/exporter"
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/probes"
 )
 
@@ -282,11 +281,15 @@ func runChild(scenario, pfx string) (measurement, error) {
 	default:
 		return measurement{}, fmt.Errorf("unknown scenario %q", scenario)
 	}
+	// The exporter's defaults (config/defaults.yaml), with the exporter's
+	// spacing of the rounds of a cycle.
 	icmp := config.Default().Probe.ICMP
-	icmp.Count = *count
-	icmp.Mode = "privileged"
-	opts := exporter.EngineOptions(icmp, nil)
-	e, err := probes.NewShared(opts)
+	spacing := time.Second
+	if *count > 1 {
+		spacing = min(spacing, (icmp.Interval-icmp.Timeout)/time.Duration(2**count))
+	}
+	e, err := probes.NewShared(probes.Options{Privileged: true, Count: *count, Timeout: icmp.Timeout,
+		Spacing: spacing, PacketsPerSecond: icmp.MaxPacketsPerSecond})
 	if err != nil {
 		return measurement{}, err
 	}
