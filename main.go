@@ -27,7 +27,6 @@ import (
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/config"
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/exporter"
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/demo"
-	"github.com/openstack-vm-exporter/openstack-vm-exporter/netns"
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/probes"
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/report"
 )
@@ -338,24 +337,10 @@ type serverOptions struct {
 	newService func(*config.Config, *slog.Logger) (*exporter.Service, error)
 }
 
-// logPrivileges says at start which capabilities probing from network
-// namespaces (the ovn-metadata and dhcp vantages) lacks and how to grant
-// them. The exporter runs on without them: those addresses are then
-// unprobed with reason no_privilege.
-func logPrivileges(cfg *config.Config, logger *slog.Logger) {
-	if !cfg.Probe.ICMP.Enabled {
-		return
-	}
-	if _, msg := netns.CheckPrivileges(); msg != "" {
-		logger.Warn("probing from network namespaces is not possible", "reason", msg)
-	}
-}
-
 // runServer starts the inventory and probe loops, serves HTTP, reloads the
 // configuration on SIGHUP or POST /-/reload, and stops on SIGINT/SIGTERM.
 func runServer(cfg *config.Config, load func() (*config.Config, error), o serverOptions, logger *slog.Logger) error {
 	logger.Info("starting openstack-vm-exporter", "version", version.Info(), "build_context", version.BuildContext())
-	logPrivileges(cfg, logger)
 	if o.newService == nil {
 		o.newService = exporter.New
 	}

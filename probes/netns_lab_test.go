@@ -353,8 +353,8 @@ func settle(t *testing.T, st processState, most ...int) processState {
 }
 
 // TestNamespaceChild runs in a process without CAP_SYS_ADMIN (started by
-// TestNamespaceVantages): the namespace target is unprobed no_privilege,
-// counted, and the privilege check says what is missing.
+// TestNamespaceVantages): the engine warns at start what it lacks, the
+// namespace target is unprobed no_privilege, counted, and logged once.
 func TestNamespaceChild(t *testing.T) {
 	ns := os.Getenv("PROBES_NS_CHILD")
 	if ns == "" {
@@ -380,6 +380,11 @@ func TestNamespaceChild(t *testing.T) {
 	}
 	if n := strings.Count(logs.String(), "cannot probe from network namespace"); n != 1 || !strings.Contains(logs.String(), "CAP_SYS_ADMIN") {
 		t.Errorf("logged %d times, want once naming CAP_SYS_ADMIN:\n%s", n, logs.String())
+	}
+	// At start, the engine said what it lacks (a warning: namespaces exist).
+	if !strings.Contains(logs.String(), `level=WARN msg="probing from network namespaces is not possible"`) ||
+		!strings.Contains(logs.String(), "AmbientCapabilities") {
+		t.Errorf("the start did not warn about the missing capability with how to grant it:\n%s", logs.String())
 	}
 	priv, msg := netns.CheckPrivileges()
 	if priv.SysAdmin || !priv.NetRaw || !strings.Contains(msg, "CAP_SYS_ADMIN") || strings.Contains(msg, "CAP_NET_RAW (for") {
