@@ -25,7 +25,6 @@ import (
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/config"
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/exporter"
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/demo"
-	"github.com/openstack-vm-exporter/openstack-vm-exporter/netns"
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/probes"
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/report"
 )
@@ -331,24 +330,10 @@ func loadConfig(path, host string) (*config.Config, error) {
 // systemd would kill the process.
 const shutdownTimeout = 10 * time.Second
 
-// logPrivileges says at start which capabilities probing from network
-// namespaces (the ovn-metadata and dhcp vantages) lacks and how to grant
-// them. The exporter runs on without them: those addresses are then
-// unprobed with reason no_privilege.
-func logPrivileges(cfg *config.Config, logger *slog.Logger) {
-	if !cfg.Probe.ICMP.Enabled {
-		return
-	}
-	if _, msg := netns.CheckPrivileges(); msg != "" {
-		logger.Warn("probing from network namespaces is not possible", "reason", msg)
-	}
-}
-
 // runServer starts the inventory and probe loops, serves HTTP, reloads the
 // configuration on SIGHUP or POST /-/reload, and stops on SIGINT/SIGTERM.
 func runServer(coord *config.Coordinator, cfg *config.Config, o serverOptions, logger *slog.Logger) error {
 	logger.Info("starting openstack-vm-exporter", "version", version.Info(), "build_context", version.BuildContext())
-	logPrivileges(cfg, logger)
 	w, err := wire(coord, cfg, o, logger)
 	if err != nil {
 		return err

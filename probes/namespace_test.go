@@ -64,3 +64,44 @@ func TestProBingLeavesNamespaceTargetsUnprobed(t *testing.T) {
 		}
 	}
 }
+
+// Namespaces that do not exist, or whose names could leave the namespace
+// directory, leave their targets unprobed (no_namespace), never counted as
+// namespace errors, never sent anything, and hold no socket.
+func TestSharedMissingNamespaces(t *testing.T) {
+	dir := t.TempDir()
+	s := &Shared{opts: Options{Count: 2, Timeout: time.Second, NetnsDir: dir}, spaces: map[string]*vantage{"": {}}}
+	s.opts.setDefaults()
+	targets := []Target{
+		{Addr: netip.MustParseAddr("198.18.7.11"), Namespace: "ovmxt-gone"},
+		{Addr: netip.MustParseAddr("2001:2::11"), Namespace: "ovmxt-gone"},
+		{Addr: netip.MustParseAddr("198.18.7.11"), Namespace: "../../proc/self/ns/net"},
+		{Addr: netip.MustParseAddr("198.18.7.11"), Namespace: ".."},
+	}
+	for cycle := 0; cycle < 2; cycle++ {
+		res, err := s.Probe(context.Background(), targets)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, r := range res {
+			if r.Unprobed != UnprobedNoNamespace || r.Sent != 0 {
+				t.Errorf("cycle %d target %d (%s): %+v, want unprobed %s", cycle, i, targets[i].Namespace, r, UnprobedNoNamespace)
+			}
+		}
+	}
+	if st := s.Stats(); st != (Stats{}) {
+		t.Errorf("stats %+v: a missing namespace is no error", st)
+	}
+	for name, v := range s.spaces {
+		if v.socks != [2]*socket{} {
+			t.Errorf("namespace %q holds sockets", name)
+		}
+	}
+	// No longer targeted: forgotten.
+	if _, err := s.Probe(context.Background(), nil); err != nil {
+		t.Fatal(err)
+	}
+	if len(s.spaces) != 1 {
+		t.Errorf("%d namespaces kept after none is targeted", len(s.spaces))
+	}
+}

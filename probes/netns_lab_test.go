@@ -34,6 +34,7 @@ type nsLab struct {
 const (
 	nsVM11 = "198.18.7.11"
 	nsVM12 = "198.18.7.12"
+	nsVM6  = "2001:2:7::11"
 )
 
 func newNSLab(t *testing.T) *nsLab {
@@ -79,8 +80,9 @@ func (l *nsLab) network(i int, silent string) {
 	l.ip("netns", "add", net)
 	l.ip("netns", "add", vm)
 	l.ip("-n", net, "link", "add", "n0", "type", "veth", "peer", "name", "e0", "netns", vm)
-	l.batch(net, "link set lo up", "addr add 198.18.7.2/24 dev n0", "link set n0 up")
-	l.batch(vm, "link set lo up", "addr add "+nsVM11+"/24 dev e0", "addr add "+nsVM12+"/24 dev e0", "link set e0 up")
+	l.batch(net, "link set lo up", "addr add 198.18.7.2/24 dev n0", "addr add 2001:2:7::2/64 dev n0 nodad", "link set n0 up")
+	l.batch(vm, "link set lo up", "addr add "+nsVM11+"/24 dev e0", "addr add "+nsVM12+"/24 dev e0",
+		"addr add "+nsVM6+"/64 dev e0 nodad", "link set e0 up")
 	rules := fmt.Sprintf("table inet t {\n chain in {\n type filter hook input priority 0; policy accept;\n ip daddr %s icmp type echo-request drop\n }\n}\n", silent)
 	nft := exec.Command("ip", "netns", "exec", vm, "nft", "-f", "-")
 	nft.Stdin = strings.NewReader(rules)
@@ -247,6 +249,18 @@ func TestNamespaceVantages(t *testing.T) {
 		t.Errorf("sockets per namespace %v, want one in net1 %v and one in net2 %v", st.socketNS, net1, net2)
 	}
 
+	// 1b. IPv6 from a namespace: a second socket there, closed again when
+	// the namespace has no IPv6 target any more (step 3 checks).
+	withV6 := append(append([]Target(nil), both...), Target{Addr: netip.MustParseAddr(nsVM6), Namespace: l.name("net1")})
+	res := probe(withV6)
+	wantNS(t, "with IPv6", res[:4], count, nsVM11, nsVM12)
+	if r := res[4]; r.Unprobed != "" || r.Sent != count || r.Received != count {
+		t.Errorf("IPv6 from net1: %+v, want every request answered", r)
+	}
+	if st := snapshotProcess(t); st.socketNS[net1] != 2 || st.socketNS[net2] != 1 {
+		t.Errorf("sockets per namespace %v, want two in net1 %v (IPv4, IPv6), one in net2 %v", st.socketNS, net1, net2)
+	}
+
 	// 2. No privilege to enter: a process without CAP_SYS_ADMIN.
 	t.Run("no_privilege", func(t *testing.T) {
 		cmd := exec.Command("ip", "netns", "exec", l.name("hv"), "setpriv", "--bounding-set=-sys_admin",
@@ -268,9 +282,9 @@ func TestNamespaceVantages(t *testing.T) {
 		t.Fatal("the recreated namespace has the old identity")
 	}
 	wantNS(t, "net2 recreated", probe(both), count, nsVM11, nsVM12)
-	if st := snapshotProcess(t); st.socketNS[net2] != 0 || st.socketNS[net2b] != 1 {
-		t.Errorf("after net2 was recreated: sockets per namespace %v, want none in the old %v, one in the new %v",
-			st.socketNS, net2, net2b)
+	if st := snapshotProcess(t); st.socketNS[net2] != 0 || st.socketNS[net2b] != 1 || st.socketNS[net1] != 1 {
+		t.Errorf("after net2 was recreated: sockets per namespace %v, want none in the old %v, one in the new %v, "+
+			"one (IPv4) in net1", st.socketNS, net2, net2b)
 	}
 
 	// 4. net2 no longer targeted: its socket is closed.
@@ -339,8 +353,8 @@ func settle(t *testing.T, st processState, most ...int) processState {
 }
 
 // TestNamespaceChild runs in a process without CAP_SYS_ADMIN (started by
-// TestNamespaceVantages): the namespace target is unprobed no_privilege,
-// counted, and the privilege check says what is missing.
+// TestNamespaceVantages): the engine warns at start what it lacks, the
+// namespace target is unprobed no_privilege, counted, and logged once.
 func TestNamespaceChild(t *testing.T) {
 	ns := os.Getenv("PROBES_NS_CHILD")
 	if ns == "" {
@@ -366,6 +380,11 @@ func TestNamespaceChild(t *testing.T) {
 	}
 	if n := strings.Count(logs.String(), "cannot probe from network namespace"); n != 1 || !strings.Contains(logs.String(), "CAP_SYS_ADMIN") {
 		t.Errorf("logged %d times, want once naming CAP_SYS_ADMIN:\n%s", n, logs.String())
+	}
+	// At start, the engine said what it lacks (a warning: namespaces exist).
+	if !strings.Contains(logs.String(), `level=WARN msg="probing from network namespaces is not possible"`) ||
+		!strings.Contains(logs.String(), "AmbientCapabilities") {
+		t.Errorf("the start did not warn about the missing capability with how to grant it:\n%s", logs.String())
 	}
 	priv, msg := netns.CheckPrivileges()
 	if priv.SysAdmin || !priv.NetRaw || !strings.Contains(msg, "CAP_SYS_ADMIN") || strings.Contains(msg, "CAP_NET_RAW (for") {

@@ -111,7 +111,27 @@ func NewShared(opts Options) (*Shared, error) {
 			"openstack_vm_icmp_up; if this host has no IPv6, set probe.icmp.ip_versions: [4]", "err", err)
 	}
 	opts.Logger.Info("ICMP probing", "engine", "shared", "mode", modeName(s.opts.Privileged), "auto", auto)
+	logPrivileges(s.opts)
 	return s, nil
+}
+
+// logPrivileges says at start which capabilities probing from network
+// namespaces lacks, and how to grant them: a warning when the namespace
+// directory holds namespaces (a Neutron agent runs here), else for
+// information. The engine runs on without them: namespace targets are then
+// unprobed, reason no_privilege.
+func logPrivileges(opts Options) {
+	_, msg := netns.CheckPrivileges()
+	if msg == "" {
+		return
+	}
+	names, _ := netns.List(opts.NetnsDir)
+	level := slog.LevelInfo
+	if len(names) > 0 {
+		level = slog.LevelWarn
+	}
+	opts.Logger.Log(context.Background(), level, "probing from network namespaces is not possible",
+		"netns_dir", opts.NetnsDir, "namespaces", len(names), "reason", msg)
 }
 
 func (s *Shared) openHost(family int) error {
@@ -210,6 +230,11 @@ func familyOf(a netip.Addr) int {
 
 func (s *Shared) prepareNamespace(v *vantage, fams *[2]int) {
 	v.unprobed = [2]string{}
+	if err := netns.ValidName(v.name); err != nil {
+		// No namespace can have this name: no file of the directory does.
+		s.fail(v, [2]bool{true, true}, fmt.Errorf("%w: %w", netns.ErrNotExist, err))
+		return
+	}
 	id, err := netns.Identity(s.opts.NetnsDir, v.name)
 	if err != nil {
 		s.closeVantage(v)
@@ -221,7 +246,11 @@ func (s *Shared) prepareNamespace(v *vantage, fams *[2]int) {
 		s.closeVantage(v)
 	}
 	for f, n := range fams {
-		if n == 0 || v.socks[f] != nil {
+		if n == 0 {
+			s.closeSocket(v, f) // no target of the family any more
+			continue
+		}
+		if v.socks[f] != nil {
 			continue
 		}
 		sock, err := s.openIn(v.name, f == 1, id)
