@@ -90,7 +90,7 @@ func (c *healthCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- probeErrorsFam.metric(float64(st.SendErrors), "send")
 	ch <- probeErrorsFam.metric(float64(st.SocketErrors), "socket")
 	ch <- probeErrorsFam.metric(float64(ph.CycleErrors), "cycle")
-	ch <- probeErrorsFam.metric(float64(st.NamespaceErrors), "namespace")
+	ch <- probeErrorsFam.metric(float64(st.NamespaceErrors+ph.NamespaceErrors), "namespace")
 	ch <- probeInvalidFam.metric(float64(ph.InvalidAddrs))
 	ch <- probeDuplicateFam.metric(float64(ph.DuplicateAddr))
 	for _, reason := range targets.Reasons {

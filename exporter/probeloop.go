@@ -72,6 +72,9 @@ type ProbeHealth struct {
 	// Namespaces are, in the namespace modes, the networks with ACTIVE
 	// ports here and whether their namespace exists; never modified.
 	Namespaces []targets.NamespaceState
+	// NamespaceErrors counts the namespaces selection could not enter to
+	// read their addresses (the engine counts its own in its Stats).
+	NamespaceErrors uint64
 }
 
 type targetState struct {
@@ -187,6 +190,11 @@ func (p *ProbeLoop) Cycle(ctx context.Context) {
 	}
 	sel := targets.Select(p.inv(), &cfg, targets.Options{Engine: cfg.Engine, Namespaces: p.namespaces(cfg.NetnsDir)})
 	p.logSelection(&sel)
+	if sel.EnterErrors > 0 {
+		p.mu.Lock()
+		p.health.NamespaceErrors += uint64(sel.EnterErrors)
+		p.mu.Unlock()
+	}
 	plan := targets.PlanCycle(sel.Targets)
 	p.logAmbiguous(plan.Ambiguous)
 	unprobed := sel.UnprobedCounts()

@@ -118,6 +118,10 @@ type Selection struct {
 	// NamespaceErr is the failure to list the namespaces (the mode then
 	// falls back as if there were none); nil otherwise.
 	NamespaceErr error
+	// EnterErrors counts the namespaces whose addresses could not be read
+	// (entering refused: their addresses are no_privilege), for
+	// openstack_vm_probe_errors_total{reason="namespace"}.
+	EnterErrors int
 }
 
 // UnprobedCounts counts the unprobed addresses by reason, every reason
@@ -305,6 +309,11 @@ func Select(snap *inventory.Snapshot, cfg *config.ICMP, opts Options) Selection 
 	}
 	if nsMode {
 		sel.Namespaces = namespaceStates(snap.Ports, sel.Mode, present, routable, routableIDs)
+	}
+	for _, e := range addrs.cache {
+		if e.reason == ReasonNoPrivilege {
+			sel.EnterErrors++
+		}
 	}
 	return sel
 }

@@ -175,6 +175,9 @@ func TestSelectOVNMetadata(t *testing.T) {
 	if g := byUnprobed(sel); !maps.Equal(g, wantUnprobed) {
 		t.Errorf("unprobed\n got %v\nwant %v", g, wantUnprobed)
 	}
+	if sel.EnterErrors != 1 {
+		t.Errorf("%d namespaces could not be entered, want 1", sel.EnterErrors)
+	}
 	counts := sel.UnprobedCounts()
 	if len(counts) != len(Reasons) || counts[ReasonUnknownNetwork] != 2 || counts[ReasonEngineUnsupported] != 0 {
 		t.Errorf("counts %v", counts)
