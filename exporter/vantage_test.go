@@ -31,6 +31,22 @@ const (
 // namespaces, so their addresses are unprobed with no_privilege).
 func vantageFixture(t *testing.T, snap *inventory.Snapshot, namespaces ...string) *fixture {
 	t.Helper()
+	dir := t.TempDir()
+	for _, n := range namespaces {
+		if err := os.WriteFile(filepath.Join(dir, n), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	engine := &scriptedEngine{answers: map[netip.Addr]probes.Result{}}
+	f := vantageService(t, snap, dir, func(config.ICMP) probes.Engine { return engine })
+	f.engine = engine
+	return f
+}
+
+// vantageService is a service whose probe loop reads snap, with netns_dir
+// dir and the engine newEngine returns for the probe configuration.
+func vantageService(t *testing.T, snap *inventory.Snapshot, dir string, newEngine func(config.ICMP) probes.Engine) *fixture {
+	t.Helper()
 	cloud, err := standin.Start("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -38,12 +54,6 @@ func vantageFixture(t *testing.T, snap *inventory.Snapshot, namespaces ...string
 	t.Cleanup(func() { cloud.Close() })
 	env := cloud.Env()
 	d := Deps{Getenv: func(k string) string { return env[k] }}
-	dir := t.TempDir()
-	for _, n := range namespaces {
-		if err := os.WriteFile(filepath.Join(dir, n), nil, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
 	cfg := config.Default()
 	cfg.OpenStack.Scope = "all"
 	cfg.Probe.ICMP.NetnsDir = dir
@@ -51,9 +61,8 @@ func vantageFixture(t *testing.T, snap *inventory.Snapshot, namespaces ...string
 	if err != nil {
 		t.Fatal(err)
 	}
-	engine := &scriptedEngine{answers: map[netip.Addr]probes.Result{}}
-	loop := NewProbeLoop(engine, cfg.Probe.ICMP, func() *inventory.Snapshot { return snap }, nil)
-	return &fixture{cloud: cloud, svc: newService(inv, loop, d), engine: engine}
+	loop := NewProbeLoop(newEngine(cfg.Probe.ICMP), cfg.Probe.ICMP, func() *inventory.Snapshot { return snap }, nil)
+	return &fixture{cloud: cloud, svc: newService(inv, loop, d)}
 }
 
 func vSnapshot() *inventory.Snapshot {
