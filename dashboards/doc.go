@@ -9,9 +9,10 @@
 // panel 6 lines to 9, thresholds 7 to 15), transformations and links stay
 // untyped maps there too, and the output would gain defaults of its own
 // (an empty "orientation", "transparent": false ...) on every panel, for a
-// 20 MB pre-1.0 module. The typos such builders would catch are caught by
-// dashboards_test.go (units, variables, every query parsed) and the
-// end-to-end test (every query run against Prometheus).
+// 20 MB pre-1.0 module. What they would add is a compile error for a
+// misspelled option key in those helpers; queries, units and variables are
+// checked by dashboards_test.go (every query parsed) and the end-to-end test
+// (every query run against Prometheus).
 package dashboards
 
 //go:generate go run generate.go
