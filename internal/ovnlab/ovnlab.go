@@ -745,3 +745,38 @@ func waitSocket(ctx context.Context, path string) error {
 		}
 	}
 }
+
+// Memory sums the proportional set size (PSS) of every process whose
+// command line names a path under one of dirs: what a lab costs, for a
+// test's log.
+func Memory(dirs ...string) (bytes int64, processes int) {
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		match := false
+		for _, d := range dirs {
+			match = match || strings.Contains(string(cmdline), d+"/")
+		}
+		if !match {
+			continue
+		}
+		rollup, err := os.ReadFile(filepath.Join("/proc", e.Name(), "smaps_rollup"))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(rollup), "\n") {
+			if f := strings.Fields(line); len(f) >= 2 && f[0] == "Pss:" {
+				kb, _ := strconv.ParseInt(f[1], 10, 64)
+				bytes += kb << 10
+				processes++
+			}
+		}
+	}
+	return bytes, processes
+}
