@@ -61,7 +61,12 @@ func (c *healthCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- exporterTimeFam.metric(unixOrZero(time.Now()))
 	ch <- inventoryServersFam.metric(float64(len(c.inv.Snapshot().Servers)))
 	h := c.inv.Health()
-	ch <- apiUpFam.metric(boolFloat(h.Up))
+	// Absent until the first refresh ends: a restarted exporter whose first
+	// full listing takes minutes is not an API that is down (a fleet-wide
+	// rollout would otherwise page OpenStackVMExporterFleetAPIDown).
+	if h.Completed {
+		ch <- apiUpFam.metric(boolFloat(h.Up))
+	}
 	ch <- apiLastSuccessFam.metric(unixOrZero(h.LastSuccess))
 	ch <- apiDurationFam.metric(h.LastDuration.Seconds())
 	ch <- apiIntervalFam.metric(c.inv.RefreshInterval().Seconds())

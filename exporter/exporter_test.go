@@ -329,6 +329,27 @@ func TestSeriesDisappear(t *testing.T) {
 	}
 }
 
+// Until the first refresh ends, openstack_vm_api_up is absent, not 0: an
+// exporter still reading its first full listing has not failed to read Nova.
+func TestAPIUpAbsentUntilFirstRefreshEnds(t *testing.T) {
+	f := newFixture(t, mixedFleet())
+	if _, fams := f.scrape(t); fams["openstack_vm_api_up"] != nil {
+		t.Errorf("openstack_vm_api_up before any refresh: %v", fams["openstack_vm_api_up"].GetMetric())
+	}
+	f.cloud.SetFault(func(*http.Request) *standin.Failure { return &standin.Failure{Status: http.StatusServiceUnavailable} })
+	f.svc.inv.Refresh(context.Background())
+	_, fams := f.scrape(t)
+	if m := fams["openstack_vm_api_up"].GetMetric(); len(m) != 1 || m[0].GetGauge().GetValue() != 0 {
+		t.Errorf("openstack_vm_api_up after a failed refresh: %v, want 0", m)
+	}
+	f.cloud.SetFault(nil)
+	f.svc.inv.Refresh(context.Background())
+	_, fams = f.scrape(t)
+	if m := fams["openstack_vm_api_up"].GetMetric(); len(m) != 1 || m[0].GetGauge().GetValue() != 1 {
+		t.Errorf("openstack_vm_api_up after a good refresh: %v, want 1", m)
+	}
+}
+
 // A scrape never waits for the API, even when it hangs.
 func TestScrapeDoesNotWaitForAPI(t *testing.T) {
 	f := newFixture(t, mixedFleet())

@@ -147,7 +147,7 @@ var (
 	exporterTimeFam = newFamily("openstack_vm_exporter_time_seconds", gauge,
 		"The exporter's clock when it was scraped, as a Unix time: ages of its own timestamps need no other clock.")
 	apiUpFam = newFamily("openstack_vm_api_up", gauge,
-		"1 if the last inventory refresh succeeded.")
+		"1 if the last inventory refresh succeeded, 0 if it failed; absent until the first refresh ends.")
 	apiLastSuccessFam = newFamily("openstack_vm_api_last_success_timestamp_seconds", gauge,
 		"Unix time of the last successful inventory refresh; 0 before the first.")
 	apiDurationFam = newFamily("openstack_vm_api_refresh_duration_seconds", gauge,

@@ -52,7 +52,10 @@ type Snapshot struct {
 
 // Health is the state of the refresh loop, for the exporter's own metrics.
 type Health struct {
-	Up           bool
+	Up bool
+	// Completed says whether any refresh has ended, well or not: before
+	// that, Up says nothing.
+	Completed    bool
 	Ready        bool
 	LastSuccess  time.Time
 	LastDuration time.Duration
@@ -387,6 +390,7 @@ func (inv *Inventory) failed(r *refreshRun, took time.Duration, err error) error
 	inv.mu.Lock()
 	defer inv.mu.Unlock()
 	inv.health.LastDuration = took
+	inv.health.Completed = true
 	inv.health.Up = false
 	inv.health.Errors[reason]++
 	inv.health.LastError = msg
@@ -403,6 +407,7 @@ func (inv *Inventory) succeeded(r *refreshRun, took time.Duration) {
 	inv.mu.Lock()
 	defer inv.mu.Unlock()
 	inv.health.LastDuration = took
+	inv.health.Completed = true
 	inv.health.Up = true
 	inv.health.LastSuccess = time.Now()
 	inv.health.LastError = ""

@@ -190,15 +190,26 @@ func TestManyAddresses(t *testing.T) {
 	}
 	t.Logf("5,000 addresses placed in %v", time.Since(start))
 	p := newPinger(t, l)
-	got, _ := p.ping(t, many, 1, 2*time.Second)
-	missing := 0
-	for _, a := range many {
-		if got[a] != 1 {
-			missing++
+	// What is checked is that every address was placed and answers, not
+	// that 5,000 replies burst into one raw socket's receive buffer while
+	// a loaded machine starves its reader: the addresses a round missed
+	// are asked again, up to three more times.
+	missing := many
+	for round := 1; round <= 4 && len(missing) > 0; round++ {
+		got, _ := p.ping(t, missing, 1, 2*time.Second)
+		var again []netip.Addr
+		for _, a := range missing {
+			if got[a] != 1 {
+				again = append(again, a)
+			}
 		}
+		if len(again) > 0 {
+			t.Logf("round %d: %d addresses did not answer", round, len(again))
+		}
+		missing = again
 	}
-	if missing > 0 {
-		t.Errorf("%d of 5,000 addresses did not answer", missing)
+	if len(missing) > 0 {
+		t.Errorf("%d of 5,000 addresses never answered in four rounds, e.g. %v", len(missing), missing[0])
 	}
 }
 
