@@ -6,6 +6,18 @@
 #   docker build --build-arg VERSION=$(git describe --tags --always) -t openstack-vm-exporter .
 #   docker run --cap-add NET_RAW -p 9735:9735 -e OS_CLOUD=mycloud \
 #     -v /etc/openstack:/etc/openstack:ro openstack-vm-exporter
+#
+# Probing tenant networks from the Neutron namespaces (probe.icmp.vantage
+# auto, ovn-metadata or dhcp) also needs CAP_SYS_ADMIN to enter them, the
+# host's network and its /run/netns with slave propagation (namespaces the
+# agents create later must appear inside), and root in the container: the
+# file capability below can only carry cap_net_raw (one the runtime does not
+# grant would make exec fail), and a non-root user gets no other capability:
+#   docker run --network host --user 0 --cap-drop ALL --cap-add NET_RAW --cap-add SYS_ADMIN \
+#     --mount type=bind,src=/run/netns,dst=/run/netns,readonly,bind-propagation=rslave \
+#     -e OS_CLOUD=mycloud -v /etc/openstack:/etc/openstack:ro openstack-vm-exporter
+# Without them the exporter runs on, says at start what it lacks, and those
+# addresses are unprobed (openstack_vm_probe_unprobed_addresses{reason="no_privilege"}).
 
 ARG GO_VERSION=1.27
 

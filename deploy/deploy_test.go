@@ -5,6 +5,7 @@ package deploy
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -206,8 +207,28 @@ func TestKubernetesManifests(t *testing.T) {
 				}
 				c := spec.Containers[0]
 				checkFlags(t, "DaemonSet args", c.Args, flags)
-				if c.SecurityContext == nil || len(c.SecurityContext.Capabilities.Add) != 1 || c.SecurityContext.Capabilities.Add[0] != "NET_RAW" {
-					t.Errorf("container capabilities %+v, want only NET_RAW", c.SecurityContext)
+				// NET_RAW for raw sockets, SYS_ADMIN to enter the Neutron
+				// namespaces, nothing else.
+				if c.SecurityContext == nil || c.SecurityContext.Capabilities == nil ||
+					fmt.Sprint(c.SecurityContext.Capabilities.Add) != "[NET_RAW SYS_ADMIN]" ||
+					fmt.Sprint(c.SecurityContext.Capabilities.Drop) != "[ALL]" {
+					t.Errorf("container capabilities %+v, want all dropped but NET_RAW and SYS_ADMIN", c.SecurityContext)
+				}
+				netnsMounted := false
+				for _, m := range c.VolumeMounts {
+					if m.MountPath != "/run/netns" {
+						continue
+					}
+					for _, v := range spec.Volumes {
+						if v.Name == m.Name && v.HostPath != nil && v.HostPath.Path == "/run/netns" &&
+							m.MountPropagation != nil && *m.MountPropagation == corev1.MountPropagationHostToContainer {
+							netnsMounted = true
+						}
+					}
+				}
+				if !netnsMounted {
+					t.Error("the node's /run/netns is not mounted at /run/netns with HostToContainer propagation: " +
+						"namespaces the agents create after the pod started would stay invisible")
 				}
 				if !strings.Contains(strings.Join(c.Args, " "), "--openstack.host=$(NODE_NAME)") {
 					t.Error("the node name is not passed as the Nova host")

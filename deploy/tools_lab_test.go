@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -23,10 +24,20 @@ func TestSystemdUnit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"DynamicUser=yes", "AmbientCapabilities=CAP_NET_RAW", "CapabilityBoundingSet=CAP_NET_RAW",
+	// CAP_NET_RAW for raw sockets, CAP_SYS_ADMIN and the net namespace
+	// type allowed by RestrictNamespaces for setns() into the Neutron
+	// namespaces.
+	for _, want := range []string{"DynamicUser=yes", "AmbientCapabilities=CAP_NET_RAW CAP_SYS_ADMIN\n",
+		"CapabilityBoundingSet=CAP_NET_RAW CAP_SYS_ADMIN\n", "RestrictNamespaces=net\n",
 		"ProtectSystem=strict", "NoNewPrivileges=yes", "Restart=on-failure", "ExecReload=", "EnvironmentFile="} {
 		if !bytes.Contains(unit, []byte(want)) {
-			t.Errorf("unit lacks %s", want)
+			t.Errorf("unit lacks %s", strings.TrimSpace(want))
+		}
+	}
+	// Settings that would keep the exporter out of the host's namespaces.
+	for _, bad := range []string{"PrivateNetwork=yes", "PrivateUsers=yes", "RestrictNamespaces=yes", "PrivateMounts=yes"} {
+		if regexp.MustCompile(`(?m)^` + bad + `$`).Match(unit) {
+			t.Errorf("unit has %s, which keeps the exporter from probing from the Neutron namespaces", bad)
 		}
 	}
 	bin := binary(t)

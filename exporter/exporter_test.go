@@ -42,9 +42,13 @@ type scriptedEngine struct {
 	fail error
 }
 
-func (e *scriptedEngine) Probe(_ context.Context, addrs []netip.Addr) ([]probes.Result, error) {
+func (e *scriptedEngine) Probe(_ context.Context, targets []probes.Target) ([]probes.Result, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	addrs := make([]netip.Addr, len(targets))
+	for i, t := range targets {
+		addrs[i] = t.Addr
+	}
 	e.probed = append(e.probed, addrs)
 	out := make([]probes.Result, len(addrs))
 	for i, a := range addrs {

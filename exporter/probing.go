@@ -19,7 +19,7 @@ import (
 // Prober runs probe cycles over the inventory's addresses and keeps, per
 // target, what the collectors export.
 type Prober struct {
-	engine probes.Prober
+	engine probes.Engine
 	inv    func() *inventory.Snapshot
 	logger *slog.Logger
 
@@ -81,7 +81,7 @@ func newTargetState(t Target, bounds []float64, le []string) *targetState {
 }
 
 // NewProber returns a prober over the snapshots inv returns.
-func NewProber(engine probes.Prober, cfg config.ICMP, inv func() *inventory.Snapshot, logger *slog.Logger) *Prober {
+func NewProber(engine probes.Engine, cfg config.ICMP, inv func() *inventory.Snapshot, logger *slog.Logger) *Prober {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
@@ -92,7 +92,7 @@ func NewProber(engine probes.Prober, cfg config.ICMP, inv func() *inventory.Snap
 // SetConfig applies a reloaded probe configuration, and a new engine when
 // engine is not nil, from the next cycle on. It returns the engine replaced,
 // which the caller closes once no cycle uses it.
-func (p *Prober) SetConfig(cfg config.ICMP, engine probes.Prober) (old probes.Prober) {
+func (p *Prober) SetConfig(cfg config.ICMP, engine probes.Engine) (old probes.Engine) {
 	p.cfgMu.Lock()
 	defer p.cfgMu.Unlock()
 	if !slices.Equal(cfg.RTTBuckets, p.cfg.RTTBuckets) {
@@ -114,7 +114,7 @@ func (p *Prober) SetConfig(cfg config.ICMP, engine probes.Prober) (old probes.Pr
 	return old
 }
 
-func (p *Prober) current() (config.ICMP, probes.Prober) {
+func (p *Prober) current() (config.ICMP, probes.Engine) {
 	p.cfgMu.Lock()
 	defer p.cfgMu.Unlock()
 	return p.cfg, p.engine
@@ -169,7 +169,7 @@ func (p *Prober) Cycle(ctx context.Context) {
 	p.logAmbiguous(plan.ambiguous)
 
 	start := time.Now()
-	results, err := engine.Probe(ctx, plan.addrs)
+	results, err := engine.Probe(ctx, probes.HostTargets(plan.addrs))
 	took := time.Since(start)
 	if err != nil && ctx.Err() != nil {
 		return

@@ -68,7 +68,7 @@ func New(cfg *config.Config, logger *slog.Logger) (*Service, error) {
 		return nil, err
 	}
 	s := &Service{logger: logger, cfg: cfg, inv: inventory.New(invOpts, client), creds: creds}
-	var engine probes.Prober
+	var engine probes.Engine
 	if cfg.Probe.ICMP.Enabled {
 		if engine, err = newEngine(cfg.Probe.ICMP, logger); err != nil {
 			return nil, err
@@ -192,7 +192,7 @@ func EngineOptions(c config.ICMP, logger *slog.Logger) probes.Options {
 	}
 }
 
-func newEngine(c config.ICMP, logger *slog.Logger) (probes.Prober, error) {
+func newEngine(c config.ICMP, logger *slog.Logger) (probes.Engine, error) {
 	opts := EngineOptions(c, logger)
 	if c.Engine == "pro-bing" {
 		return probes.NewProBing(opts)
@@ -273,7 +273,7 @@ func (s *Service) Reload(cfg *config.Config) error {
 			return err
 		}
 	}
-	var engine probes.Prober
+	var engine probes.Engine
 	old, cur := s.cfg.Probe.ICMP, cfg.Probe.ICMP
 	_, running := s.prober.current()
 	if cur.Enabled && (running == nil || old.Engine != cur.Engine || EngineOptions(old, nil) != EngineOptions(cur, nil)) {

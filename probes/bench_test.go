@@ -12,7 +12,8 @@ import (
 func BenchmarkMatch(b *testing.B) {
 	const targets = 10000
 	s := &Shared{magic: 0x12345678, id: 77}
-	c := &cycle{number: 3, count: 1, timeout: int64(1e18), addrs: make([]netip.Addr, targets),
+	sock := &socket{privileged: true}
+	c := &cycle{number: 3, count: 1, timeout: int64(1e18), addrs: make([]netip.Addr, targets), socks: make([]*socket, targets),
 		sentAt: make([]atomic.Int64, targets), rtt: make([]atomic.Int64, targets), done: make(chan struct{})}
 	replies := make([][]byte, targets)
 	froms := make([]net.Addr, targets)
@@ -25,8 +26,8 @@ func BenchmarkMatch(b *testing.B) {
 		buf[0] = icmpv4EchoReply
 		replies[i] = buf
 		froms[i] = &net.IPAddr{IP: a.AsSlice()}
+		c.socks[i] = sock
 	}
-	sock := &socket{privileged: true}
 	b.ReportAllocs()
 	b.ResetTimer()
 	for n := 0; n < b.N; n++ {

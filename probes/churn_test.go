@@ -39,7 +39,7 @@ func TestChurnLeavesNothingBehind(t *testing.T) {
 			if name == "pro-bing" {
 				n /= 10 // a pinger a target: slow enough at a tenth
 			}
-			res, err := p.Probe(context.Background(), all[:n])
+			res, err := p.Probe(context.Background(), HostTargets(all[:n]))
 			if err != nil {
 				t.Fatal(err)
 			}

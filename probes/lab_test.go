@@ -98,7 +98,7 @@ func TestLabChild(t *testing.T) {
 	engine, mode, _ := strings.Cut(scenario, "/")
 	opts := Options{Privileged: mode == "privileged" || mode == "blocked", Auto: strings.HasPrefix(mode, "auto"),
 		Count: 4, Timeout: 500 * time.Millisecond, Spacing: 20 * time.Millisecond}
-	newEngine := func() (Prober, error) {
+	newEngine := func() (Engine, error) {
 		if engine == "pro-bing" {
 			return NewProBing(opts)
 		}
@@ -126,7 +126,7 @@ func TestLabChild(t *testing.T) {
 		privileged := false
 		switch e := p.(type) {
 		case *Shared:
-			privileged = e.opts.Privileged || e.sockets[0].privileged
+			privileged = e.opts.Privileged || e.spaces[""].socks[0].privileged
 		case *ProBing:
 			privileged = e.opts.Privileged
 		}
@@ -145,7 +145,7 @@ func TestLabChild(t *testing.T) {
 
 	addrs := append(append([]netip.Addr{}, labAnswer...), labSlow...)
 	addrs = append(addrs, labDead, labRemoved)
-	res, err := p.Probe(context.Background(), addrs)
+	res, err := p.Probe(context.Background(), HostTargets(addrs))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,7 +187,7 @@ func TestLabChild(t *testing.T) {
 	defer lp.Close()
 	received, sent := 0, 0
 	for i := 0; i < 2; i++ {
-		res, err := lp.Probe(context.Background(), []netip.Addr{labLossy})
+		res, err := lp.Probe(context.Background(), HostTargets([]netip.Addr{labLossy}))
 		if err != nil {
 			t.Fatal(err)
 		}

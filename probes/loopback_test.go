@@ -23,9 +23,9 @@ func requireRoot(t *testing.T) {
 	}
 }
 
-func engines(t *testing.T, opts Options) map[string]Prober {
+func engines(t *testing.T, opts Options) map[string]Engine {
 	t.Helper()
-	out := map[string]Prober{}
+	out := map[string]Engine{}
 	shared, err := NewShared(opts)
 	if err != nil {
 		t.Fatal(err)
@@ -46,9 +46,9 @@ func engines(t *testing.T, opts Options) map[string]Prober {
 
 // probeWant probes addrs and reports every result that does not count
 // sent requests and received replies.
-func probeWant(t *testing.T, p Prober, addrs []netip.Addr, sent, received int) {
+func probeWant(t *testing.T, p Engine, addrs []netip.Addr, sent, received int) {
 	t.Helper()
-	res, err := p.Probe(context.Background(), addrs)
+	res, err := p.Probe(context.Background(), HostTargets(addrs))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +68,7 @@ func TestLoopbackAnswers(t *testing.T) {
 	}
 	for name, p := range engines(t, Options{Privileged: true, Count: 3, Timeout: time.Second, Spacing: 20 * time.Millisecond}) {
 		t.Run(name, func(t *testing.T) {
-			res, err := p.Probe(context.Background(), addrs)
+			res, err := p.Probe(context.Background(), HostTargets(addrs))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -86,7 +86,7 @@ func TestLoopbackAnswers(t *testing.T) {
 				}
 			}
 			// A second cycle starts clean.
-			res, err = p.Probe(context.Background(), addrs[:1])
+			res, err = p.Probe(context.Background(), HostTargets(addrs[:1]))
 			if err != nil || res[0].Received != 3 {
 				t.Errorf("second cycle: %+v %v", res, err)
 			}
@@ -97,7 +97,7 @@ func TestLoopbackAnswers(t *testing.T) {
 func TestEmptyCycle(t *testing.T) {
 	requireRoot(t)
 	for name, p := range engines(t, Options{Privileged: true}) {
-		res, err := p.Probe(context.Background(), nil)
+		res, err := p.Probe(context.Background(), HostTargets(nil))
 		if err != nil || len(res) != 0 {
 			t.Errorf("%s: %v %v", name, res, err)
 		}
@@ -113,7 +113,7 @@ func TestCycleEndsEarly(t *testing.T) {
 	}
 	defer p.Close()
 	start := time.Now()
-	if _, err := p.Probe(context.Background(), []netip.Addr{netip.MustParseAddr("127.0.0.1")}); err != nil {
+	if _, err := p.Probe(context.Background(), HostTargets([]netip.Addr{netip.MustParseAddr("127.0.0.1")})); err != nil {
 		t.Fatal(err)
 	}
 	if took := time.Since(start); took > time.Second {
@@ -131,7 +131,7 @@ func TestCancel(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	_, err = p.Probe(ctx, []netip.Addr{netip.MustParseAddr("127.0.0.1")})
+	_, err = p.Probe(ctx, HostTargets([]netip.Addr{netip.MustParseAddr("127.0.0.1")}))
 	if !errors.Is(err, context.DeadlineExceeded) || time.Since(start) > time.Second {
 		t.Errorf("cancel: %v after %v", err, time.Since(start))
 	}
@@ -160,7 +160,7 @@ func TestClosedProber(t *testing.T) {
 	}
 	p.Close()
 	p.Close()
-	if _, err := p.Probe(context.Background(), []netip.Addr{netip.MustParseAddr("127.0.0.1")}); err == nil {
+	if _, err := p.Probe(context.Background(), HostTargets([]netip.Addr{netip.MustParseAddr("127.0.0.1")})); err == nil {
 		t.Error("probe on a closed prober")
 	}
 }
@@ -174,7 +174,7 @@ func TestAutoModeAsRoot(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer shared.Close()
-	if !shared.opts.Privileged || shared.sockets[0] == nil || !shared.sockets[0].privileged {
+	if !shared.opts.Privileged || shared.spaces[""].socks[0] == nil || !shared.spaces[""].socks[0].privileged {
 		t.Errorf("auto as root did not open raw sockets: %+v", shared.opts)
 	}
 	pb, err := NewProBing(opts)
@@ -185,7 +185,7 @@ func TestAutoModeAsRoot(t *testing.T) {
 		t.Error("auto as root: pro-bing not privileged")
 	}
 	addrs := []netip.Addr{netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("::1")}
-	for name, p := range map[string]Prober{"shared": shared, "pro-bing": pb} {
+	for name, p := range map[string]Engine{"shared": shared, "pro-bing": pb} {
 		t.Run(name, func(t *testing.T) { probeWant(t, p, addrs, 2, 2) })
 	}
 }
@@ -213,11 +213,10 @@ func TestSharedWithoutIPv6Socket(t *testing.T) {
 	defer p.Close()
 	// As NewShared leaves it when the IPv6 socket cannot be opened.
 	p.mu.Lock()
-	_ = p.sockets[1].close()
-	p.sockets[1] = nil
+	p.closeSocket(p.spaces[""], 1)
 	p.mu.Unlock()
 	addrs := []netip.Addr{netip.MustParseAddr("::1"), netip.MustParseAddr("127.0.0.1")}
-	res, err := p.Probe(context.Background(), addrs)
+	res, err := p.Probe(context.Background(), HostTargets(addrs))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,8 @@ import (
 	"net/netip"
 	"sync/atomic"
 	"time"
+
+	"github.com/openstack-vm-exporter/openstack-vm-exporter/netns"
 )
 
 // Result is what one cycle learned about one address.
@@ -18,13 +20,38 @@ type Result struct {
 	Received int
 	// RTTs holds one round-trip time per received reply.
 	RTTs []time.Duration
+	// Unprobed is "" when the target was probed (Sent may still be 0 when
+	// the kernel refused every send), else why it could not be: one of
+	// UnprobedNoNamespace, UnprobedNoPrivilege, UnprobedEngineUnsupported.
+	Unprobed string
 }
 
-// Prober sends echo requests to a set of addresses and collects the replies.
+// Target is one address to probe, and the network namespace to probe it
+// from.
+type Target struct {
+	Addr netip.Addr
+	// Namespace is "" for the exporter's own network namespace, else the
+	// name of a namespace in Options.NetnsDir (ovnmeta-<network id>, ...).
+	Namespace string
+}
+
+// Why a target was not probed (Result.Unprobed).
+const (
+	// UnprobedNoNamespace: the target's namespace does not exist (it
+	// vanished, or its name is not one a namespace can have).
+	UnprobedNoNamespace = "no_namespace"
+	// UnprobedNoPrivilege: entering the namespace or opening a raw socket
+	// in it was refused (CAP_SYS_ADMIN, CAP_NET_RAW).
+	UnprobedNoPrivilege = "no_privilege"
+	// UnprobedEngineUnsupported: the engine cannot probe from namespaces.
+	UnprobedEngineUnsupported = "engine_unsupported"
+)
+
+// Engine sends echo requests to a set of targets and collects the replies.
 // Probe is called by one goroutine at a time; it returns one Result per
-// address, in the order given, once every reply arrived or timed out.
-type Prober interface {
-	Probe(ctx context.Context, addrs []netip.Addr) ([]Result, error)
+// target, in the order given, once every reply arrived or timed out.
+type Engine interface {
+	Probe(ctx context.Context, targets []Target) ([]Result, error)
 	// Stats returns counters of failures that are not any one target's.
 	Stats() Stats
 	Close() error
@@ -36,9 +63,14 @@ type Stats struct {
 	SendErrors uint64
 	// SocketErrors counts sockets that failed and were reopened.
 	SocketErrors uint64
+	// NamespaceErrors counts failures to enter a network namespace or to
+	// open a socket inside it (exported as
+	// openstack_vm_probe_errors_total{reason="namespace"}). A namespace that
+	// does not exist is no error: its targets are UnprobedNoNamespace.
+	NamespaceErrors uint64
 }
 
-// Options configures a Prober.
+// Options configures an Engine.
 type Options struct {
 	// Privileged selects raw sockets (CAP_NET_RAW) instead of ICMP datagram
 	// sockets (net.ipv4.ping_group_range).
@@ -56,6 +88,9 @@ type Options struct {
 	Spacing time.Duration
 	// PacketsPerSecond caps the send rate over all addresses.
 	PacketsPerSecond int
+	// NetnsDir holds the named network namespaces of Target.Namespace;
+	// netns.DefaultDir (/run/netns) when empty.
+	NetnsDir string
 	// Logger receives socket failures; nil discards them.
 	Logger *slog.Logger
 }
@@ -70,6 +105,9 @@ func (o *Options) setDefaults() {
 	if o.PacketsPerSecond < 1 {
 		o.PacketsPerSecond = 5000
 	}
+	if o.NetnsDir == "" {
+		o.NetnsDir = netns.DefaultDir
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -80,12 +118,14 @@ func (o *Options) setDefaults() {
 var ErrPermission = errors.New("no permission to open ICMP sockets")
 
 type stats struct {
-	sendErrors   atomic.Uint64
-	socketErrors atomic.Uint64
+	sendErrors      atomic.Uint64
+	socketErrors    atomic.Uint64
+	namespaceErrors atomic.Uint64
 }
 
 func (s *stats) snapshot() Stats {
-	return Stats{SendErrors: s.sendErrors.Load(), SocketErrors: s.socketErrors.Load()}
+	return Stats{SendErrors: s.sendErrors.Load(), SocketErrors: s.socketErrors.Load(),
+		NamespaceErrors: s.namespaceErrors.Load()}
 }
 
 // permissionError is the refusal of an ICMP socket for lack of privilege;
@@ -179,4 +219,14 @@ func modeName(privileged bool) string {
 		return "privileged (raw sockets)"
 	}
 	return "unprivileged (ICMP datagram sockets)"
+}
+
+// HostTargets returns a target in the exporter's own namespace for every
+// address.
+func HostTargets(addrs []netip.Addr) []Target {
+	out := make([]Target, len(addrs))
+	for i, a := range addrs {
+		out[i] = Target{Addr: a}
+	}
+	return out
 }

@@ -42,11 +42,25 @@ func NewProBing(opts Options) (*ProBing, error) {
 	return &ProBing{opts: opts, concurrency: proBingConcurrency}, nil
 }
 
-// Probe runs one pinger per address.
-func (p *ProBing) Probe(ctx context.Context, addrs []netip.Addr) ([]Result, error) {
+// Probe runs one pinger per target of the exporter's own namespace. Targets
+// in another namespace are left UnprobedEngineUnsupported: a pinger opens
+// its socket per target and cycle, and each would need its own switch into
+// the namespace (a locked thread and two setns calls per probe), which is
+// what the Shared engine's long-lived socket per namespace avoids.
+func (p *ProBing) Probe(ctx context.Context, targets []Target) ([]Result, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	results := make([]Result, len(addrs))
+	results := make([]Result, len(targets))
+	addrs := make([]netip.Addr, 0, len(targets))
+	index := make([]int, 0, len(targets))
+	for i, t := range targets {
+		if t.Namespace != "" {
+			results[i].Unprobed = UnprobedEngineUnsupported
+			continue
+		}
+		addrs = append(addrs, t.Addr)
+		index = append(index, i)
+	}
 	sem := make(chan struct{}, p.concurrency)
 	var wg sync.WaitGroup
 	// Start pingers no faster than the configured packet rate allows. A rate
@@ -82,7 +96,7 @@ func (p *ProBing) Probe(ctx context.Context, addrs []netip.Addr) ([]Result, erro
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			results[i] = p.ping(ctx, addr.Unmap(), id)
+			results[index[i]] = p.ping(ctx, addr.Unmap(), id)
 		}()
 	}
 	wg.Wait()
