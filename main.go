@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"html"
 	"io"
 	"log/slog"
 	"net/http"
@@ -16,7 +15,6 @@ import (
 	"time"
 
 	"github.com/alecthomas/kingpin/v2"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/common/promslog"
 	promslogflag "github.com/prometheus/common/promslog/flag"
 	"github.com/prometheus/common/version"
@@ -96,8 +94,9 @@ func main() {
 		return
 	}
 
-	load := func() (*config.Config, error) { return loadConfig(*configFile, *hostOverride) }
-	cfg, err := load()
+	// The one copy of the configuration: the coordinator's.
+	coord := config.NewCoordinator(func() (*config.Config, error) { return loadConfig(*configFile, *hostOverride) })
+	cfg, err := coord.Load()
 	if err != nil {
 		logger.Error("invalid configuration", "err", err)
 		os.Exit(1)
@@ -106,7 +105,7 @@ func main() {
 		fmt.Println("configuration is valid")
 		return
 	}
-	if err := runServer(cfg, load, serverOptions{web: webConfig, metricsPath: *metricsPath, lifecycle: *lifecycle,
+	if err := runServer(coord, cfg, serverOptions{web: webConfig, metricsPath: *metricsPath, lifecycle: *lifecycle,
 		writeTimeout: *writeTimeout, signals: signals}, logger); err != nil {
 		logger.Error("exporter stopped", "err", err)
 		os.Exit(1)
@@ -152,6 +151,7 @@ func runReport(o reportOptions, logger *slog.Logger) int {
 	}
 	cfg, err := loadConfig(o.configFile, o.host)
 	newService := exporter.New
+	deps := exporter.Deps{Logger: logger}
 	if o.demo {
 		// The servers that die in the demo are dead from the start: the
 		// report sees one probe cycle.
@@ -167,6 +167,7 @@ func runReport(o reportOptions, logger *slog.Logger) int {
 		cloud, cfg, err = demo.StartCloud(fleet)
 		if err == nil {
 			defer cloud.Close()
+			deps.Getenv = cloud.Getenv
 			demo.ChooseICMPMode(cfg, logger)
 		}
 	}
@@ -174,11 +175,11 @@ func runReport(o reportOptions, logger *slog.Logger) int {
 		logger.Error("invalid configuration", "err", err)
 		return 1
 	}
-	svc, err := newService(cfg, logger)
+	svc, err := newService(cfg, deps)
 	if errors.Is(err, probes.ErrPermission) {
 		logger.Warn("no ICMP probing in this report", "err", err)
 		cfg.Probe.ICMP.Enabled = false
-		svc, err = newService(cfg, logger)
+		svc, err = newService(cfg, deps)
 	}
 	if err != nil {
 		logger.Error("setting up", "err", err)
@@ -229,10 +230,10 @@ func demoNetwork(logger *slog.Logger) ([]demo.Server, *demo.Network) {
 // network's hypervisor namespace (no default route): probes reach the
 // demo's servers and nothing else. The HTTP clients and listeners stay in
 // the machine's namespace.
-func demoService(network *demo.Network) func(*config.Config, *slog.Logger) (*exporter.Service, error) {
-	return func(cfg *config.Config, logger *slog.Logger) (svc *exporter.Service, err error) {
+func demoService(network *demo.Network) func(*config.Config, exporter.Deps) (*exporter.Service, error) {
+	return func(cfg *config.Config, d exporter.Deps) (svc *exporter.Service, err error) {
 		nerr := network.Do(func() error {
-			svc, err = exporter.New(cfg, logger)
+			svc, err = exporter.New(cfg, d)
 			return nil
 		})
 		return svc, errors.Join(nerr, err)
@@ -242,11 +243,11 @@ func demoService(network *demo.Network) func(*config.Config, *slog.Logger) (*exp
 // runDemo starts the demo cloud and serves the exporter on it.
 func runDemo(webConfig *web.FlagConfig, promAddr string, signals <-chan os.Signal, logger *slog.Logger) error {
 	fleet, network := demoNetwork(logger)
-	var newService func(*config.Config, *slog.Logger) (*exporter.Service, error)
+	var inNetwork func(func() error) error
 	reachability := "  reachability: none (run as root with iproute2 and nftables for the network namespaces)"
 	if network != nil {
 		defer network.Close()
-		newService = demoService(network)
+		inNetwork = network.Do
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		go network.BreakAfter(ctx, time.Minute, logger)
@@ -260,7 +261,7 @@ func runDemo(webConfig *web.FlagConfig, promAddr string, signals <-chan os.Signa
 	}
 	defer cloud.Close()
 	demo.ChooseICMPMode(cfg, logger)
-	side, err := demo.StartSideExporters(cfg, network)
+	side, err := demo.StartSideExporters(cfg, cloud.Getenv, network)
 	if err != nil {
 		return err
 	}
@@ -297,8 +298,12 @@ openstack-vm-exporter demo
 Stop with Ctrl-C.
 
 `, cloud.URL, addr, addr, prometheusLine, reachability)
-	return runServer(cfg, func() (*config.Config, error) { return cfg, nil }, serverOptions{web: webConfig, metricsPath: "/metrics",
-		writeTimeout: 2 * time.Minute, signals: signals, newService: newService}, logger)
+	coord := config.NewCoordinator(func() (*config.Config, error) { return cfg, nil })
+	if _, err := coord.Load(); err != nil {
+		return err
+	}
+	return runServer(coord, cfg, serverOptions{web: webConfig, metricsPath: "/metrics",
+		writeTimeout: 2 * time.Minute, signals: signals, getenv: cloud.Getenv, inNetwork: inNetwork}, logger)
 }
 
 // loadConfig reads the file (or takes the defaults) and applies the host
@@ -325,104 +330,21 @@ func loadConfig(path, host string) (*config.Config, error) {
 // systemd would kill the process.
 const shutdownTimeout = 10 * time.Second
 
-type serverOptions struct {
-	web         *web.FlagConfig
-	metricsPath string
-	// lifecycle enables POST /-/reload, as Prometheus's flag of that name.
-	lifecycle    bool
-	writeTimeout time.Duration
-	signals      <-chan os.Signal
-	// newService builds the service (default exporter.New); the demo
-	// builds it inside its network namespace.
-	newService func(*config.Config, *slog.Logger) (*exporter.Service, error)
-}
-
 // runServer starts the inventory and probe loops, serves HTTP, reloads the
 // configuration on SIGHUP or POST /-/reload, and stops on SIGINT/SIGTERM.
-func runServer(cfg *config.Config, load func() (*config.Config, error), o serverOptions, logger *slog.Logger) error {
+func runServer(coord *config.Coordinator, cfg *config.Config, o serverOptions, logger *slog.Logger) error {
 	logger.Info("starting openstack-vm-exporter", "version", version.Info(), "build_context", version.BuildContext())
-	if o.newService == nil {
-		o.newService = exporter.New
-	}
-	svc, err := o.newService(cfg, logger)
+	w, err := wire(coord, cfg, o, logger)
 	if err != nil {
 		return err
 	}
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 	loopsDone := make(chan struct{})
-	go func() { defer close(loopsDone); svc.Run(ctx) }()
-
-	reload := func() error {
-		next, err := load()
-		if err == nil {
-			err = svc.Reload(next)
-		}
-		if err != nil {
-			logger.Error("configuration reload rejected; the previous configuration keeps running", "err", err)
-		}
-		return err
-	}
-
-	mux := http.NewServeMux()
-	mux.Handle(o.metricsPath, svc.Handler(promhttp.HandlerOpts{
-		ErrorLog:            slog.NewLogLogger(logger.Handler(), slog.LevelError),
-		ErrorHandling:       promhttp.ContinueOnError,
-		MaxRequestsInFlight: 4,
-		Timeout:             30 * time.Second,
-	}))
-	mux.HandleFunc("/-/healthy", func(w http.ResponseWriter, _ *http.Request) {
-		fmt.Fprintln(w, "Healthy")
-	})
-	mux.HandleFunc("/-/ready", func(w http.ResponseWriter, _ *http.Request) {
-		if !svc.Ready() {
-			http.Error(w, "Not ready: no successful inventory refresh yet", http.StatusServiceUnavailable)
-			return
-		}
-		fmt.Fprintln(w, "Ready")
-	})
-	mux.HandleFunc("/-/reload", func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodPost {
-			w.Header().Set("Allow", http.MethodPost)
-			http.Error(w, "use POST", http.StatusMethodNotAllowed)
-			return
-		}
-		// Without a web config anyone who reaches the port could trigger
-		// reloads: off unless asked for, as in Prometheus.
-		if !o.lifecycle {
-			http.Error(w, "Lifecycle API is not enabled: start the exporter with --web.enable-lifecycle, or send SIGHUP", http.StatusForbidden)
-			return
-		}
-		if err := reload(); err != nil {
-			http.Error(w, "reload rejected: "+err.Error(), http.StatusBadRequest)
-			return
-		}
-		fmt.Fprintln(w, "Reloaded")
-	})
-	if o.metricsPath != "/" {
-		reloadNote := "Configuration reload: SIGHUP. POST /-/reload is off (start with --web.enable-lifecycle to allow it)."
-		if o.lifecycle {
-			reloadNote = "Configuration reload: SIGHUP, or POST /-/reload (--web.enable-lifecycle is on)."
-		}
-		landing, err := web.NewLandingPage(web.LandingConfig{
-			Name:        "OpenStack VM Exporter",
-			Description: "Nova server state and ICMP reachability of every server address",
-			Version:     version.Info(),
-			Links: []web.LandingLinks{
-				{Address: o.metricsPath, Text: "Metrics"},
-				{Address: "/-/healthy", Text: "Health"},
-				{Address: "/-/ready", Text: "Readiness", Description: "ready after the first successful inventory refresh"},
-			},
-			ExtraHTML: "<p>" + html.EscapeString(reloadNote) + "</p>",
-		})
-		if err != nil {
-			return err
-		}
-		mux.Handle("/", landing)
-	}
+	go func() { defer close(loopsDone); w.svc.Run(ctx) }()
 
 	server := &http.Server{
-		Handler:           mux,
+		Handler:           w.handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		// Requests carry no body worth waiting for.
 		ReadTimeout: 30 * time.Second,
@@ -445,7 +367,7 @@ wait:
 		case sig := <-o.signals:
 			if sig == syscall.SIGHUP {
 				logger.Info("reloading the configuration", "signal", sig.String())
-				_ = reload()
+				_ = w.reload()
 				continue
 			}
 			logger.Info("shutting down", "signal", sig.String(), "bound", shutdownTimeout)

@@ -161,6 +161,7 @@ probe:
     interval: %s
     count: 1
     timeout: 500ms
+    vantage: host
 `
 
 func metricValue(body, series string) string {
@@ -190,6 +191,12 @@ func TestReload(t *testing.T) {
 
 	// A valid change by SIGHUP.
 	reloadIntervalBySIGHUP(t, r, cfgPath, base)
+	_, body := get(nil, base+"/metrics")
+	const reloadOK, reloadAt = "openstack_vm_exporter_config_last_reload_successful", "openstack_vm_exporter_config_last_reload_success_timestamp_seconds"
+	lastGood := metricValue(body, reloadAt)
+	if v := metricValue(body, reloadOK); v != "1" || lastGood == "" || lastGood == "0" {
+		t.Errorf("after a good reload: %s %q, %s %q", reloadOK, v, reloadAt, lastGood)
+	}
 
 	// An invalid change by POST is rejected with the reason; nothing is lost.
 	writeConfig(t, cfgPath, fmt.Sprintf(baseConfig, "2s")+"    colour: blue\n")
@@ -199,12 +206,15 @@ func TestReload(t *testing.T) {
 	}
 	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(b), `line 11`) || !strings.Contains(string(b), `"colour"`) {
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(b), `line 12`) || !strings.Contains(string(b), `"colour"`) {
 		t.Errorf("invalid reload answered %d %q", resp.StatusCode, b)
 	}
-	_, body := get(nil, base+"/metrics")
+	_, body = get(nil, base+"/metrics")
 	if v := metricValue(body, "openstack_vm_probe_interval_seconds"); v != "3" {
 		t.Errorf("probe interval %q after a rejected reload", v)
+	}
+	if v, at := metricValue(body, reloadOK), metricValue(body, reloadAt); v != "0" || at != lastGood {
+		t.Errorf("after a rejected reload: %s %q, %s %q (want 0 and %q)", reloadOK, v, reloadAt, at, lastGood)
 	}
 	if !strings.Contains(body, `openstack_vm_status{host="cmp-1",id="srv-1"`) {
 		t.Error("inventory lost by a rejected reload")
@@ -226,6 +236,9 @@ func TestReload(t *testing.T) {
 	_, body = get(nil, base+"/metrics")
 	if v := metricValue(body, "openstack_vm_probe_interval_seconds"); v != "2" {
 		t.Errorf("probe interval %q after POST reload", v)
+	}
+	if v := metricValue(body, reloadOK); v != "1" {
+		t.Errorf("after a good reload again: %s %q", reloadOK, v)
 	}
 }
 
@@ -299,7 +312,7 @@ func TestGracefulShutdown(t *testing.T) {
 			t.Parallel()
 			cloud := startCloud(t)
 			cfgPath := filepath.Join(t.TempDir(), "config.yaml")
-			writeConfig(t, cfgPath, "openstack:\n  scope: all\n  refresh_interval: 2s\n  timeout: 30s\nprobe:\n  icmp:\n    "+tc.probe+"\n")
+			writeConfig(t, cfgPath, "openstack:\n  scope: all\n  refresh_interval: 2s\n  timeout: 30s\nprobe:\n  icmp:\n    vantage: host\n    "+tc.probe+"\n")
 			r := startBinary(t, cloud.Env(), "--config.file="+cfgPath)
 			waitReady(t, r)
 			if tc.busy != nil {
@@ -459,7 +472,7 @@ func TestStalledScrapersReleaseTheirSlots(t *testing.T) {
 	}
 	cloud.Put(servers...)
 	cfgPath := filepath.Join(t.TempDir(), "config.yaml")
-	writeConfig(t, cfgPath, "openstack:\n  scope: all\n  refresh_interval: 30s\n  timeout: 30s\nprobe:\n  icmp:\n    interval: 10s\n    count: 1\n    timeout: 500ms\n")
+	writeConfig(t, cfgPath, "openstack:\n  scope: all\n  refresh_interval: 30s\n  timeout: 30s\nprobe:\n  icmp:\n    interval: 10s\n    count: 1\n    timeout: 500ms\n    vantage: host\n")
 	r := startBinary(t, cloud.Env(), "--config.file="+cfgPath, "--web.write-timeout=5s")
 	base := "http://" + r.addr
 	waitReady(t, r)
@@ -979,10 +992,11 @@ func TestDemo(t *testing.T) {
 	}
 	// What the demo cannot show, each for its reason (README, the demo).
 	notInDemo := map[string]string{
-		"OpenStackComputeFleetDown":       "would inhibit the per-host pages the demo shows",
-		"OpenStackVMExporterFleetDown":    "would inhibit the per-exporter alerts the demo shows",
-		"OpenStackVMExporterFleetAPIDown": "would inhibit the per-exporter alerts the demo shows",
-		"OpenStackVMExporterClockSkew":    "needs an exporter clock off from Prometheus's, on one machine",
+		"OpenStackComputeFleetDown":        "would inhibit the per-host pages the demo shows",
+		"OpenStackVMExporterFleetDown":     "would inhibit the per-exporter alerts the demo shows",
+		"OpenStackVMExporterFleetAPIDown":  "would inhibit the per-exporter alerts the demo shows",
+		"OpenStackVMExporterClockSkew":     "needs an exporter clock off from Prometheus's, on one machine",
+		"OpenStackNetworkNamespaceMissing": "needs an OVN metadata agent: the demo probes from the host",
 	}
 	var want []string
 	for _, g := range groups {

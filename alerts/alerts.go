@@ -7,7 +7,9 @@ package alerts
 import (
 	"bytes"
 	_ "embed"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"sort"
 	"strings"
@@ -59,6 +61,7 @@ type Params struct {
 	HostUnreachableShare    float64 `yaml:"host_unreachable_share"`
 	HostUnreachableMinVMs   int     `yaml:"host_unreachable_min_vms"`
 	HostUnreachableFor      string  `yaml:"host_unreachable_for"`
+	NamespaceMissingFor     string  `yaml:"namespace_missing_for"`
 
 	HostDownFor        string `yaml:"host_down_for"`
 	HostMaintenanceFor string `yaml:"host_maintenance_for"`
@@ -131,7 +134,7 @@ func LoadParams(path string) (Params, error) {
 func decodeStrict(b []byte, v any) error {
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
-	if err := dec.Decode(v); err != nil && err.Error() != "EOF" {
+	if err := dec.Decode(v); err != nil && !errors.Is(err, io.EOF) {
 		return err
 	}
 	return nil

@@ -8,8 +8,8 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
-	"net/netip"
 	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"sort"
@@ -94,7 +94,29 @@ type ICMP struct {
 	OptOutMetadataKey string `yaml:"opt_out_metadata_key"`
 	// RTTBuckets are the classic histogram buckets of the RTT, in seconds.
 	RTTBuckets []float64 `yaml:"rtt_buckets"`
+	// Vantage chooses where each address is probed from: "host" (the
+	// exporter's own network namespace), "ovn-metadata" (the OVN metadata
+	// agent's ovnmeta-<network id> namespace of the address's network),
+	// "dhcp" (qdhcp-<network id>), or "auto" (ovn-metadata where any
+	// ovnmeta-* namespace exists, else dhcp where any qdhcp-* exists, else
+	// host; decided again every cycle). Package targets applies it.
+	Vantage string `yaml:"vantage"`
+	// HostRoutableNetworks names the networks (Nova network names or
+	// Neutron network ids) whose addresses are probed from the host
+	// vantage whatever Vantage says: provider networks routable from the
+	// hypervisor.
+	HostRoutableNetworks []string `yaml:"host_routable_networks"`
+	// NetnsDir is where the named network namespaces are (ip netns).
+	NetnsDir string `yaml:"netns_dir"`
 }
+
+// Vantage modes of probe.icmp.vantage.
+const (
+	VantageAuto        = "auto"
+	VantageHost        = "host"
+	VantageOVNMetadata = "ovn-metadata"
+	VantageDHCP        = "dhcp"
+)
 
 //go:embed defaults.yaml
 var defaultsYAML []byte
@@ -234,7 +256,7 @@ func checkValue(v *yaml.Node, def reflect.Value, path string) error {
 }
 
 // listExamples stand in for defaults that are empty lists.
-var listExamples = map[string]string{"probe.icmp.networks": "[provider]"}
+var listExamples = map[string]string{"probe.icmp.networks": "[provider]", "probe.icmp.host_routable_networks": "[provider]"}
 
 // expected says what a key of def's type takes, with the default (or an
 // example) as illustration.
@@ -423,47 +445,26 @@ func (p *ICMP) validate() error {
 	if len(p.RTTBuckets) == 0 {
 		return invalid("probe.icmp.rtt_buckets", "must have at least one bucket")
 	}
+	if err := oneOf("probe.icmp.vantage", p.Vantage, VantageAuto, VantageHost, VantageOVNMetadata, VantageDHCP); err != nil {
+		return err
+	}
+	seen := map[string]bool{}
+	for _, n := range p.HostRoutableNetworks {
+		if strings.TrimSpace(n) == "" {
+			return invalid("probe.icmp.host_routable_networks", "has an empty entry; each is a Nova network name or a Neutron network id")
+		}
+		if seen[n] {
+			return invalid("probe.icmp.host_routable_networks", "names %q twice", n)
+		}
+		seen[n] = true
+	}
+	if !filepath.IsAbs(p.NetnsDir) || filepath.Clean(p.NetnsDir) != p.NetnsDir {
+		return invalid("probe.icmp.netns_dir", "must be an absolute, clean path such as /run/netns, got %q", p.NetnsDir)
+	}
 	for i, b := range p.RTTBuckets {
 		if b <= 0 || (i > 0 && b <= p.RTTBuckets[i-1]) {
 			return invalid("probe.icmp.rtt_buckets", "must be positive and strictly increasing, got %v", p.RTTBuckets)
 		}
 	}
 	return nil
-}
-
-// WantsAddress reports whether an address of the given type and network is
-// selected for probing by this configuration.
-func (p *ICMP) WantsAddress(addr netip.Addr, addrType, network string) bool {
-	if !slices.Contains(p.AddressTypes, addrType) {
-		return false
-	}
-	if len(p.Networks) > 0 && !slices.Contains(p.Networks, network) {
-		return false
-	}
-	version := 4
-	if addr.Is6() && !addr.Is4In6() {
-		version = 6
-	}
-	return slices.Contains(p.IPVersions, version)
-}
-
-// WantsStatus reports whether servers in this Nova status are probed.
-func (p *ICMP) WantsStatus(status string) bool {
-	return slices.Contains(p.Statuses, status)
-}
-
-// OptedOut reports whether server metadata asks not to be probed.
-func (p *ICMP) OptedOut(metadata map[string]string) bool {
-	if p.OptOutMetadataKey == "" {
-		return false
-	}
-	v, ok := metadata[p.OptOutMetadataKey]
-	if !ok {
-		return false
-	}
-	switch strings.ToLower(strings.TrimSpace(v)) {
-	case "false", "off", "no", "disabled", "0":
-		return true
-	}
-	return false
 }

@@ -2,7 +2,6 @@ package config
 
 import (
 	"errors"
-	"net/netip"
 	"os"
 	"reflect"
 	"strings"
@@ -135,6 +134,12 @@ func TestErrors(t *testing.T) {
 		{"buckets unsorted", "probe:\n  icmp:\n    rtt_buckets: [0.1, 0.01]\n", []string{"probe.icmp.rtt_buckets", "increasing"}},
 		{"buckets empty", "probe:\n  icmp:\n    rtt_buckets: []\n", []string{"probe.icmp.rtt_buckets"}},
 		{"invalid yaml", "openstack: [\n", []string{"parsing YAML"}},
+		{"bad vantage", "probe:\n  icmp:\n    vantage: qrouter\n", []string{"line 3", "probe.icmp.vantage", `"qrouter"`, "auto, host, ovn-metadata, dhcp"}},
+		{"routable not a list", "probe:\n  icmp:\n    host_routable_networks: provider\n", []string{"line 3", "probe.icmp.host_routable_networks", "a list, e.g. [provider]"}},
+		{"routable empty entry", "probe:\n  icmp:\n    host_routable_networks: [provider, \"\"]\n", []string{"line 3", "probe.icmp.host_routable_networks", "empty entry"}},
+		{"routable twice", "probe:\n  icmp:\n    host_routable_networks: [public, public]\n", []string{"probe.icmp.host_routable_networks", `"public" twice`}},
+		{"relative netns dir", "probe:\n  icmp:\n    netns_dir: run/netns\n", []string{"line 3", "probe.icmp.netns_dir", "absolute"}},
+		{"empty netns dir", "probe:\n  icmp:\n    netns_dir: \"\"\n", []string{"probe.icmp.netns_dir", "absolute"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Parse([]byte(tc.yaml))
@@ -239,59 +244,6 @@ func TestLoadNamesFile(t *testing.T) {
 	_, err = Load(path)
 	if err == nil || !strings.Contains(err.Error(), path+": line 3: probe.icmp.count") {
 		t.Errorf("error %v does not name file, line and key", err)
-	}
-}
-
-func TestAddressSelection(t *testing.T) {
-	p := Default().Probe.ICMP
-	p.Networks = []string{"provider", "public"}
-	p.AddressTypes = []string{"floating", "fixed"}
-	p.IPVersions = []int{4}
-	for _, tc := range []struct {
-		addr, typ, network string
-		want               bool
-	}{
-		{"198.18.0.1", "fixed", "provider", true},
-		{"198.18.0.1", "floating", "public", true},
-		{"198.18.0.1", "fixed", "tenant-net", false},
-		{"2001:2::1", "fixed", "provider", false},
-		{"::ffff:198.18.0.1", "fixed", "provider", true},
-		{"198.18.0.1", "other", "provider", false},
-	} {
-		if got := p.WantsAddress(netip.MustParseAddr(tc.addr), tc.typ, tc.network); got != tc.want {
-			t.Errorf("WantsAddress(%s, %s, %s) = %v, want %v", tc.addr, tc.typ, tc.network, got, tc.want)
-		}
-	}
-	p.IPVersions = []int{6}
-	if !p.WantsAddress(netip.MustParseAddr("2001:2::1"), "fixed", "public") {
-		t.Error("IPv6 address not wanted with ip_versions [6]")
-	}
-	if !p.WantsStatus("ACTIVE") || p.WantsStatus("SHUTOFF") {
-		t.Error("status selection")
-	}
-}
-
-func TestOptOut(t *testing.T) {
-	p := Default().Probe.ICMP
-	for _, tc := range []struct {
-		meta map[string]string
-		want bool
-	}{
-		{nil, false},
-		{map[string]string{"monitoring_icmp": "off"}, true},
-		{map[string]string{"monitoring_icmp": " Disabled "}, true},
-		{map[string]string{"monitoring_icmp": "false"}, true},
-		{map[string]string{"monitoring_icmp": "0"}, true},
-		{map[string]string{"monitoring_icmp": "on"}, false},
-		{map[string]string{"other": "off"}, false},
-	} {
-		if got := p.OptedOut(tc.meta); got != tc.want {
-			t.Errorf("OptedOut(%v) = %v, want %v", tc.meta, got, tc.want)
-		}
-	}
-	p.OptOutMetadataKey = ""
-	if p.OptedOut(map[string]string{"monitoring_icmp": "off"}) {
-		t.Error("opt-out with an empty key")
 	}
 }
 

@@ -77,7 +77,7 @@ func (d Dashboard) Queries(vars map[string]string) []Query {
 		for _, t := range targets {
 			tm, _ := t.(map[string]any)
 			if expr, _ := tm["expr"].(string); expr != "" {
-				out = append(out, Query{Where: fmt.Sprintf("%s panel %v %q target %v", d.File, p["id"], p["title"], tm["refId"]), Expr: Expand(expr, vars)})
+				out = append(out, Query{Where: fmt.Sprintf("%s panel %v %q target %v", d.File, p["id"], p["title"], tm["refId"]), Expr: expand(expr, vars)})
 			}
 		}
 	}
@@ -90,7 +90,7 @@ func (d Dashboard) Queries(vars map[string]string) []Query {
 		}
 		q, _ := vm["query"].(map[string]any)
 		if expr := variableQueryExpr(fmt.Sprint(q["query"])); expr != "" {
-			out = append(out, Query{Where: fmt.Sprintf("%s variable %v", d.File, vm["name"]), Expr: Expand(expr, vars)})
+			out = append(out, Query{Where: fmt.Sprintf("%s variable %v", d.File, vm["name"]), Expr: expand(expr, vars)})
 		}
 	}
 	annotations, _ := d.JSON["annotations"].(map[string]any)
@@ -98,7 +98,7 @@ func (d Dashboard) Queries(vars map[string]string) []Query {
 	for _, a := range alist {
 		am, _ := a.(map[string]any)
 		if expr, _ := am["expr"].(string); expr != "" {
-			out = append(out, Query{Where: fmt.Sprintf("%s annotation %v", d.File, am["name"]), Expr: Expand(expr, vars)})
+			out = append(out, Query{Where: fmt.Sprintf("%s annotation %v", d.File, am["name"]), Expr: expand(expr, vars)})
 		}
 	}
 	return out
@@ -121,10 +121,10 @@ func variableQueryExpr(q string) string {
 	return ""
 }
 
-// Expand replaces $var and ${var} by vars[var]; Grafana's interval variables
+// expand replaces $var and ${var} by vars[var]; Grafana's interval variables
 // get fixed durations. Unknown variables are left as they are, so that a
 // parse error shows them.
-func Expand(expr string, vars map[string]string) string {
+func expand(expr string, vars map[string]string) string {
 	builtin := map[string]string{"__rate_interval": "2m", "__interval": "1m", "__range": "1h", "__range_s": "3600"}
 	return variableRE.ReplaceAllStringFunc(expr, func(m string) string {
 		name := strings.Trim(m, "${}")

@@ -7,20 +7,25 @@ package main
 
 import (
 	"encoding/json"
+	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
+
+	"github.com/openstack-vm-exporter/openstack-vm-exporter/alerts"
 )
 
 const runbookBase = "https://github.com/openstack-vm-exporter/openstack-vm-exporter/blob/main/docs/runbooks"
 
-// Thresholds of the bundled alerts (alerts/params.yaml), drawn on the
-// panels that show what the alerts measure; dashboards_test.go checks they
-// are the rules' values.
-const (
-	lossThreshold    = 0.2  // loss_threshold
-	latencyThreshold = 0.05 // latency_threshold_seconds
-	staleIntervals   = 5    // stale_intervals
+// Thresholds of the bundled alerts, read from alerts/params.yaml (the
+// values the rules are rendered with), drawn on the panels that show what
+// the alerts measure.
+var (
+	params           = alerts.DefaultParams()
+	lossThreshold    = params.LossThreshold
+	latencyThreshold = params.LatencyThresholdSeconds
+	staleIntervals   = params.StaleIntervals
 )
 
 // Every query filters with these selectors, so the template variables work
@@ -392,12 +397,14 @@ func hostStatus(x, y int) panel {
 }
 
 func main() {
+	out := flag.String("o", ".", "folder to write the dashboards to")
+	flag.Parse()
 	for name, d := range map[string]map[string]any{"openstack-vm-fleet.json": fleet(), "openstack-vm-host.json": host()} {
 		b, err := json.MarshalIndent(d, "", "  ")
 		if err != nil {
 			panic(err)
 		}
-		if err := os.WriteFile(name, append(b, '\n'), 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(*out, name), append(b, '\n'), 0o644); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}

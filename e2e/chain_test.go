@@ -194,6 +194,7 @@ probe:
     interval: 2s
     count: 3
     timeout: 500ms
+    vantage: host
 `, w.cloud.AdminEnv())
 	defer func() {
 		if t.Failed() {

@@ -248,6 +248,7 @@ probe:
     count: 4
     timeout: 500ms
     statuses: [ACTIVE]
+    vantage: host
 `, w.cloud.AdminEnv())
 
 	var text string

@@ -119,6 +119,7 @@ probe:
     interval: 2s
     count: 3
     timeout: 500ms
+    vantage: host
 `
 	}
 	w.startExporterAt(t, exporterA, "exporter-a.yaml", exporterConfig(hostA), w.cloud.AdminEnv())

@@ -18,7 +18,7 @@ import (
 
 // scrapeFixture is an exporter holding n servers, each with one probed
 // address that answered three echo requests.
-func scrapeFixture(b *testing.B, n int) (http.Handler, *Prober) {
+func scrapeFixture(b *testing.B, n int) (http.Handler, *ProbeLoop) {
 	b.Helper()
 	servers := make([]standin.Server, n)
 	for i := range servers {
@@ -36,8 +36,8 @@ func scrapeFixture(b *testing.B, n int) (http.Handler, *Prober) {
 	if err := f.svc.inv.Refresh(context.Background()); err != nil {
 		b.Fatal(err)
 	}
-	f.svc.prober.Cycle(context.Background())
-	return f.svc.Handler(promhttp.HandlerOpts{}), f.svc.prober
+	f.svc.loop.Cycle(context.Background())
+	return f.svc.Handler(promhttp.HandlerOpts{}), f.svc.loop
 }
 
 func benchmarkScrape(b *testing.B, n int, gzip bool) {
@@ -65,11 +65,11 @@ func BenchmarkScrape10kVMsGzip(b *testing.B) { benchmarkScrape(b, 10000, true) }
 // lock, so what a probe cycle may wait for: copying 10,000 targets' values.
 func BenchmarkCopyTargets10k(b *testing.B) {
 	_, p := scrapeFixture(b, 10000)
-	var c targetRows
+	var r Results
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		p.copyTargets(&c)
+		p.Results(&r, ResultTargets)
 	}
 }
 

@@ -6,7 +6,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"math"
 	"net/http"
 	"net/http/httptest"
@@ -80,20 +79,20 @@ func newFixture(t testing.TB, servers []standin.Server) *fixture {
 	}
 	t.Cleanup(func() { cloud.Close() })
 	cloud.Put(servers...)
-	for k, v := range cloud.Env() {
-		t.Setenv(k, v)
-	}
-	t.Setenv("OS_CLOUD", "")
+	env := cloud.Env()
+	loaded := time.Now()
+	d := Deps{Getenv: func(k string) string { return env[k] }, ReloadStatus: func() (bool, time.Time) { return true, loaded }}
 	cfg := config.Default()
 	cfg.OpenStack.Scope = "all"
-	invOpts, client, err := inventorySetup(cfg, slog.New(slog.DiscardHandler))
+	// The machine's /run/netns is shared with other tests (an OVN metadata
+	// agent's ovnmeta-* would turn vantage auto to ovn-metadata): none here.
+	cfg.Probe.ICMP.NetnsDir = t.TempDir()
+	inv, err := NewInventorySection(cfg, d)
 	if err != nil {
 		t.Fatal(err)
 	}
 	engine := &scriptedEngine{answers: map[netip.Addr]probes.Result{}}
-	svc := &Service{cfg: cfg, inv: inventory.New(invOpts, client)}
-	svc.prober = NewProber(engine, cfg.Probe.ICMP, svc.inv.Snapshot, nil)
-	svc.registries()
+	svc := newService(inv, NewProbeLoop(engine, cfg.Probe.ICMP, inv.Inventory().Snapshot, nil), d)
 	return &fixture{cloud: cloud, svc: svc, engine: engine}
 }
 
@@ -102,7 +101,7 @@ func (f *fixture) refreshAndProbe(t *testing.T) {
 	if err := f.svc.inv.Refresh(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	f.svc.prober.Cycle(context.Background())
+	f.svc.loop.Cycle(context.Background())
 }
 
 // scrape returns the text exposition and the parsed families.
@@ -352,10 +351,10 @@ func TestScrapeDoesNotWaitForAPI(t *testing.T) {
 func TestDisabledProbing(t *testing.T) {
 	f := newFixture(t, mixedFleet())
 	f.refreshAndProbe(t)
-	cfg := f.svc.cfg.Probe.ICMP
+	cfg := config.Default().Probe.ICMP
 	cfg.Enabled = false
-	f.svc.prober.SetConfig(cfg, nil)
-	f.svc.prober.Cycle(context.Background())
+	f.svc.loop.SetConfig(cfg, nil)
+	f.svc.loop.Cycle(context.Background())
 	_, fams := f.scrape(t)
 	if len(fams["openstack_vm_icmp_up"].GetMetric()) != 0 {
 		t.Error("probe series with probing disabled")
@@ -415,7 +414,7 @@ func TestTextWriterMatchesGenericPath(t *testing.T) {
 	}
 	req := httptest.NewRequest(http.MethodGet, "/metrics", nil)
 	fast := parse(req, f.svc.Handler(promhttp.HandlerOpts{}))
-	generic := parse(req, promhttp.HandlerFor(f.svc.registry, promhttp.HandlerOpts{}))
+	generic := parse(req, promhttp.HandlerFor(f.svc.Gatherer(), promhttp.HandlerOpts{}))
 	if len(fast) < 20 {
 		t.Fatalf("only %d families", len(fast))
 	}

@@ -5,7 +5,6 @@ package exporter
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -14,29 +13,22 @@ import (
 
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/config"
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/openstacklab"
-	"github.com/openstack-vm-exporter/openstack-vm-exporter/inventory"
 )
 
 // labService is an exporter (no probing) against the real Keystone and Nova
 // of lab, as the lab's admin.
 func labService(t *testing.T, lab *openstacklab.Lab, scope, host string) *Service {
 	t.Helper()
-	for k, v := range lab.AdminEnv() {
-		t.Setenv(k, v)
-	}
-	t.Setenv("OS_CLOUD", "")
+	env := lab.AdminEnv()
 	cfg := config.Default()
 	cfg.OpenStack.Scope, cfg.OpenStack.Host = scope, host
 	cfg.Probe.ICMP.Enabled = false
 	// A loaded machine answers slowly; the refresh must not run out of time.
 	cfg.OpenStack.Timeout = 5 * time.Minute
-	invOpts, client, err := inventorySetup(cfg, slog.New(slog.DiscardHandler))
+	svc, err := New(cfg, Deps{Getenv: func(k string) string { return env[k] }})
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc := &Service{cfg: cfg, inv: inventory.New(invOpts, client)}
-	svc.prober = NewProber(nil, cfg.Probe.ICMP, svc.inv.Snapshot, nil)
-	svc.registries()
 	return svc
 }
 
@@ -47,7 +39,7 @@ func gather(t *testing.T, lab *openstacklab.Lab, svc *Service) map[string]*dto.M
 	if err := svc.inv.Refresh(context.Background()); err != nil {
 		t.Fatalf("%v\n%s", err, lab.Logs())
 	}
-	fams, err := svc.registry.Gather()
+	fams, err := svc.Gatherer().Gather()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,9 @@
 package exporter
 
 import (
+	"maps"
 	"math"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -17,7 +19,7 @@ const nativeSchema = 3
 // classic buckets and in native (sparse exponential) buckets. It is a few
 // hundred bytes; client_golang's live histogram, with its hot and cold
 // copies for lock-free updates, costs ten times that, which matters at ten
-// thousand addresses. It is only touched under the prober's lock.
+// thousand addresses. It is only touched under the probe loop's lock.
 type rttHistogram struct {
 	bounds  []float64
 	classic []uint64 // per bucket, not cumulative; the last is +Inf
@@ -72,15 +74,7 @@ func spans(buckets map[int]int64) ([]*dto.BucketSpan, []int64) {
 	if len(buckets) == 0 {
 		return nil, nil
 	}
-	keys := make([]int, 0, len(buckets))
-	for k := range buckets {
-		keys = append(keys, k)
-	}
-	for i := 1; i < len(keys); i++ {
-		for j := i; j > 0 && keys[j] < keys[j-1]; j-- {
-			keys[j], keys[j-1] = keys[j-1], keys[j]
-		}
-	}
+	keys := slices.Sorted(maps.Keys(buckets))
 	var out []*dto.BucketSpan
 	var deltas []int64
 	var prev int64

@@ -11,16 +11,18 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
-	"reflect"
 	"regexp"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/config"
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/inventory"
@@ -28,76 +30,90 @@ import (
 )
 
 // Service is a running exporter: the inventory loop, the probe loop, and the
-// registry that exports both.
+// registries that export both.
 type Service struct {
 	logger *slog.Logger
-	// registry holds every collector; small only those the text writer
-	// does not write itself (the exporter's health, Go, process, build).
-	registry *prometheus.Registry
-	small    *prometheus.Registry
-	labels   serverLabels
-	gzip     gzipCache
-	inv      *inventory.Inventory
-	prober   *Prober
-
-	mu  sync.Mutex
-	cfg *config.Config
-	// creds are the credentials in use (the client holds them too), so
-	// that a reload sees a rotated password or secret even when the
-	// configuration is unchanged.
-	creds *inventory.Credentials
+	// own holds the exporter's own metrics (its loops' health, Go,
+	// process, build); fleet the fleet's that the text writer writes
+	// itself (per server, per address); signals the fleet's few others
+	// (Nova's own signals), which both paths gather.
+	own, signals, fleet *prometheus.Registry
+	labels              serverLabels
+	gzip                gzipCache
+	inv                 *inventory.Inventory
+	loop                *ProbeLoop
+	sections            []config.Subscriber
 }
 
-// New builds the service from a validated configuration. It fails only on
-// what no retry can cure: missing credentials, or no permission to open ICMP
-// sockets. An unreachable API is not an error here; the loop retries it.
-func New(cfg *config.Config, logger *slog.Logger) (*Service, error) {
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
-	}
-	invOpts, err := inventoryOptions(cfg, logger)
-	if err != nil {
-		return nil, err
-	}
-	creds, err := loadCredentials(cfg.OpenStack)
-	if err != nil {
-		return nil, err
-	}
-	client, err := inventoryClient(invOpts, creds, logger)
-	if err != nil {
-		return nil, err
-	}
-	s := &Service{logger: logger, cfg: cfg, inv: inventory.New(invOpts, client), creds: creds}
-	var engine probes.Engine
-	if cfg.Probe.ICMP.Enabled {
-		if engine, err = newEngine(cfg.Probe.ICMP, logger); err != nil {
-			return nil, err
-		}
-	}
-	s.prober = NewProber(engine, cfg.Probe.ICMP, s.inv.Snapshot, logger)
+// Deps are what the service takes from its surroundings rather than from
+// the process: tests and the demo pass their own, and nothing changes the
+// process's environment.
+type Deps struct {
+	Logger *slog.Logger
+	// Getenv reads the OS_* variables (OS_CLOUD, OS_CLIENT_CONFIG_FILE,
+	// OS_AUTH_URL ...); nil: the process environment.
+	Getenv func(string) string
+	// Transport carries the requests to Keystone and Nova; nil: a clone of
+	// http.DefaultTransport with the credentials' TLS settings.
+	Transport http.RoundTripper
+	// ReloadStatus reports the last configuration reload's outcome and
+	// the time of the last successful one, exported as
+	// openstack_vm_exporter_config_last_reload_*; nil: not exported (the
+	// one-shot report).
+	ReloadStatus func() (ok bool, lastSuccess time.Time)
+}
 
-	s.registries(
+func (d Deps) withDefaults() Deps {
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
+	}
+	if d.Getenv == nil {
+		d.Getenv = os.Getenv
+	}
+	return d
+}
+
+// New builds the service from a validated configuration, in the order it
+// starts: the inventory (credentials, client), the probe engine and loop,
+// then the registries. It fails only on what no retry can cure: missing
+// credentials, or no permission to open ICMP sockets. An unreachable API is
+// not an error here; the loop retries it.
+func New(cfg *config.Config, d Deps) (*Service, error) {
+	d = d.withDefaults()
+	inv, err := NewInventorySection(cfg, d)
+	if err != nil {
+		return nil, err
+	}
+	loop, err := NewProbeLoopFromConfig(cfg.Probe.ICMP, inv.Inventory().Snapshot, d)
+	if err != nil {
+		return nil, err
+	}
+	return NewService(inv, loop, d), nil
+}
+
+// NewService exports the inventory and the probe loop; each applies its own
+// section of a reloaded configuration (Sections).
+func NewService(inv *InventorySection, loop *ProbeLoop, d Deps) *Service {
+	return newService(inv, loop, d,
 		versioncollector.NewCollector("openstack_vm_exporter"),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
-	return s, nil
 }
 
-// inventorySetup derives the inventory's options and client from the
-// configuration, credentials included.
-func inventorySetup(cfg *config.Config, logger *slog.Logger) (inventory.Options, *inventory.Client, error) {
-	opts, err := inventoryOptions(cfg, logger)
-	if err != nil {
-		return opts, nil, err
-	}
-	creds, err := loadCredentials(cfg.OpenStack)
-	if err != nil {
-		return opts, nil, err
-	}
-	client, err := inventoryClient(opts, creds, logger)
-	return opts, client, err
+// newService is NewService with the exporter's own extra collectors given
+// (tests leave out the Go and process ones).
+func newService(inv *InventorySection, loop *ProbeLoop, d Deps, extra ...prometheus.Collector) *Service {
+	d = d.withDefaults()
+	s := &Service{logger: d.Logger, inv: inv.Inventory(), loop: loop, sections: []config.Subscriber{inv, loop}}
+	s.registries(d.ReloadStatus, extra...)
+	return s
 }
+
+// Sections returns the components that apply their own section of a
+// reloaded configuration, for a config.Coordinator: the inventory
+// (openstack.*, the opt-out key) and the probe loop (probe.icmp.*).
+func (s *Service) Sections() []config.Subscriber { return s.sections }
 
 // yamlQuoted is how YAML's errors quote a value of the wrong type: its
 // first seven characters, which in clouds.yaml may be those of a password.
@@ -105,8 +121,8 @@ var yamlQuoted = regexp.MustCompile("`[^`\n]*`")
 
 // loadCredentials reads the credentials, with no quoted value left in an
 // error: the error is logged and answered to a reload request.
-func loadCredentials(c config.OpenStack) (*inventory.Credentials, error) {
-	creds, err := inventory.LoadCredentials(c)
+func loadCredentials(c config.OpenStack, getenv func(string) string) (*inventory.Credentials, error) {
+	creds, err := inventory.LoadCredentialsFrom(c, getenv)
 	if err != nil && yamlQuoted.MatchString(err.Error()) {
 		return nil, errors.New(yamlQuoted.ReplaceAllString(err.Error(), "(a value, not shown)"))
 	}
@@ -131,9 +147,9 @@ func inventoryOptions(cfg *config.Config, logger *slog.Logger) (inventory.Option
 	return opts, nil
 }
 
-func inventoryClient(opts inventory.Options, creds *inventory.Credentials, logger *slog.Logger) (*inventory.Client, error) {
+func inventoryClient(opts inventory.Options, creds *inventory.Credentials, transport http.RoundTripper, logger *slog.Logger) (*inventory.Client, error) {
 	// The inventory warns when TLS verification is off (insecure).
-	client, err := inventory.NewClient(creds, inventory.ClientOptions{UserAgent: "openstack-vm-exporter"})
+	client, err := inventory.NewClient(creds, inventory.ClientOptions{UserAgent: "openstack-vm-exporter", Transport: transport})
 	if err != nil {
 		return nil, err
 	}
@@ -145,7 +161,14 @@ func inventoryClient(opts inventory.Options, creds *inventory.Credentials, logge
 // sameCredentials tells whether a and b log in as the same user to the same
 // API: every field but Source (a label for logs).
 func sameCredentials(a, b *inventory.Credentials) bool {
-	return reflect.DeepEqual(a.Auth, b.Auth) && reflect.DeepEqual(a.Endpoint, b.Endpoint) && sameTLS(a.TLS, b.TLS)
+	aa, ba := a.Auth, b.Auth
+	if (aa.Scope == nil) != (ba.Scope == nil) || (aa.Scope != nil && *aa.Scope != *ba.Scope) {
+		return false
+	}
+	aa.Scope, ba.Scope = nil, nil
+	ae, be := a.Endpoint, b.Endpoint
+	return aa == ba && ae.Type == be.Type && ae.Name == be.Name && slices.Equal(ae.Aliases, be.Aliases) &&
+		ae.Region == be.Region && ae.Version == be.Version && ae.Availability == be.Availability && sameTLS(a.TLS, b.TLS)
 }
 
 // sameTLS compares what the credentials set in a TLS configuration, not
@@ -160,23 +183,39 @@ func sameTLS(a, b *tls.Config) bool {
 		})
 }
 
-// registries builds both registries with the service's collectors and the
-// extra ones given.
-func (s *Service) registries(extra ...prometheus.Collector) {
-	health := &HealthCollector{inv: s.inv, prober: s.prober, interval: s.refreshInterval}
-	signals := &SignalCollector{inv: s.inv}
-	s.small = prometheus.NewRegistry()
-	s.small.MustRegister(append([]prometheus.Collector{health, signals}, extra...)...)
-	s.registry = prometheus.NewRegistry()
-	s.registry.MustRegister(append([]prometheus.Collector{
-		health, signals, &ServerCollector{inv: s.inv}, &TargetCollector{p: s.prober}, &RTTCollector{p: s.prober},
-	}, extra...)...)
+// registries builds the registries with the service's collectors and the
+// extra ones (the exporter's own: Go, process, build) given.
+func (s *Service) registries(reload func() (bool, time.Time), extra ...prometheus.Collector) {
+	s.own = prometheus.NewRegistry()
+	s.own.MustRegister(append([]prometheus.Collector{&healthCollector{inv: s.inv, loop: s.loop, reload: reload}}, extra...)...)
+	s.signals = prometheus.NewRegistry()
+	s.signals.MustRegister(&signalCollector{inv: s.inv})
+	s.fleet = prometheus.NewRegistry()
+	s.fleet.MustRegister(&serverCollector{inv: s.inv}, &targetCollector{loop: s.loop}, &rttCollector{loop: s.loop})
 }
 
-// EngineOptions derives the probe engine's options from the configuration.
+// Gatherer gathers every family of the service, through client_golang.
+func (s *Service) Gatherer() prometheus.Gatherer {
+	return prometheus.Gatherers{s.own, s.signals, s.fleet}
+}
+
+// gatherSmall gathers the families the text writer does not write itself,
+// sorted by name. The registries hold distinct families (each collector is
+// in one), so a merge of their sorted lists does; prometheus.Gatherers would
+// also hash every sample to look for duplicates across them (170
+// allocations a scrape).
+func (s *Service) gatherSmall() ([]*dto.MetricFamily, error) {
+	own, err := s.own.Gather()
+	signals, serr := s.signals.Gather()
+	families := append(own, signals...)
+	slices.SortFunc(families, func(a, b *dto.MetricFamily) int { return strings.Compare(a.GetName(), b.GetName()) })
+	return families, errors.Join(err, serr)
+}
+
+// engineOptions derives the probe engine's options from the configuration.
 // Requests to one address are spaced by up to a second, but never so much
 // that a cycle could outlast its interval.
-func EngineOptions(c config.ICMP, logger *slog.Logger) probes.Options {
+func engineOptions(c config.ICMP, logger *slog.Logger) probes.Options {
 	spacing := time.Second
 	if c.Count > 1 {
 		spacing = min(spacing, (c.Interval-c.Timeout)/time.Duration(2*c.Count))
@@ -188,32 +227,24 @@ func EngineOptions(c config.ICMP, logger *slog.Logger) probes.Options {
 		Timeout:          c.Timeout,
 		Spacing:          spacing,
 		PacketsPerSecond: c.MaxPacketsPerSecond,
+		NetnsDir:         c.NetnsDir,
 		Logger:           logger,
 	}
 }
 
 func newEngine(c config.ICMP, logger *slog.Logger) (probes.Engine, error) {
-	opts := EngineOptions(c, logger)
+	opts := engineOptions(c, logger)
 	if c.Engine == "pro-bing" {
 		return probes.NewProBing(opts)
 	}
 	return probes.NewShared(opts)
 }
 
-func (s *Service) refreshInterval() float64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.cfg.OpenStack.RefreshInterval.Seconds()
-}
-
-// Registry holds every collector of the service.
-func (s *Service) Registry() *prometheus.Registry { return s.registry }
-
 // Inventory returns the inventory.
 func (s *Service) Inventory() *inventory.Inventory { return s.inv }
 
-// Prober returns the prober.
-func (s *Service) Prober() *Prober { return s.prober }
+// ProbeLoop returns the probe loop.
+func (s *Service) ProbeLoop() *ProbeLoop { return s.loop }
 
 // Ready reports whether the first inventory refresh succeeded.
 func (s *Service) Ready() bool {
@@ -239,64 +270,10 @@ func (s *Service) Run(ctx context.Context) {
 			return
 		case <-s.inv.Ready():
 		}
-		s.prober.Run(ctx)
+		s.loop.Run(ctx)
 	}()
 	wg.Wait()
-	if _, engine := s.prober.current(); engine != nil {
+	if _, engine := s.loop.current(); engine != nil {
 		_ = engine.Close()
 	}
-}
-
-// Reload applies a new configuration without a restart. Everything that can
-// fail (credentials, sockets) is prepared first; on failure nothing changes
-// and the error says why. The credentials are read again every time:
-// clouds.yaml (or secure.yaml) may hold a rotated password or application
-// credential while the configuration file is unchanged. (OS_* variables
-// cannot change under a running process; rotating them takes a restart.)
-func (s *Service) Reload(cfg *config.Config) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	invOpts, err := inventoryOptions(cfg, s.logger)
-	if err != nil {
-		return err
-	}
-	creds, err := loadCredentials(cfg.OpenStack)
-	if err != nil {
-		return err
-	}
-	credsChanged := !sameCredentials(creds, s.creds)
-	invChanged := credsChanged || !reflect.DeepEqual(cfg.OpenStack, s.cfg.OpenStack) ||
-		cfg.Probe.ICMP.OptOutMetadataKey != s.cfg.Probe.ICMP.OptOutMetadataKey
-	var client *inventory.Client
-	if invChanged {
-		if client, err = inventoryClient(invOpts, creds, s.logger); err != nil {
-			return err
-		}
-	}
-	var engine probes.Engine
-	old, cur := s.cfg.Probe.ICMP, cfg.Probe.ICMP
-	_, running := s.prober.current()
-	if cur.Enabled && (running == nil || old.Engine != cur.Engine || EngineOptions(old, nil) != EngineOptions(cur, nil)) {
-		if engine, err = newEngine(cur, s.logger); err != nil {
-			return err
-		}
-	}
-	if invChanged {
-		s.inv.Reconfigure(invOpts, client)
-		s.creds = creds
-	}
-	if replaced := s.prober.SetConfig(cur, engine); replaced != nil {
-		// Closing waits for a running cycle to end; do not hold the reload.
-		go replaced.Close()
-	}
-	s.cfg = cfg
-	s.logger.Info("configuration reloaded", "inventory_changed", invChanged, "credentials_changed", credsChanged, "engine_changed", engine != nil)
-	return nil
-}
-
-// Config returns the configuration in effect.
-func (s *Service) Config() *config.Config {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.cfg
 }

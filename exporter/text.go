@@ -7,7 +7,6 @@ import (
 	"io"
 	"math"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -27,11 +26,16 @@ import (
 // a scrape costs tens of milliseconds. The generic path still serves
 // protobuf, for scrapers that want native histograms.
 
-// Handler serves /metrics: the text format written directly, or, to a
-// scraper that asks for protobuf, the registry through promhttp.
+// Handler serves /metrics: to a scraper whose Accept header prefers
+// protobuf (as expfmt negotiates it), every registry through promhttp;
+// to any other, the text format written directly. promhttp has no way to
+// serve bytes encoded beforehand, so the limit of scrapes in flight, which
+// covers both paths, is kept here; promhttp does the rest of the protobuf
+// path (encoding, compression, timeout, errors).
 func (s *Service) Handler(opts promhttp.HandlerOpts) http.Handler {
-	generic := promhttp.HandlerFor(s.registry, opts)
 	inFlight := make(chan struct{}, max(opts.MaxRequestsInFlight, 1))
+	opts.MaxRequestsInFlight = 0 // limited above, once for both paths
+	generic := promhttp.HandlerFor(s.Gatherer(), opts)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// As promhttp does: too many scrapes at once get 503, not a queue.
 		select {
@@ -41,7 +45,7 @@ func (s *Service) Handler(opts promhttp.HandlerOpts) http.Handler {
 			http.Error(w, "too many concurrent scrapes", http.StatusServiceUnavailable)
 			return
 		}
-		if strings.Contains(r.Header.Get("Accept"), "application/vnd.google.protobuf") {
+		if expfmt.Negotiate(r.Header).FormatType() == expfmt.TypeProtoDelim {
 			generic.ServeHTTP(w, r)
 			return
 		}
@@ -115,7 +119,7 @@ func (s *Service) writeLarge(w io.Writer) error {
 	defer textBufPool.Put(buf)
 	tw := &textWriter{w: w, buf: (*buf)[:0]}
 	s.writeServers(tw)
-	s.prober.writeTargets(tw)
+	writeTargets(tw, s.loop)
 	err := tw.flush()
 	*buf = tw.buf[:0]
 	return err
@@ -128,7 +132,7 @@ func (s *Service) writeLarge(w io.Writer) error {
 type gzipCache struct {
 	mu       sync.Mutex
 	snap     *inventory.Snapshot
-	cycle    uint64 // the prober's generation
+	cycle    uint64 // the probe loop's generation
 	data     []byte
 	lastUsed time.Time
 }
@@ -162,7 +166,9 @@ func (s *Service) compressedLarge(used bool) ([]byte, error) {
 	if used {
 		c.lastUsed = time.Now()
 	}
-	snap, cycle := s.inv.Snapshot(), s.prober.Generation()
+	var r Results
+	s.loop.Results(&r, 0)
+	snap, cycle := s.inv.Snapshot(), r.Generation
 	if c.data != nil && c.snap == snap && c.cycle == cycle {
 		return c.data, nil
 	}
@@ -201,7 +207,7 @@ func (s *Service) keepGzipWarm(ctx context.Context) {
 }
 
 func (s *Service) writeSmall(w io.Writer) error {
-	families, err := s.small.Gather()
+	families, err := s.gatherSmall()
 	for _, f := range families {
 		if _, werr := expfmt.MetricFamilyToText(w, f); werr != nil {
 			return werr
@@ -231,15 +237,18 @@ func (t *textWriter) flush() error {
 	return t.err
 }
 
-func (t *textWriter) header(name, help, typ string) {
+// header writes the family's HELP and TYPE lines. The help texts of the
+// table need no escaping (no backslash, no newline); TestFamiliesText
+// checks that.
+func (t *textWriter) header(f *family) {
 	t.buf = append(t.buf, "# HELP "...)
-	t.buf = append(t.buf, name...)
+	t.buf = append(t.buf, f.name...)
 	t.buf = append(t.buf, ' ')
-	t.buf = append(t.buf, help...)
+	t.buf = append(t.buf, f.help...)
 	t.buf = append(t.buf, "\n# TYPE "...)
-	t.buf = append(t.buf, name...)
+	t.buf = append(t.buf, f.name...)
 	t.buf = append(t.buf, ' ')
-	t.buf = append(t.buf, typ...)
+	t.buf = append(t.buf, f.typ...)
 	t.buf = append(t.buf, '\n')
 }
 
@@ -293,25 +302,6 @@ func appendLabel(b []byte, name, value string) []byte {
 	return append(b, '"')
 }
 
-// labelsOf renders a label set, names sorted as client_golang sorts them.
-func labelsOf(pairs ...string) []byte {
-	type kv struct{ k, v string }
-	kvs := make([]kv, 0, len(pairs)/2)
-	for i := 0; i+1 < len(pairs); i += 2 {
-		kvs = append(kvs, kv{pairs[i], pairs[i+1]})
-	}
-	for i := 1; i < len(kvs); i++ {
-		for j := i; j > 0 && kvs[j].k < kvs[j-1].k; j-- {
-			kvs[j], kvs[j-1] = kvs[j-1], kvs[j]
-		}
-	}
-	var b []byte
-	for _, p := range kvs {
-		b = appendLabel(b, p.k, p.v)
-	}
-	return b
-}
-
 // serverLabels caches the escaped labels of each server of a snapshot: they
 // change only when the inventory does.
 type serverLabels struct {
@@ -332,11 +322,9 @@ func (c *serverLabels) get(snap *inventory.Snapshot) (status, info, since [][]by
 		c.since = make([][]byte, len(snap.Servers))
 		for i := range snap.Servers {
 			s := &snap.Servers[i]
-			c.since[i] = labelsOf("id", s.ID, "name", s.Name, "project_id", s.ProjectID, "host", s.Host)
-			c.status[i] = labelsOf("id", s.ID, "name", s.Name, "project_id", s.ProjectID, "host", s.Host,
-				"status", s.Status, "vm_state", s.VMState, "task_state", s.TaskState, "power_state", s.PowerState)
-			c.info[i] = labelsOf("id", s.ID, "name", s.Name, "project_id", s.ProjectID, "host", s.Host,
-				"availability_zone", s.AvailabilityZone, "flavor", s.Flavor, "image_id", s.ImageID)
+			c.since[i] = statusSinceFam.textLabels(s.ID, s.Name, s.ProjectID, s.Host)
+			c.status[i] = statusFam.textLabels(s.ID, s.Name, s.ProjectID, s.Host, s.Status, s.VMState, s.TaskState, s.PowerState)
+			c.info[i] = infoFam.textLabels(s.ID, s.Name, s.ProjectID, s.Host, s.AvailabilityZone, s.Flavor, s.ImageID)
 		}
 	}
 	return c.status, c.info, c.since
@@ -346,88 +334,38 @@ func (s *Service) writeServers(t *textWriter) {
 	snap := s.inv.Snapshot()
 	status, info, since := s.labels.get(snap)
 	if len(snap.Servers) > 0 {
-		t.header("openstack_vm_status", "Nova state of the server; always 1.", "gauge")
+		t.header(statusFam)
 		for i := range snap.Servers {
-			t.sample("openstack_vm_status", status[i], "", 1)
+			t.sample(statusFam.name, status[i], "", 1)
 		}
-		t.header("openstack_vm_info", "Descriptive data of the server; always 1.", "gauge")
+		t.header(infoFam)
 		for i := range snap.Servers {
-			t.sample("openstack_vm_info", info[i], "", 1)
+			t.sample(infoFam.name, info[i], "", 1)
 		}
-		t.header("openstack_vm_status_since_timestamp_seconds", "When the server's current status and task state began, as a Unix time.", "gauge")
+		t.header(statusSinceFam)
 		for i := range snap.Servers {
-			t.sample("openstack_vm_status_since_timestamp_seconds", since[i], "", float64(snap.Servers[i].StatusSince.UnixMilli())/1000)
+			t.sample(statusSinceFam.name, since[i], "", float64(snap.Servers[i].StatusSince.UnixMilli())/1000)
 		}
 	}
 	if len(snap.HostStatus) > 0 {
-		t.header("openstack_vm_compute_host_status", "Compute service state Nova reports for the host; always 1.", "gauge")
+		t.header(hostStatusFam)
 		for host, st := range snap.HostStatus {
-			t.sample("openstack_vm_compute_host_status", labelsOf("host", host, "host_status", st), "", 1)
+			t.sample(hostStatusFam.name, hostStatusFam.textLabels(host, st), "", 1)
 		}
 	}
 	if len(snap.HostHeartbeat) > 0 {
-		t.header("openstack_vm_compute_service_up", "1 if Nova's os-services says the host's nova-compute service reports a heartbeat (state up), enabled or not; 0 if not.", "gauge")
+		t.header(hostHeartbeatFam)
 		for host, hb := range snap.HostHeartbeat {
-			t.sample("openstack_vm_compute_service_up", labelsOf("host", host), "", boolFloat(hb))
+			t.sample(hostHeartbeatFam.name, hostHeartbeatFam.textLabels(host), "", boolFloat(hb))
 		}
 	}
 }
 
-// targetRow is one target as a scrape writes it. Rows are copied under the
-// prober's lock and written after it is released: writing can block for as
-// long as the client does not read, and the probe loop must not wait for
-// that. labels and le are never changed once built, so rows share them.
-type targetRow struct {
-	labels         []byte
-	le             []string
-	up             float64
-	probed         bool
-	sent, received uint64
-	count          uint64
-	sum            float64
-	buckets        []uint64 // per classic bucket, not cumulative; +Inf last
-}
-
-// targetRows is reused from scrape to scrape: at 10,000 targets the rows
-// and their buckets are a few hundred kilobytes.
-type targetRows struct {
-	rows    []targetRow
-	buckets []uint64
-}
-
-var targetRowsPool = sync.Pool{New: func() any { return new(targetRows) }}
-
-// copyTargets copies what a scrape writes of every target into c.
-func (p *Prober) copyTargets(c *targetRows) {
-	p.mu.RLock()
-	defer p.mu.RUnlock()
-	n := 0
-	for _, st := range p.targets {
-		n += len(st.rtt.classic)
-	}
-	c.rows = slices.Grow(c.rows[:0], len(p.targets))
-	// Grown once, so that the rows' bucket slices stay in this array.
-	c.buckets = slices.Grow(c.buckets[:0], n)
-	for _, st := range p.targets {
-		off := len(c.buckets)
-		c.buckets = append(c.buckets, st.rtt.classic...)
-		c.rows = append(c.rows, targetRow{
-			labels: st.labels, le: st.le, up: st.up, probed: st.probed,
-			sent: st.sent, received: st.received, count: st.rtt.count, sum: st.rtt.sum,
-			buckets: c.buckets[off:len(c.buckets):len(c.buckets)],
-		})
-	}
-}
-
-func (p *Prober) writeTargets(t *textWriter) {
-	c := targetRowsPool.Get().(*targetRows)
-	defer func() {
-		clear(c.rows) // drop the labels of targets that may be gone
-		c.rows = c.rows[:0]
-		targetRowsPool.Put(c)
-	}()
-	p.copyTargets(c)
-	rows := c.rows
+func writeTargets(t *textWriter, loop *ProbeLoop) {
+	r := getResults()
+	defer putResults(r)
+	loop.Results(r, ResultTargets)
+	rows := r.Targets
 	if len(rows) == 0 {
 		return
 	}
@@ -439,30 +377,30 @@ func (p *Prober) writeTargets(t *textWriter) {
 			continue
 		}
 		if !upHeader {
-			t.header("openstack_vm_icmp_up", icmpUpHelp, "gauge")
+			t.header(icmpUpFam)
 			upHeader = true
 		}
-		t.sample("openstack_vm_icmp_up", rows[i].labels, "", rows[i].up)
+		t.sample(icmpUpFam.name, rows[i].labels, "", rows[i].up)
 	}
-	t.header("openstack_vm_icmp_packets_sent_total", icmpSentHelp, "counter")
+	t.header(icmpSentFam)
 	for i := range rows {
-		t.sample("openstack_vm_icmp_packets_sent_total", rows[i].labels, "", float64(rows[i].sent))
+		t.sample(icmpSentFam.name, rows[i].labels, "", float64(rows[i].sent))
 	}
-	t.header("openstack_vm_icmp_packets_received_total", icmpReceivedHelp, "counter")
+	t.header(icmpReceivedFam)
 	for i := range rows {
-		t.sample("openstack_vm_icmp_packets_received_total", rows[i].labels, "", float64(rows[i].received))
+		t.sample(icmpReceivedFam.name, rows[i].labels, "", float64(rows[i].received))
 	}
-	t.header("openstack_vm_icmp_rtt_seconds", rttHelp, "histogram")
+	t.header(rttFam)
 	for i := range rows {
 		r := &rows[i]
 		var cum uint64
 		for j, le := range r.le {
 			cum += r.buckets[j]
-			t.sample("openstack_vm_icmp_rtt_seconds_bucket", r.labels, le, float64(cum))
+			t.sample(rttFam.bucket, r.labels, le, float64(cum))
 		}
-		t.sample("openstack_vm_icmp_rtt_seconds_bucket", r.labels, `le="+Inf"`, float64(r.count))
-		t.sample("openstack_vm_icmp_rtt_seconds_sum", r.labels, "", r.sum)
-		t.sample("openstack_vm_icmp_rtt_seconds_count", r.labels, "", float64(r.count))
+		t.sample(rttFam.bucket, r.labels, `le="+Inf"`, float64(r.count))
+		t.sample(rttFam.sum, r.labels, "", r.sum)
+		t.sample(rttFam.count, r.labels, "", float64(r.count))
 	}
 }
 

@@ -146,7 +146,7 @@ func TestCredentialErrors(t *testing.T) {
 
 func TestRedactor(t *testing.T) {
 	token := "gAAAAABtokenvalue"
-	r := NewRedactor(func() string { return token }, testSecret, "", "ab")
+	r := newRedactor(func() string { return token }, testSecret, "", "ab")
 	got := r.String("password " + testSecret + " token " + token + " ab stays")
 	if strings.Contains(got, testSecret) || strings.Contains(got, token) || !strings.Contains(got, "ab stays") {
 		t.Errorf("redacted: %q", got)
@@ -158,7 +158,7 @@ func TestRedactor(t *testing.T) {
 	// A login echoed back: the secret JSON-escaped in the body, URL-escaped
 	// in a form or query.
 	odd := `Pw"with/slash%25and\back-7f3Q`
-	r = NewRedactor(nil, odd)
+	r = newRedactor(nil, odd)
 	echo := `{"password":"Pw\"with/slash%25and\\back-7f3Q"} password=Pw%22with%2Fslash%2525and%5Cback-7f3Q path=Pw%22with%2Fslash%2525and%5Cback-7f3Q`
 	if got := r.String(echo); strings.Contains(got, "with") || strings.Count(got, "<redacted>") != 3 {
 		t.Errorf("escaped forms: %q", got)
@@ -269,7 +269,7 @@ func TestCAFileAddsToPool(t *testing.T) {
 }
 
 func TestMessageCut(t *testing.T) {
-	r := NewRedactor(nil, testSecret)
+	r := newRedactor(nil, testSecret)
 	short := fmt.Errorf("login with %s refused", testSecret)
 	if got := r.Message(short); got != "login with <redacted> refused" {
 		t.Errorf("short: %q", got)

@@ -63,13 +63,10 @@ func benchmarkRefresh(b *testing.B, n int) {
 			Addresses: []standin.Address{{Network: "provider", Addr: fmt.Sprintf("198.18.%d.%d", i/250%256, i%250+1), Type: "fixed"}}}
 	}
 	cloud.Put(servers...)
-	for k, v := range cloud.Env() {
-		b.Setenv(k, v)
-	}
-	b.Setenv("OS_CLOUD", "")
+	env := cloud.Env()
 	cfg := config.Default().OpenStack
 	cfg.Scope, cfg.Timeout = "all", 5*time.Minute
-	creds, err := LoadCredentials(cfg)
+	creds, err := LoadCredentialsFrom(cfg, func(k string) string { return env[k] })
 	if err != nil {
 		b.Fatal(err)
 	}

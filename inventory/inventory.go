@@ -35,12 +35,19 @@ type Snapshot struct {
 	// Taken is when the refresh that produced it started.
 	Taken time.Time
 	// HostDisabled maps a Nova host to the class of its compute service's
-	// disabled reason (DisabledNone, DisabledOperator, DisabledAutomatic),
+	// disabled reason (disabledNone, disabledOperator, disabledAutomatic),
 	// where os-services could be read.
 	HostDisabled map[string]string
 	// Migrations are the servers' newest migrations that failed or are in
 	// progress (see migrationsToWatch), sorted by server id.
 	Migrations []Migration
+	// Ports are the compute ports bound to the host in scope host (every
+	// compute port in scope all), from Neutron, sorted by id: the last
+	// good listing when Neutron fails.
+	Ports []Port
+	// PortsRead says whether Ports come from a listing that succeeded
+	// (false until the first one does: then no address has a known port).
+	PortsRead bool
 }
 
 // Health is the state of the refresh loop, for the exporter's own metrics.
@@ -73,6 +80,13 @@ type Health struct {
 	// ShutoffPending is the servers that just became SHUTOFF whose
 	// actions are still to be read.
 	ShutoffPending int
+	// PortsUp says whether the last port listing succeeded;
+	// PortsLastSuccess is when one last did, PortsLastError the last
+	// failure's message (redacted). Reads and errors are counted under
+	// SignalPorts in SignalReads and SignalErrors.
+	PortsUp          bool
+	PortsLastSuccess time.Time
+	PortsLastError   string
 }
 
 // Options configures an Inventory.
@@ -97,7 +111,11 @@ type Inventory struct {
 	client *Client
 	health Health
 
-	// Owned by the refreshing goroutine.
+	// refreshMu is held for the whole of a refresh: Refresh may be called
+	// while Run is active (the report, tests) and then waits for Run's
+	// refresh to end instead of racing it. It guards every field below,
+	// which only the refresh steps read and write.
+	refreshMu      sync.Mutex
 	servers        map[string]*Server
 	serviceStates  map[string]ComputeService
 	servicesDenied bool
@@ -106,13 +124,12 @@ type Inventory struct {
 	servicesFailing bool
 	// elsewhere holds ids that Nova listed under the host filter but which
 	// belong to another host (a filter Nova ignored): not worth a read.
-	elsewhere       map[string]bool
-	changesSince    time.Time
-	lastFull        time.Time
-	lastRefresh     time.Time
-	forceFull       bool
-	warnedFilter    bool
-	consecutiveFail int
+	elsewhere    map[string]bool
+	changesSince time.Time
+	lastFull     time.Time
+	lastRefresh  time.Time
+	forceFull    bool // guarded by mu: Reconfigure sets it
+	warnedFilter bool
 
 	// Nova's own signals (signals.go). actionsPending maps the servers
 	// whose actions are to be read to the failed reads so far.
@@ -121,6 +138,12 @@ type Inventory struct {
 	migrations       []Migration
 	migrationsDenied bool
 	hostDisabled     map[string]string
+
+	// Neutron's ports (ports.go).
+	ports          []Port
+	portsRead      bool
+	portsFailing   bool
+	warnedHostless bool
 }
 
 // New returns an inventory with an empty snapshot; Run fills it.
@@ -199,6 +222,13 @@ func maps(m map[string]uint64) map[string]uint64 {
 	return c
 }
 
+// RefreshInterval is the configured interval between refreshes.
+func (inv *Inventory) RefreshInterval() time.Duration {
+	inv.mu.Lock()
+	defer inv.mu.Unlock()
+	return inv.opts.OpenStack.RefreshInterval
+}
+
 // Reconfigure swaps options and client (after a config reload) and asks for
 // a full refresh at once. The served snapshot stays until that succeeds.
 func (inv *Inventory) Reconfigure(opts Options, client *Client) {
@@ -233,6 +263,7 @@ func (inv *Inventory) Reconfigure(opts Options, client *Client) {
 // fleet of exporters does not hit Nova in step), and after a failure as
 // retryWait says.
 func (inv *Inventory) Run(ctx context.Context) {
+	fails := 0 // failures in a row
 	for {
 		err := inv.Refresh(ctx)
 		if ctx.Err() != nil {
@@ -243,10 +274,10 @@ func (inv *Inventory) Run(ctx context.Context) {
 		inv.mu.Unlock()
 		wait := jitter(interval)
 		if err != nil {
-			inv.consecutiveFail++
-			wait = retryWait(interval, inv.consecutiveFail, Classify(err) == ReasonAuth, rand.Float64())
+			fails++
+			wait = retryWait(interval, fails, Classify(err) == ReasonAuth, rand.Float64())
 		} else {
-			inv.consecutiveFail = 0
+			fails = 0
 		}
 		t := time.NewTimer(wait)
 		select {
@@ -295,44 +326,83 @@ func growTo(start, limit time.Duration, fails int) time.Duration {
 	return min(d, limit)
 }
 
-// Refresh updates the snapshot once, bounded by openstack.timeout.
+// Refresh updates the snapshot once, bounded by openstack.timeout. Calls
+// are serialized: one refresh at a time, whoever calls.
 func (inv *Inventory) Refresh(ctx context.Context) error {
-	inv.mu.Lock()
-	opts, client := inv.opts, inv.client
-	full := inv.forceFull || inv.changesSince.IsZero() || time.Since(inv.lastFull) >= opts.OpenStack.FullRefreshInterval
-	inv.forceFull = false
-	kind := "incremental"
-	if full {
-		kind = "full"
-	}
-	inv.health.Refreshes[kind]++
-	inv.mu.Unlock()
-
-	start := time.Now()
-	ctx, cancel := context.WithTimeout(ctx, opts.OpenStack.Timeout)
+	inv.refreshMu.Lock()
+	defer inv.refreshMu.Unlock()
+	r := inv.begin()
+	ctx, cancel := context.WithTimeout(ctx, r.opts.OpenStack.Timeout)
 	defer cancel()
-	err := inv.refresh(ctx, opts, client, full, start)
-	took := time.Since(start)
+	err := inv.refresh(ctx, r)
+	took := time.Since(r.start)
+	if err != nil {
+		if ctx.Err() != nil && !errors.Is(err, context.DeadlineExceeded) {
+			err = fmt.Errorf("%w (timeout %s)", context.DeadlineExceeded, r.opts.OpenStack.Timeout)
+		}
+		return inv.failed(r, took, err)
+	}
+	inv.succeeded(r, took)
+	return nil
+}
 
+// refreshRun is what one refresh works with, fixed at its start.
+type refreshRun struct {
+	opts   Options
+	client *Client
+	full   bool
+	kind   string // "full" or "incremental"
+	start  time.Time
+	// host is the Nova host of the listings' filter; "" in scope all.
+	host string
+}
+
+// inScope tells whether a listed server belongs in the snapshot.
+func (r *refreshRun) inScope(s *Server) bool {
+	return s.Status != "DELETED" && (r.host == "" || s.Host == r.host)
+}
+
+// begin takes the options and client in effect and decides the kind of
+// refresh.
+func (inv *Inventory) begin() *refreshRun {
+	inv.mu.Lock()
+	defer inv.mu.Unlock()
+	r := &refreshRun{opts: inv.opts, client: inv.client, kind: "incremental", start: time.Now()}
+	r.full = inv.forceFull || inv.changesSince.IsZero() || time.Since(inv.lastFull) >= r.opts.OpenStack.FullRefreshInterval
+	inv.forceFull = false
+	if r.full {
+		r.kind = "full"
+	}
+	if r.opts.OpenStack.Scope == "host" {
+		r.host = r.opts.Host
+	}
+	inv.health.Refreshes[r.kind]++
+	return r
+}
+
+// failed records a failed refresh and returns its error, secrets redacted.
+func (inv *Inventory) failed(r *refreshRun, took time.Duration, err error) error {
+	reason := Classify(err)
+	msg := r.client.Redactor().Message(err)
 	inv.mu.Lock()
 	defer inv.mu.Unlock()
 	inv.health.LastDuration = took
-	if err != nil {
-		if ctx.Err() != nil && !errors.Is(err, context.DeadlineExceeded) {
-			err = fmt.Errorf("%w (timeout %s)", context.DeadlineExceeded, opts.OpenStack.Timeout)
-		}
-		reason := Classify(err)
-		msg := client.Redactor().Message(err)
-		inv.health.Up = false
-		inv.health.Errors[reason]++
-		inv.health.LastError = msg
-		if full {
-			inv.forceFull = true
-		}
-		opts.Logger.Error("inventory refresh failed; serving the last good inventory",
-			"kind", kind, "reason", reason, "err", msg, "last_success", inv.health.LastSuccess)
-		return &RefreshError{Reason: reason, Msg: msg}
+	inv.health.Up = false
+	inv.health.Errors[reason]++
+	inv.health.LastError = msg
+	if r.full {
+		inv.forceFull = true
 	}
+	r.opts.Logger.Error("inventory refresh failed; serving the last good inventory",
+		"kind", r.kind, "reason", reason, "err", msg, "last_success", inv.health.LastSuccess)
+	return &RefreshError{Reason: reason, Msg: msg}
+}
+
+// succeeded records a successful refresh.
+func (inv *Inventory) succeeded(r *refreshRun, took time.Duration) {
+	inv.mu.Lock()
+	defer inv.mu.Unlock()
+	inv.health.LastDuration = took
 	inv.health.Up = true
 	inv.health.LastSuccess = time.Now()
 	inv.health.LastError = ""
@@ -340,35 +410,57 @@ func (inv *Inventory) Refresh(ctx context.Context) error {
 		inv.health.Ready = true
 		inv.once.Do(func() { close(inv.ready) })
 	}
-	opts.Logger.Debug("inventory refreshed", "kind", kind, "servers", len(inv.Snapshot().Servers), "took", took)
+	r.opts.Logger.Debug("inventory refreshed", "kind", r.kind, "servers", len(inv.Snapshot().Servers), "took", took)
+}
+
+// refresh runs the steps of one refresh; the snapshot is published only
+// when every step that can fail the refresh succeeded.
+func (inv *Inventory) refresh(ctx context.Context, r *refreshRun) error {
+	if err := r.client.Connect(ctx); err != nil {
+		return err
+	}
+	changed, novaDate, err := inv.listChanged(ctx, r)
+	if err != nil {
+		return err
+	}
+	next := inv.merge(r, changed)
+	if !r.full && r.host != "" {
+		if err := inv.checkMembership(ctx, r, next); err != nil {
+			return err
+		}
+	}
+	// Nova's clock, for the signals' windows and ages.
+	novaNow := novaDate
+	if novaNow.IsZero() {
+		novaNow = r.start
+	}
+	inv.noteShutoffs(next, novaNow)
+	inv.readSignals(ctx, r, next, novaNow)
+	inv.commit(r, next, novaDate)
 	return nil
 }
 
-func (inv *Inventory) refresh(ctx context.Context, opts Options, client *Client, full bool, start time.Time) error {
-	if err := client.Connect(ctx); err != nil {
-		return err
-	}
-	hostFilter := ""
-	if opts.OpenStack.Scope == "host" {
-		hostFilter = opts.Host
-	}
-	q := Query{Host: hostFilter, PageSize: opts.OpenStack.PageSize}
-	if !full {
+// listChanged lists the servers changed since the last refresh (all of
+// them in a full refresh), and checks that the answer can serve scope host.
+// It returns the Date of Nova's first answer.
+func (inv *Inventory) listChanged(ctx context.Context, r *refreshRun) ([]Server, time.Time, error) {
+	q := Query{Host: r.host, PageSize: r.opts.OpenStack.PageSize}
+	if !r.full {
 		q.ChangesSince = inv.changesSince
 	}
-	if full || inv.elsewhere == nil {
+	if r.full || inv.elsewhere == nil {
 		inv.elsewhere = map[string]bool{}
 	}
 	var changed []Server
 	var seen, foreign, hostless int
-	novaDate, err := client.ListServers(ctx, q, opts.KeepMetadata, func(page []Server) error {
+	novaDate, err := r.client.ListServers(ctx, q, r.opts.KeepMetadata, func(page []Server) error {
 		for i := range page {
 			s := page[i]
 			seen++
 			if s.Host == "" {
 				hostless++
 			}
-			if hostFilter != "" && s.Host != "" && s.Host != hostFilter {
+			if r.host != "" && s.Host != "" && s.Host != r.host {
 				foreign++
 			}
 			changed = append(changed, s)
@@ -376,23 +468,25 @@ func (inv *Inventory) refresh(ctx context.Context, opts Options, client *Client,
 		return nil
 	})
 	if err != nil {
-		return err
+		return nil, novaDate, err
 	}
-	if hostFilter != "" && seen > 0 && hostless == seen && full {
-		return &policyError{fmt.Errorf("nova shows no OS-EXT-SRV-ATTR:host on any of %d servers: scope host needs a user allowed "+
+	if r.host != "" && seen > 0 && hostless == seen && r.full {
+		return nil, novaDate, &policyError{fmt.Errorf("nova shows no OS-EXT-SRV-ATTR:host on any of %d servers: scope host needs a user allowed "+
 			"os_compute_api:os-extended-server-attributes (admin by default); grant it, or use scope all", seen)}
 	}
 	if foreign > 0 && !inv.warnedFilter {
 		inv.warnedFilter = true
-		opts.Logger.Warn("nova ignored the host filter (the user is not admin) and listed servers of other hosts; "+
-			"they are dropped here, but every exporter now downloads the whole cloud", "host", hostFilter, "foreign_servers", foreign)
+		r.opts.Logger.Warn("nova ignored the host filter (the user is not admin) and listed servers of other hosts; "+
+			"they are dropped here, but every exporter now downloads the whole cloud", "host", r.host, "foreign_servers", foreign)
 	}
+	return changed, novaDate, nil
+}
 
-	inScope := func(s *Server) bool {
-		return s.Status != "DELETED" && (hostFilter == "" || s.Host == hostFilter)
-	}
-	next := inv.servers
-	if full {
+// merge applies the listed changes to the servers known (to none in a
+// full refresh) and returns the next set, the known one left unchanged.
+func (inv *Inventory) merge(r *refreshRun, changed []Server) map[string]*Server {
+	var next map[string]*Server
+	if r.full {
 		next = make(map[string]*Server, len(changed))
 	} else {
 		next = make(map[string]*Server, len(inv.servers))
@@ -402,57 +496,55 @@ func (inv *Inventory) refresh(ctx context.Context, opts Options, client *Client,
 	}
 	for i := range changed {
 		s := &changed[i]
-		inv.noteElsewhere(s, hostFilter)
-		if !inScope(s) {
+		inv.noteElsewhere(s, r.host)
+		if !r.inScope(s) {
 			delete(next, s.ID)
 			continue
 		}
-		next[s.ID] = inv.track(s, start)
+		next[s.ID] = inv.track(s, r.start)
 	}
-	if !full && hostFilter != "" {
-		if err := inv.checkMembership(ctx, opts, client, hostFilter, next, inScope, start); err != nil {
-			return err
-		}
-	}
+	return next
+}
 
-	// Nova's clock, for the signals' windows and ages.
-	novaNow := novaDate
-	if novaNow.IsZero() {
-		novaNow = start
-	}
-	inv.noteShutoffs(next, novaNow)
-
+// readSignals reads what never fails the refresh: the compute services'
+// states, the migrations, and the causes of new shutoffs.
+func (inv *Inventory) readSignals(ctx context.Context, r *refreshRun, next map[string]*Server, novaNow time.Time) {
 	// A per-host exporter reads its host's service state with each full
 	// listing only: a thousand of them asking every minute would cost Nova
 	// more than the listings, and a host whose service is down is seen by
 	// the central exporter, which reads it every refresh. A failure there
 	// keeps the last known states and does not fail the refresh.
-	if full || hostFilter == "" {
-		inv.refreshServiceStates(ctx, opts, client, hostFilter)
-		inv.refreshMigrations(ctx, opts.Logger, client, hostFilter, opts.OpenStack.PageSize, novaNow)
+	if r.full || r.host == "" {
+		inv.refreshServiceStates(ctx, r.opts, r.client, r.host)
+		inv.refreshMigrations(ctx, r.opts.Logger, r.client, r.host, r.opts.OpenStack.PageSize, novaNow)
 	}
+	// Every refresh: one filtered listing, which the probes' vantage
+	// depends on. A failure keeps the last good ports.
+	inv.refreshPorts(ctx, r.opts.Logger, r.client, r.host, r.opts.OpenStack.PageSize)
 	// Last: bounded, and what the time left does not cover waits for the
 	// next refresh.
-	inv.readShutoffCauses(ctx, opts.Logger, client, next)
-	if hostFilter == "" {
+	inv.readShutoffCauses(ctx, r.opts.Logger, r.client, next)
+	if r.host == "" {
 		inv.setHostKnown(nil)
 	}
+}
 
+// commit makes next the servers known and publishes the snapshot.
+func (inv *Inventory) commit(r *refreshRun, next map[string]*Server, novaDate time.Time) {
 	inv.servers = next
-	if full {
-		inv.lastFull = start
+	if r.full {
+		inv.lastFull = r.start
 	}
-	inv.lastRefresh = start
+	inv.lastRefresh = r.start
 	// Nova compares changes-since with its own clock: take the next one from
 	// the Date of its first answer, less a margin for the second-resolution
 	// header and the time the listing took.
 	since := novaDate
 	if since.IsZero() {
-		since = start
+		since = r.start
 	}
 	inv.changesSince = since.Add(-2 * time.Second)
-	inv.publish(start)
-	return nil
+	inv.publish(r.start)
 }
 
 // maxUnknownReads bounds the servers read one by one in one refresh because
@@ -471,10 +563,9 @@ const maxUnknownReads = 10
 // too) or changed host without a change of its update time (a database
 // edit during a recovery, which changes-since never shows): it is read at
 // once, so that its probes start now rather than at the next full listing.
-func (inv *Inventory) checkMembership(ctx context.Context, opts Options, client *Client, host string,
-	next map[string]*Server, inScope func(*Server) bool, start time.Time) error {
+func (inv *Inventory) checkMembership(ctx context.Context, r *refreshRun, next map[string]*Server) error {
 	listed := make(map[string]bool, len(next))
-	err := client.ListServerIDs(ctx, host, opts.OpenStack.PageSize, func(ids []string) error {
+	err := r.client.ListServerIDs(ctx, r.host, r.opts.OpenStack.PageSize, func(ids []string) error {
 		for _, id := range ids {
 			listed[id] = true
 		}
@@ -496,16 +587,16 @@ func (inv *Inventory) checkMembership(ctx context.Context, opts Options, client 
 	}
 	slices.Sort(unknown)
 	for _, id := range unknown[:min(len(unknown), maxUnknownReads)] {
-		cur, found, err := client.GetServer(ctx, id, opts.KeepMetadata)
+		cur, found, err := r.client.GetServer(ctx, id, r.opts.KeepMetadata)
 		if err != nil {
 			return err
 		}
 		if !found {
 			continue
 		}
-		inv.noteElsewhere(&cur, host)
-		if inScope(&cur) {
-			next[id] = inv.track(&cur, start)
+		inv.noteElsewhere(&cur, r.host)
+		if r.inScope(&cur) {
+			next[id] = inv.track(&cur, r.start)
 		}
 	}
 	return nil
@@ -659,6 +750,8 @@ func (inv *Inventory) publish(taken time.Time) {
 		// Both replaced, never modified, by the refresh: shared.
 		HostDisabled: inv.hostDisabled,
 		Migrations:   inv.migrations,
+		Ports:        inv.ports,
+		PortsRead:    inv.portsRead,
 	}
 	if snap.HostDisabled == nil {
 		snap.HostDisabled = map[string]string{}
@@ -681,18 +774,3 @@ func (inv *Inventory) publish(taken time.Time) {
 	slices.SortFunc(snap.Servers, func(a, b Server) int { return cmp.Compare(a.ID, b.ID) })
 	inv.snap.Store(snap)
 }
-
-// policyError is a refusal by policy that no retry will cure.
-type policyError struct{ err error }
-
-func (e *policyError) Error() string { return e.err.Error() }
-func (e *policyError) Unwrap() error { return e.err }
-
-// RefreshError is a failed refresh: its cause, and its message with secrets
-// redacted.
-type RefreshError struct {
-	Reason string
-	Msg    string
-}
-
-func (e *RefreshError) Error() string { return e.Msg }

@@ -12,7 +12,7 @@ import (
 )
 
 // Server is what the exporter keeps of a Nova server. Every string is valid
-// UTF-8 and at most MaxLabelBytes long, so it can be used as a label value.
+// UTF-8 and at most maxLabelBytes long, so it can be used as a label value.
 type Server struct {
 	ID               string
 	Name             string
@@ -37,7 +37,7 @@ type Server struct {
 	// Metadata holds only the keys the exporter was asked to keep.
 	Metadata map[string]string
 	// ShutoffCause says, for a server the exporter saw become SHUTOFF,
-	// why (CauseNovaPowerSync, CauseUser, CauseUnknown): "" for any other
+	// why (causeNovaPowerSync, causeUser, causeUnknown): "" for any other
 	// server, and while its actions are still to be read.
 	ShutoffCause string
 	// ShutoffStopped is when the stop that explains the SHUTOFF began, by
@@ -55,27 +55,27 @@ type Address struct {
 	Type string
 }
 
-// MaxLabelBytes bounds every string taken from Nova.
-const MaxLabelBytes = 1024
+// maxLabelBytes bounds every string taken from Nova.
+const maxLabelBytes = 1024
 
 // Clean makes s safe as a label value: invalid UTF-8 becomes U+FFFD and the
-// text is cut at a rune boundary after MaxLabelBytes.
+// text is cut at a rune boundary after maxLabelBytes.
 func Clean(s string) string {
 	if !utf8.ValidString(s) {
 		s = strings.ToValidUTF8(s, "\uFFFD")
 	}
-	if len(s) <= MaxLabelBytes {
+	if len(s) <= maxLabelBytes {
 		return s
 	}
-	cut := MaxLabelBytes
+	cut := maxLabelBytes
 	for cut > 0 && !utf8.RuneStart(s[cut]) {
 		cut--
 	}
 	return s[:cut]
 }
 
-// PowerStateName maps Nova's power_state code to the name Nova uses.
-func PowerStateName(code int) string {
+// powerStateName maps Nova's power_state code to the name Nova uses.
+func powerStateName(code int) string {
 	switch code {
 	case 0:
 		return "nostate"
@@ -182,13 +182,13 @@ func (n *novaServer) toServer(keep []string) Server {
 
 func powerState(raw json.RawMessage) string {
 	if len(raw) == 0 || string(raw) == "null" {
-		return PowerStateName(0)
+		return powerStateName(0)
 	}
 	code, err := strconv.Atoi(strings.Trim(string(raw), `"`))
 	if err != nil {
 		return "unknown"
 	}
-	return PowerStateName(code)
+	return powerStateName(code)
 }
 
 // flavorName reads the flavor's name: `original_name` from microversion 2.47,

@@ -86,7 +86,7 @@ func TestToServerOddInput(t *testing.T) {
 	if s.Flavor != "1" || s.ImageID != "" {
 		t.Errorf("flavor/image: %q %q", s.Flavor, s.ImageID)
 	}
-	if len(s.Name) > MaxLabelBytes || !utf8.ValidString(s.Name) {
+	if len(s.Name) > maxLabelBytes || !utf8.ValidString(s.Name) {
 		t.Errorf("name not cut at a rune boundary: %d bytes", len(s.Name))
 	}
 	if len(s.Addresses) != 3 {
@@ -120,15 +120,15 @@ func TestClean(t *testing.T) {
 			t.Errorf("Clean(%q) = %q, want %q", tc.in, got, tc.want)
 		}
 	}
-	if got := Clean(strings.Repeat("a", 5000)); len(got) != MaxLabelBytes {
+	if got := Clean(strings.Repeat("a", 5000)); len(got) != maxLabelBytes {
 		t.Errorf("long string cut to %d bytes", len(got))
 	}
 }
 
 func TestPowerStateName(t *testing.T) {
 	for code, want := range map[int]string{0: "nostate", 1: "running", 3: "paused", 4: "shutdown", 6: "crashed", 7: "suspended", 2: "unknown", 99: "unknown"} {
-		if got := PowerStateName(code); got != want {
-			t.Errorf("PowerStateName(%d) = %q, want %q", code, got, want)
+		if got := powerStateName(code); got != want {
+			t.Errorf("powerStateName(%d) = %q, want %q", code, got, want)
 		}
 	}
 }
@@ -149,7 +149,7 @@ func FuzzServer(f *testing.F) {
 		}
 		s := body.Server.toServer([]string{"monitoring_icmp"})
 		for _, v := range []string{s.ID, s.Name, s.ProjectID, s.Host, s.Status, s.VMState, s.TaskState, s.PowerState, s.Flavor, s.ImageID} {
-			if !utf8.ValidString(v) || len(v) > MaxLabelBytes {
+			if !utf8.ValidString(v) || len(v) > maxLabelBytes {
 				t.Fatalf("unclean label value %q", v)
 			}
 		}

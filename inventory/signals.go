@@ -22,23 +22,23 @@ import (
 
 // Causes of a SHUTOFF, as in openstack_vm_shutoff_cause{cause}.
 const (
-	// CauseNovaPowerSync: the newest stop was recorded with no user, as
+	// causeNovaPowerSync: the newest stop was recorded with no user, as
 	// nova-compute's power sync records the stop it calls on a guest that
 	// stopped by itself (crash, qemu killed, host reboot).
-	CauseNovaPowerSync = "nova_power_sync"
-	// CauseUser: a person (or a tool with a user's token) stopped it.
-	CauseUser = "user"
-	// CauseUnknown: no stop action explains it, or the actions could not
+	causeNovaPowerSync = "nova_power_sync"
+	// causeUser: a person (or a tool with a user's token) stopped it.
+	causeUser = "user"
+	// causeUnknown: no stop action explains it, or the actions could not
 	// be read.
-	CauseUnknown = "unknown"
+	causeUnknown = "unknown"
 )
 
 // Disabled reason classes of a compute service, as in
 // openstack_vm_compute_host_disabled_reason{class}.
 const (
-	DisabledNone      = "none"
-	DisabledOperator  = "operator"
-	DisabledAutomatic = "automatic"
+	disabledNone      = "none"
+	disabledOperator  = "operator"
+	disabledAutomatic = "automatic"
 )
 
 // Signal APIs, as in openstack_vm_api_signal_*{api}.
@@ -48,7 +48,7 @@ const (
 )
 
 // SignalAPIs lists every signal API, so counters can start at zero.
-var SignalAPIs = []string{SignalInstanceActions, SignalMigrations}
+var SignalAPIs = []string{SignalInstanceActions, SignalMigrations, SignalPorts}
 
 // SignalKey names a counter of Health.SignalErrors.
 type SignalKey struct{ API, Reason string }
@@ -77,11 +77,11 @@ const (
 
 // Bounds of the migration listing.
 const (
-	// MigrationWindow: migrations updated this recently, by Nova's clock
+	// migrationWindow: migrations updated this recently, by Nova's clock
 	// (changes-since), are listed. A failed migration older than this is
 	// history; one in progress with no update for this long is dropped too
 	// (its server's task state stays, see OpenStackVMStuckInTaskState).
-	MigrationWindow = 24 * time.Hour
+	migrationWindow = 24 * time.Hour
 	// maxMigrationPages bounds one listing; the newest come first.
 	maxMigrationPages = 10
 )
@@ -142,14 +142,14 @@ func ShutoffCause(actions []InstanceAction) (cause string, stopped time.Time) {
 		switch a.Action {
 		case "stop":
 			if a.UserID == "" {
-				return CauseNovaPowerSync, a.Start
+				return causeNovaPowerSync, a.Start
 			}
-			return CauseUser, a.Start
+			return causeUser, a.Start
 		case "start", "reboot":
-			return CauseUnknown, time.Time{}
+			return causeUnknown, time.Time{}
 		}
 	}
-	return CauseUnknown, time.Time{}
+	return causeUnknown, time.Time{}
 }
 
 // parseNovaTime reads Nova's timestamps, which come with or without a zone
@@ -163,19 +163,19 @@ func parseNovaTime(s string) time.Time {
 	return time.Time{}
 }
 
-// DisabledClass classes a compute service's disabled_reason: nova-compute
+// disabledClass classes a compute service's disabled_reason: nova-compute
 // disables its own service when it loses libvirt's connection, with a
 // reason that starts "AUTO: " (nova/virt/libvirt/driver.py,
 // DISABLE_PREFIX), and enables it again only if it disabled it itself.
 // Any other disabled service was disabled by an operator.
-func DisabledClass(status, reason string) string {
+func disabledClass(status, reason string) string {
 	switch {
 	case status != "disabled":
-		return DisabledNone
+		return disabledNone
 	case strings.HasPrefix(reason, "AUTO:"):
-		return DisabledAutomatic
+		return disabledAutomatic
 	}
-	return DisabledOperator
+	return disabledOperator
 }
 
 // Migration is a server's newest migration that needs a look: failed, or
@@ -319,7 +319,7 @@ func (inv *Inventory) noteShutoffs(next map[string]*Server, now time.Time) {
 		case prev != nil || (!s.Updated.IsZero() && now.Sub(s.Updated) <= shutoffLookback):
 			s.ShutoffCause, s.ShutoffStopped = "", time.Time{}
 			if inv.actionsDenied {
-				s.ShutoffCause = CauseUnknown
+				s.ShutoffCause = causeUnknown
 			} else {
 				inv.actionsPending[id] = 0
 			}
@@ -358,7 +358,7 @@ func (inv *Inventory) readShutoffCauses(ctx context.Context, logger *slog.Logger
 			logger.Info("nova does not let this user read instance actions; the cause of a SHUTOFF is unknown "+
 				"(policy os_compute_api:os-instance-actions:list)", "status", code)
 			for pid := range inv.actionsPending {
-				next[pid].ShutoffCause = CauseUnknown
+				next[pid].ShutoffCause = causeUnknown
 			}
 			clear(inv.actionsPending)
 			return
@@ -371,7 +371,7 @@ func (inv *Inventory) readShutoffCauses(ctx context.Context, logger *slog.Logger
 			}
 			inv.actionsPending[id]++
 			if inv.actionsPending[id] >= maxActionAttempts {
-				s.ShutoffCause = CauseUnknown
+				s.ShutoffCause = causeUnknown
 				delete(inv.actionsPending, id)
 			}
 			logger.Warn("reading a SHUTOFF server's instance actions failed", "id", id,
@@ -380,11 +380,11 @@ func (inv *Inventory) readShutoffCauses(ctx context.Context, logger *slog.Logger
 		}
 		delete(inv.actionsPending, id)
 		if !found {
-			s.ShutoffCause = CauseUnknown
+			s.ShutoffCause = causeUnknown
 			continue
 		}
 		s.ShutoffCause, s.ShutoffStopped = ShutoffCause(actions)
-		if s.ShutoffCause == CauseNovaPowerSync {
+		if s.ShutoffCause == causeNovaPowerSync {
 			logger.Warn("nova stopped a server itself: its guest had stopped (crash, qemu killed, host reboot)",
 				"id", id, "name", s.Name, "host", s.Host, "stopped", s.ShutoffStopped)
 		}
@@ -392,14 +392,14 @@ func (inv *Inventory) readShutoffCauses(ctx context.Context, logger *slog.Logger
 }
 
 // refreshMigrations lists the migrations of the host (or all) updated
-// within MigrationWindow. It never fails the refresh: on failure the last
+// within migrationWindow. It never fails the refresh: on failure the last
 // listing stays.
 func (inv *Inventory) refreshMigrations(ctx context.Context, logger *slog.Logger, client *Client, host string, pageSize int, now time.Time) {
 	if inv.migrationsDenied {
 		return
 	}
 	inv.countSignal(SignalMigrations, nil)
-	all, err := client.ListMigrations(ctx, host, now.Add(-MigrationWindow), pageSize, maxMigrationPages)
+	all, err := client.ListMigrations(ctx, host, now.Add(-migrationWindow), pageSize, maxMigrationPages)
 	if code := statusCode(err); code == http.StatusForbidden || code == http.StatusNotFound {
 		inv.countSignal(SignalMigrations, err)
 		inv.migrationsDenied = true

@@ -21,13 +21,13 @@ func TestShutoffCause(t *testing.T) {
 		cause   string
 		stopped time.Time
 	}{
-		{"power sync", []InstanceAction{{"stop", "", at(5)}, {"start", "u1", at(3)}, {"create", "u1", at(0)}}, CauseNovaPowerSync, at(5)},
-		{"user", []InstanceAction{{"stop", "u1", at(5)}, {"create", "u1", at(0)}}, CauseUser, at(5)},
-		{"older stop, started since", []InstanceAction{{"start", "u1", at(6)}, {"stop", "", at(5)}}, CauseUnknown, time.Time{}},
-		{"rebooted since", []InstanceAction{{"reboot", "u1", at(6)}, {"stop", "", at(5)}}, CauseUnknown, time.Time{}},
-		{"other actions after the stop", []InstanceAction{{"createImage", "u1", at(7)}, {"stop", "", at(5)}}, CauseNovaPowerSync, at(5)},
-		{"no stop", []InstanceAction{{"create", "u1", at(0)}}, CauseUnknown, time.Time{}},
-		{"none", nil, CauseUnknown, time.Time{}},
+		{"power sync", []InstanceAction{{"stop", "", at(5)}, {"start", "u1", at(3)}, {"create", "u1", at(0)}}, causeNovaPowerSync, at(5)},
+		{"user", []InstanceAction{{"stop", "u1", at(5)}, {"create", "u1", at(0)}}, causeUser, at(5)},
+		{"older stop, started since", []InstanceAction{{"start", "u1", at(6)}, {"stop", "", at(5)}}, causeUnknown, time.Time{}},
+		{"rebooted since", []InstanceAction{{"reboot", "u1", at(6)}, {"stop", "", at(5)}}, causeUnknown, time.Time{}},
+		{"other actions after the stop", []InstanceAction{{"createImage", "u1", at(7)}, {"stop", "", at(5)}}, causeNovaPowerSync, at(5)},
+		{"no stop", []InstanceAction{{"create", "u1", at(0)}}, causeUnknown, time.Time{}},
+		{"none", nil, causeUnknown, time.Time{}},
 	} {
 		cause, stopped := ShutoffCause(tc.actions)
 		if cause != tc.cause || !stopped.Equal(tc.stopped) {
@@ -38,14 +38,14 @@ func TestShutoffCause(t *testing.T) {
 
 func TestDisabledClass(t *testing.T) {
 	for _, tc := range []struct{ status, reason, want string }{
-		{"enabled", "", DisabledNone},
-		{"enabled", "AUTO: Connection to libvirt lost: 1", DisabledNone},
-		{"disabled", "AUTO: Connection to libvirt lost: 1", DisabledAutomatic},
-		{"disabled", "AUTO:", DisabledAutomatic},
-		{"disabled", "", DisabledOperator},
-		{"disabled", "auto: lowercase is a person's", DisabledOperator},
+		{"enabled", "", disabledNone},
+		{"enabled", "AUTO: Connection to libvirt lost: 1", disabledNone},
+		{"disabled", "AUTO: Connection to libvirt lost: 1", disabledAutomatic},
+		{"disabled", "AUTO:", disabledAutomatic},
+		{"disabled", "", disabledOperator},
+		{"disabled", "auto: lowercase is a person's", disabledOperator},
 	} {
-		if got := DisabledClass(tc.status, tc.reason); got != tc.want {
+		if got := disabledClass(tc.status, tc.reason); got != tc.want {
 			t.Errorf("%s %q: %s, want %s", tc.status, tc.reason, got, tc.want)
 		}
 	}
@@ -107,7 +107,7 @@ func TestNoteShutoffs(t *testing.T) {
 		t.Fatalf("pending at start: %v", inv.actionsPending)
 	}
 	// "recent" read: cause known. "on" stops.
-	next["recent"].ShutoffCause = CauseUser
+	next["recent"].ShutoffCause = causeUser
 	delete(inv.actionsPending, "recent")
 	next2 := map[string]*Server{
 		"on":     srv("on", "SHUTOFF", now),
@@ -116,7 +116,7 @@ func TestNoteShutoffs(t *testing.T) {
 	}
 	inv.noteShutoffs(next2, now)
 	inv.servers = next2
-	if fmt.Sprint(inv.actionsPending) != "map[on:0]" || next2["recent"].ShutoffCause != CauseUser || next2["old"].ShutoffCause != "" {
+	if fmt.Sprint(inv.actionsPending) != "map[on:0]" || next2["recent"].ShutoffCause != causeUser || next2["old"].ShutoffCause != "" {
 		t.Fatalf("after a stop: pending %v, causes %+v", inv.actionsPending, next2)
 	}
 	// "on" starts again before its actions were read: no longer pending.
@@ -166,10 +166,10 @@ func TestShutoffCauseReadsGiveUp(t *testing.T) {
 		}
 		want := ""
 		if i >= maxActionAttempts {
-			want = CauseUnknown
+			want = causeUnknown
 		}
-		if got := cause("s1"); got != want || cause("s2") != CauseNovaPowerSync {
-			t.Errorf("refresh %d: causes %q %q, want %q and %q", i, got, cause("s2"), want, CauseNovaPowerSync)
+		if got := cause("s1"); got != want || cause("s2") != causeNovaPowerSync {
+			t.Errorf("refresh %d: causes %q %q, want %q and %q", i, got, cause("s2"), want, causeNovaPowerSync)
 		}
 	}
 	h := inv.Health()

@@ -5,8 +5,10 @@
 //
 // Sockets are raw (Options.Privileged; CAP_NET_RAW) or ICMP datagram
 // sockets (net.ipv4.ping_group_range); Options.Auto tries a raw socket first
-// and falls back to a datagram one when the raw one is refused, as
-// blackbox_exporter does, and the engine logs which it uses.
+// and falls back to a datagram one when the raw one is refused, and the
+// engine logs which it uses. (blackbox_exporter does the reverse on Linux: a
+// datagram socket first, a raw one when that is refused or don't-fragment
+// is asked for.)
 //
 // Two engines implement Engine:
 //
@@ -46,23 +48,8 @@
 //     engine_unsupported): a socket per probe would need a namespace
 //     switch per probe.
 //
-// Why Shared is the default, measured by bench/run.sh on a 2-core machine,
-// every target answering, one echo request per address every 15 s (runs of
-// 2026-11-25; see docs/performance.md for the whole table):
-//
-//	                         1,000 addresses            10,000 addresses
-//	Shared                   0.3-0.4% of a core, 28 MiB 2.8-3.4% of a core, 84-86 MiB, 0 lost
-//	ProBing                  1.0-1.2% of a core, 28 MiB 9.9-11.9% of a core, 95-99 MiB, 0 lost
-//	fping (one round)        35-40 µs CPU per probe     39 µs CPU per probe
-//	smokeping_prober 0.6.1   37-43% of a core, 28-33% of replies missing
-//	blackbox_exporter        2.9-3.5% of a core
-//
-// Shared costs 43-53 µs of CPU per probe (fping 35-40 µs; the exporter's
-// figures include reading the inventory and rendering and serving the
-// metrics), scales about linearly (62 µs a probe at 50,000), and lost no
-// reply. A pinger per target costs three to four times as much: a socket,
-// goroutines and a BPF program per target and cycle, and with raw sockets
-// every reply copied to every open socket. smokeping_prober's long-lived
-// pinger per target polls its socket about ten times a second per target and
-// drops replies under that load.
+// Shared is the default because it costs a third to a quarter of ProBing's
+// CPU per probe and lost no reply in the benchmarks (bench/run.sh); the
+// figures, and fping's, smokeping_prober's and blackbox_exporter's on the
+// same targets, are in docs/performance.md.
 package probes

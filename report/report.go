@@ -55,15 +55,15 @@ func Collect(ctx context.Context, svc *exporter.Service) (Snapshot, error) {
 	if err := svc.Inventory().Refresh(ctx); err != nil {
 		return Snapshot{}, fmt.Errorf("reading the inventory: %w", err)
 	}
-	before, err := svc.Registry().Gather()
+	before, err := svc.Gatherer().Gather()
 	if err != nil {
 		return Snapshot{}, err
 	}
 	beforeAt := time.Now()
-	svc.Prober().Cycle(ctx)
+	svc.ProbeLoop().Cycle(ctx)
 	// The counters need two distinct instants, whatever the cycle took.
 	time.Sleep(time.Until(beforeAt.Add(time.Second)))
-	after, err := svc.Registry().Gather()
+	after, err := svc.Gatherer().Gather()
 	if err != nil {
 		return Snapshot{}, err
 	}

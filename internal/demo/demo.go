@@ -36,15 +36,19 @@ type Cloud struct {
 	lost *time.Timer
 }
 
+// Getenv reads the OS_* variables that point at the demo cloud; every
+// other variable, OS_CLOUD included, is empty.
+func (c *Cloud) Getenv(name string) string { return c.Env()[name] }
+
 // Close stops the demo cloud.
 func (c *Cloud) Close() error {
 	c.lost.Stop()
 	return c.Cloud.Close()
 }
 
-// StartCloud serves the demo cloud with these servers on 127.0.0.1 and
-// points the OS_* variables of this process at it, so the exporter finds it
-// the way it finds a real cloud.
+// StartCloud serves the demo cloud with these servers on 127.0.0.1; its
+// Getenv gives the OS_* variables that point at it, so the exporter finds it
+// the way it finds a real cloud (the process's environment is left alone).
 func StartCloud(fleet []Server) (*Cloud, *config.Config, error) {
 	sc, err := standin.Start("127.0.0.1:0")
 	if err != nil {
@@ -61,10 +65,6 @@ func StartCloud(fleet []Server) (*Cloud, *config.Config, error) {
 	sc.PutMigrations(Migrations(now)...)
 	for host, svc := range Services() {
 		sc.PutService(host, svc)
-	}
-	os.Unsetenv("OS_CLOUD")
-	for k, v := range sc.Env() {
-		os.Setenv(k, v)
 	}
 	cfg, err := config.Parse(Config)
 	if err != nil {

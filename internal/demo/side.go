@@ -55,8 +55,9 @@ func (e *sideExporter) stop() {
 }
 
 // StartSideExporters starts them with the demo's configuration and
-// credentials (the OS_* variables StartCloud set); network may be nil.
-func StartSideExporters(base *config.Config, network *Network) (s *SideExporters, err error) {
+// credentials (the OS_* variables getenv gives, Cloud.Getenv); network may
+// be nil.
+func StartSideExporters(base *config.Config, getenv func(string) string, network *Network) (s *SideExporters, err error) {
 	s = &SideExporters{}
 	defer func() {
 		if err != nil {
@@ -76,27 +77,28 @@ func StartSideExporters(base *config.Config, network *Network) (s *SideExporters
 		configs = append(configs, overloaded)
 	}
 	for _, cfg := range configs {
-		e, err := s.start(cfg, network)
+		e, err := s.start(cfg, getenv, network)
 		if err != nil {
 			return s, err
 		}
 		s.side = append(s.side, e)
 	}
-	remote, err := s.startRemote(base)
+	remote, remoteEnv, err := s.startRemote(base, getenv)
 	if err != nil {
 		return s, err
 	}
-	s.host, err = s.start(remote, nil)
+	s.host, err = s.start(remote, remoteEnv, nil)
 	return s, err
 }
 
 // startRemote starts the second region, a stand-in found through a
 // clouds.yaml of its own (the demo's exporter reads the OS_* variables),
-// and returns the configuration of its host's exporter.
-func (s *SideExporters) startRemote(base *config.Config) (config.Config, error) {
+// and returns the configuration of its host's exporter and the variables it
+// reads: getenv's, and OS_CLIENT_CONFIG_FILE naming that clouds.yaml.
+func (s *SideExporters) startRemote(base *config.Config, getenv func(string) string) (config.Config, func(string) string, error) {
 	remote, err := standin.Start("127.0.0.1:0")
 	if err != nil {
-		return config.Config{}, err
+		return config.Config{}, nil, err
 	}
 	s.remote = remote
 	remote.Password = "demo-remote-password"
@@ -107,7 +109,7 @@ func (s *SideExporters) startRemote(base *config.Config) (config.Config, error) 
 	}
 	remote.SetService(hostRemote, "UP")
 	if s.dir, err = os.MkdirTemp("", "openstack-vm-exporter-demo-region-"); err != nil {
-		return config.Config{}, err
+		return config.Config{}, nil, err
 	}
 	path := filepath.Join(s.dir, "clouds.yaml")
 	clouds := fmt.Sprintf(`clouds:
@@ -123,20 +125,25 @@ func (s *SideExporters) startRemote(base *config.Config) (config.Config, error) 
     interface: public
 `, remote.AuthURL(), remote.Username, remote.Password)
 	if err := os.WriteFile(path, []byte(clouds), 0o600); err != nil {
-		return config.Config{}, err
+		return config.Config{}, nil, err
 	}
-	os.Setenv("OS_CLIENT_CONFIG_FILE", path)
+	env := func(name string) string {
+		if name == "OS_CLIENT_CONFIG_FILE" {
+			return path
+		}
+		return getenv(name)
+	}
 	cfg := *base
 	cfg.OpenStack.Cloud, cfg.OpenStack.Scope, cfg.OpenStack.Host = "demo-region-2", "host", hostRemote
 	cfg.Probe.ICMP.Enabled = false
-	return cfg, nil
+	return cfg, env, nil
 }
 
 // start runs one exporter and serves it on a loopback port.
-func (s *SideExporters) start(cfg config.Config, network *Network) (*sideExporter, error) {
+func (s *SideExporters) start(cfg config.Config, getenv func(string) string, network *Network) (*sideExporter, error) {
 	var svc *exporter.Service
 	newService := func() (err error) {
-		svc, err = exporter.New(&cfg, slog.New(slog.DiscardHandler))
+		svc, err = exporter.New(&cfg, exporter.Deps{Logger: slog.New(slog.DiscardHandler), Getenv: getenv})
 		return err
 	}
 	var err error

@@ -30,7 +30,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"testing"
 	"time"
 )
 
@@ -69,9 +68,18 @@ type Lab struct {
 	closed    bool
 }
 
+// TB is what the lab needs of a test (testing.TB has it): the package does
+// not import testing, because the demo links it into the binary.
+type TB interface {
+	Helper()
+	Fatal(args ...any)
+	Fatalf(format string, args ...any)
+	Cleanup(func())
+}
+
 // Require fails the test (never skips: CI must not pass without its ICMP
 // tests) when the lab cannot be built here.
-func Require(t testing.TB) {
+func Require(t TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Fatal("the namespace lab needs root (ip netns, raw sockets); run the test suite as root, as CI does")
@@ -84,7 +92,7 @@ func Require(t testing.TB) {
 }
 
 // New builds a lab and removes it when the test ends.
-func New(t testing.TB) *Lab {
+func New(t TB) *Lab {
 	t.Helper()
 	Require(t)
 	l, err := Build()

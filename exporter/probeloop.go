@@ -1,11 +1,11 @@
 package exporter
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
 	"maps"
-	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -14,11 +14,13 @@ import (
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/config"
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/inventory"
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/probes"
+	"github.com/openstack-vm-exporter/openstack-vm-exporter/targets"
 )
 
-// Prober runs probe cycles over the inventory's addresses and keeps, per
-// target, what the collectors export.
-type Prober struct {
+// ProbeLoop runs probe cycles over the inventory's addresses and keeps, per
+// target, what the collectors export. Readers take a copy of its results
+// with Results; nothing else of it is read from outside the loop.
+type ProbeLoop struct {
 	engine probes.Engine
 	inv    func() *inventory.Snapshot
 	logger *slog.Logger
@@ -28,7 +30,13 @@ type Prober struct {
 	retired probes.Stats // counts of engines replaced by reloads
 
 	ambiguousMu sync.Mutex
-	ambiguous   map[netip.Addr][]string // as last logged
+	ambiguous   map[targets.Probe][]string // as last logged
+	// Owned by the cycle: the vantage mode and namespace listing error
+	// last logged.
+	mode, nsErr string
+	// namespaces reads the namespaces of netns_dir (netnsDir; tests
+	// replace it).
+	namespaces func(dir string) targets.Namespaces
 
 	mu      sync.RWMutex
 	targets map[key]*targetState
@@ -52,9 +60,21 @@ type ProbeHealth struct {
 	// are discarded.
 	CycleErrors  uint64
 	InvalidAddrs int
-	// DuplicateAddr counts addresses that more than one server has; they
-	// are not probed.
+	// DuplicateAddr counts addresses that more than one server has
+	// within one vantage; they are not probed.
 	DuplicateAddr int
+	// Mode is the vantage mode of the last cycle: host, ovn-metadata,
+	// dhcp ("" before the first).
+	Mode string
+	// Unprobed counts the selected addresses with no usable vantage, by
+	// reason (targets.Reasons); never modified once set, share it.
+	Unprobed map[string]int
+	// Namespaces are, in the namespace modes, the networks with ACTIVE
+	// ports here and whether their namespace exists; never modified.
+	Namespaces []targets.NamespaceState
+	// NamespaceErrors counts the namespaces selection could not enter to
+	// read their addresses (the engine counts its own in its Stats).
+	NamespaceErrors uint64
 }
 
 type targetState struct {
@@ -71,28 +91,30 @@ type targetState struct {
 // newTargetState starts a target's series; le holds the rendered le labels
 // of bounds, shared by every target (they are never changed).
 func newTargetState(t Target, bounds []float64, le []string) *targetState {
+	// Every per-address family has the labels targetLabels.
+	values := []string{t.ServerID, t.Name, t.ProjectID, t.Host, t.Network, t.Addr.String(), t.NetworkID, t.Vantage}
 	return &targetState{
-		labels: labelsOf("id", t.ServerID, "name", t.Name, "project_id", t.ProjectID, "host", t.Host,
-			"network", t.Network, "address", t.Addr.String()),
-		values: []string{t.ServerID, t.Name, t.ProjectID, t.Host, t.Network, t.Addr.String()},
+		labels: icmpUpFam.textLabels(values...),
+		values: values,
 		le:     le,
 		rtt:    newRTTHistogram(bounds),
 	}
 }
 
-// NewProber returns a prober over the snapshots inv returns.
-func NewProber(engine probes.Engine, cfg config.ICMP, inv func() *inventory.Snapshot, logger *slog.Logger) *Prober {
+// NewProbeLoop returns a probe loop over the snapshots inv returns.
+func NewProbeLoop(engine probes.Engine, cfg config.ICMP, inv func() *inventory.Snapshot, logger *slog.Logger) *ProbeLoop {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	p := &Prober{engine: engine, inv: inv, logger: logger, cfg: cfg, targets: map[key]*targetState{}}
+	p := &ProbeLoop{engine: engine, inv: inv, logger: logger, cfg: cfg, targets: map[key]*targetState{},
+		namespaces: func(dir string) targets.Namespaces { return netnsDir(dir) }}
 	return p
 }
 
 // SetConfig applies a reloaded probe configuration, and a new engine when
 // engine is not nil, from the next cycle on. It returns the engine replaced,
 // which the caller closes once no cycle uses it.
-func (p *Prober) SetConfig(cfg config.ICMP, engine probes.Engine) (old probes.Engine) {
+func (p *ProbeLoop) SetConfig(cfg config.ICMP, engine probes.Engine) (old probes.Engine) {
 	p.cfgMu.Lock()
 	defer p.cfgMu.Unlock()
 	if !slices.Equal(cfg.RTTBuckets, p.cfg.RTTBuckets) {
@@ -109,12 +131,13 @@ func (p *Prober) SetConfig(cfg config.ICMP, engine probes.Engine) (old probes.En
 			st := old.Stats()
 			p.retired.SendErrors += st.SendErrors
 			p.retired.SocketErrors += st.SocketErrors
+			p.retired.NamespaceErrors += st.NamespaceErrors
 		}
 	}
 	return old
 }
 
-func (p *Prober) current() (config.ICMP, probes.Engine) {
+func (p *ProbeLoop) current() (config.ICMP, probes.Engine) {
 	p.cfgMu.Lock()
 	defer p.cfgMu.Unlock()
 	return p.cfg, p.engine
@@ -122,7 +145,7 @@ func (p *Prober) current() (config.ICMP, probes.Engine) {
 
 // Run starts a cycle every interval until ctx ends. A cycle that overruns
 // its interval is counted and the next one starts at once.
-func (p *Prober) Run(ctx context.Context) {
+func (p *ProbeLoop) Run(ctx context.Context) {
 	next := time.Now()
 	for {
 		start := time.Now()
@@ -152,7 +175,7 @@ func (p *Prober) Run(ctx context.Context) {
 }
 
 // Cycle probes every selected address once and records the outcome.
-func (p *Prober) Cycle(ctx context.Context) {
+func (p *ProbeLoop) Cycle(ctx context.Context) {
 	cfg, engine := p.current()
 	if !cfg.Enabled || engine == nil {
 		p.mu.Lock()
@@ -161,21 +184,33 @@ func (p *Prober) Cycle(ctx context.Context) {
 			p.generation++
 		}
 		p.health.Targets = 0
+		p.health.Mode, p.health.Unprobed, p.health.Namespaces = "", nil, nil
 		p.mu.Unlock()
 		return
 	}
-	sel := SelectTargets(p.inv(), &cfg)
-	plan := planCycle(sel.Targets)
-	p.logAmbiguous(plan.ambiguous)
+	sel := targets.Select(p.inv(), &cfg, targets.Options{Engine: cfg.Engine, Namespaces: p.namespaces(cfg.NetnsDir)})
+	p.logSelection(&sel)
+	if sel.EnterErrors > 0 {
+		p.mu.Lock()
+		p.health.NamespaceErrors += uint64(sel.EnterErrors)
+		p.mu.Unlock()
+	}
+	plan := targets.PlanCycle(sel.Targets)
+	p.logAmbiguous(plan.Ambiguous)
+	unprobed := sel.UnprobedCounts()
 
+	probeTargets := make([]probes.Target, len(plan.Probes))
+	for i, pr := range plan.Probes {
+		probeTargets[i] = probes.Target{Addr: pr.Addr, Namespace: pr.Namespace}
+	}
 	start := time.Now()
-	results, err := engine.Probe(ctx, probes.HostTargets(plan.addrs))
+	results, err := engine.Probe(ctx, probeTargets)
 	took := time.Since(start)
 	if err != nil && ctx.Err() != nil {
 		return
 	}
-	if err == nil && len(results) != len(plan.addrs) {
-		err = fmt.Errorf("the engine returned %d results for %d addresses", len(results), len(plan.addrs))
+	if err == nil && len(results) != len(probeTargets) {
+		err = fmt.Errorf("the engine returned %d results for %d addresses", len(results), len(probeTargets))
 	}
 
 	if err != nil {
@@ -184,7 +219,8 @@ func (p *Prober) Cycle(ctx context.Context) {
 		p.mu.Lock()
 		p.health.CycleErrors++
 		p.health.InvalidAddrs = sel.Invalid
-		p.health.DuplicateAddr = len(plan.ambiguous)
+		p.health.DuplicateAddr = len(plan.Ambiguous)
+		p.health.Mode, p.health.Unprobed, p.health.Namespaces = sel.Mode, unprobed, sel.Namespaces
 		p.mu.Unlock()
 		p.logger.Error("probe cycle failed; its results are discarded", "err", err)
 		return
@@ -193,21 +229,28 @@ func (p *Prober) Cycle(ctx context.Context) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.health.InvalidAddrs = sel.Invalid
-	p.health.DuplicateAddr = len(plan.ambiguous)
-	live := make(map[key]bool, len(plan.targets))
-	for _, t := range plan.targets {
-		k := t.key()
+	p.health.DuplicateAddr = len(plan.Ambiguous)
+	live := make(map[key]bool, len(plan.Targets))
+	for i := range plan.Targets {
+		t := &plan.Targets[i]
+		r := results[plan.Index[targets.ProbeOf(t)]]
+		if r.Unprobed != "" {
+			// The engine could not probe it (its namespace vanished, no
+			// privilege in it, an engine without namespaces): no series.
+			unprobed[r.Unprobed]++
+			continue
+		}
+		k := keyOf(t)
 		if live[k] {
 			continue // listed twice with the same labels: one series
 		}
 		live[k] = true
-		r := results[plan.index[t.Addr]]
 		st := p.targets[k]
 		if st == nil {
 			if p.le == nil || !slices.Equal(p.leBounds, cfg.RTTBuckets) {
 				p.leBounds, p.le = slices.Clone(cfg.RTTBuckets), leLabels(cfg.RTTBuckets)
 			}
-			st = newTargetState(t, cfg.RTTBuckets, p.le)
+			st = newTargetState(*t, cfg.RTTBuckets, p.le)
 			p.targets[k] = st
 		}
 		st.sent += uint64(r.Sent)
@@ -229,74 +272,39 @@ func (p *Prober) Cycle(ctx context.Context) {
 		}
 	}
 	p.health.Targets = len(live)
+	p.health.Mode, p.health.Unprobed, p.health.Namespaces = sel.Mode, unprobed, sel.Namespaces
 	p.health.LastDuration = took
 	p.health.LastCycleEnd = time.Now()
 	p.health.Cycles++
 	p.generation++
 }
 
-// cyclePlan is what one cycle probes: each address once, however many of
-// a server's addresses share it.
-type cyclePlan struct {
-	addrs   []netip.Addr
-	index   map[netip.Addr]int
-	targets []Target // those reported, in selection order
-	// ambiguous holds the addresses that distinct servers have, with the
-	// ids of those servers, sorted.
-	ambiguous map[netip.Addr][]string
-}
-
-// planCycle leaves out every address that more than one server has
-// (overlapping tenant networks, a floating IP in transit): a reply proves
-// nothing about which of them answered. An address a server lists twice
-// (on two networks) is probed once and reported for each.
-func planCycle(targets []Target) cyclePlan {
-	owner := make(map[netip.Addr]string, len(targets))
-	var ambiguous map[netip.Addr][]string
-	for _, t := range targets {
-		id, ok := owner[t.Addr]
-		switch {
-		case !ok:
-			owner[t.Addr] = t.ServerID
-		case id != t.ServerID:
-			if ambiguous == nil {
-				ambiguous = map[netip.Addr][]string{}
-			}
-			ids := ambiguous[t.Addr]
-			if ids == nil {
-				ids = []string{id}
-			}
-			if !slices.Contains(ids, t.ServerID) {
-				ids = append(ids, t.ServerID)
-			}
-			ambiguous[t.Addr] = ids
+// logSelection logs a change of the vantage mode, and a failure to list
+// the namespaces when it starts or changes, not every cycle.
+func (p *ProbeLoop) logSelection(sel *targets.Selection) {
+	if sel.Mode != p.mode {
+		if p.mode == "" {
+			p.logger.Info("probing vantage", "mode", sel.Mode)
+		} else {
+			p.logger.Info("probing vantage changed", "mode", sel.Mode, "was", p.mode)
 		}
+		p.mode = sel.Mode
 	}
-	plan := cyclePlan{
-		addrs:     make([]netip.Addr, 0, len(owner)-len(ambiguous)),
-		index:     make(map[netip.Addr]int, len(owner)-len(ambiguous)),
-		targets:   make([]Target, 0, len(targets)),
-		ambiguous: ambiguous,
+	msg := ""
+	if sel.NamespaceErr != nil {
+		msg = sel.NamespaceErr.Error()
 	}
-	for _, ids := range ambiguous {
-		slices.Sort(ids)
-	}
-	for _, t := range targets {
-		if _, ok := ambiguous[t.Addr]; ok {
-			continue
+	if msg != p.nsErr {
+		if msg != "" {
+			p.logger.Error("cannot list the network namespaces; vantage auto probes from the host only", "err", msg)
 		}
-		plan.targets = append(plan.targets, t)
-		if _, ok := plan.index[t.Addr]; !ok {
-			plan.index[t.Addr] = len(plan.addrs)
-			plan.addrs = append(plan.addrs, t.Addr)
-		}
+		p.nsErr = msg
 	}
-	return plan
 }
 
 // logAmbiguous logs the addresses left out for being ambiguous when they
 // change, not every cycle.
-func (p *Prober) logAmbiguous(ambiguous map[netip.Addr][]string) {
+func (p *ProbeLoop) logAmbiguous(ambiguous map[targets.Probe][]string) {
 	p.ambiguousMu.Lock()
 	same := maps.EqualFunc(ambiguous, p.ambiguous, slices.Equal)
 	p.ambiguous = ambiguous
@@ -308,47 +316,24 @@ func (p *Prober) logAmbiguous(ambiguous map[netip.Addr][]string) {
 		p.logger.Info("no address is held by more than one server any more")
 		return
 	}
-	addrs := slices.SortedFunc(maps.Keys(ambiguous), netip.Addr.Compare)
+	addrs := slices.SortedFunc(maps.Keys(ambiguous), func(a, b targets.Probe) int {
+		return cmp.Or(strings.Compare(a.Namespace, b.Namespace), a.Addr.Compare(b.Addr))
+	})
 	const shown = 20
 	var b strings.Builder
 	for i, a := range addrs[:min(len(addrs), shown)] {
 		if i > 0 {
 			b.WriteString("; ")
 		}
-		fmt.Fprintf(&b, "%s: %s", a, strings.Join(ambiguous[a], " "))
+		if a.Namespace != "" {
+			fmt.Fprintf(&b, "%s in %s: %s", a.Addr, a.Namespace, strings.Join(ambiguous[a], " "))
+		} else {
+			fmt.Fprintf(&b, "%s: %s", a.Addr, strings.Join(ambiguous[a], " "))
+		}
 	}
 	if len(addrs) > shown {
 		fmt.Fprintf(&b, "; and %d more", len(addrs)-shown)
 	}
 	p.logger.Info("addresses held by more than one server are not probed, because a reply could come from either",
 		"addresses", len(addrs), "servers", b.String())
-}
-
-// Health returns the probe loop's state.
-func (p *Prober) Health() ProbeHealth {
-	p.mu.RLock()
-	defer p.mu.RUnlock()
-	return p.health
-}
-
-// Generation changes whenever the targets or their results do.
-func (p *Prober) Generation() uint64 {
-	p.mu.RLock()
-	defer p.mu.RUnlock()
-	return p.generation
-}
-
-// EngineStats returns the engines' failure counters, those of engines
-// replaced by reloads included, so the counters never go back.
-func (p *Prober) EngineStats() probes.Stats {
-	p.cfgMu.Lock()
-	defer p.cfgMu.Unlock()
-	st := p.retired
-	if p.engine == nil {
-		return st
-	}
-	cur := p.engine.Stats()
-	st.SendErrors += cur.SendErrors
-	st.SocketErrors += cur.SocketErrors
-	return st
 }

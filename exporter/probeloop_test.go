@@ -151,15 +151,15 @@ func TestFailedCycleIsNotRecorded(t *testing.T) {
 	f.engine.answers[netip.MustParseAddr("198.18.0.1")] = probes.Result{Sent: 3, Received: 3, RTTs: []time.Duration{1, 1, 1}}
 	f.engine.answers[netip.MustParseAddr("198.18.0.2")] = probes.Result{Sent: 3, Received: 3, RTTs: []time.Duration{1, 1, 1}}
 	f.refreshAndProbe(t)
-	before := f.svc.prober.Health()
-	generation := f.svc.prober.Generation()
+	before := resultsOf(f.svc.loop).Health
+	generation := resultsOf(f.svc.loop).Generation
 
 	f.engine.answers[netip.MustParseAddr("198.18.0.1")] = probes.Result{Sent: 3}
 	f.engine.answers[netip.MustParseAddr("198.18.0.2")] = probes.Result{Sent: 3}
 	f.engine.fail = errors.New("socket gone")
 	f.refreshAndProbe(t)
-	after := f.svc.prober.Health()
-	if after.Cycles != before.Cycles || !after.LastCycleEnd.Equal(before.LastCycleEnd) || f.svc.prober.Generation() != generation {
+	after := resultsOf(f.svc.loop).Health
+	if after.Cycles != before.Cycles || !after.LastCycleEnd.Equal(before.LastCycleEnd) || resultsOf(f.svc.loop).Generation != generation {
 		t.Errorf("a failed cycle was recorded as completed: %+v, before %+v", after, before)
 	}
 	if got := values(t, f, "openstack_vm_probe_errors_total", map[string]string{"reason": "cycle"}); fmt.Sprint(got) != "[1]" {
@@ -172,7 +172,7 @@ func TestFailedCycleIsNotRecorded(t *testing.T) {
 
 	f.engine.fail = nil
 	f.refreshAndProbe(t)
-	if h := f.svc.prober.Health(); h.Cycles != before.Cycles+1 {
+	if h := resultsOf(f.svc.loop).Health; h.Cycles != before.Cycles+1 {
 		t.Errorf("cycles %d after a good cycle, want %d", h.Cycles, before.Cycles+1)
 	}
 	if got := values(t, f, "openstack_vm_icmp_up", nil); fmt.Sprint(got) != "[0 0]" {
@@ -203,7 +203,7 @@ func TestDuplicateAddresses(t *testing.T) {
 		standin.Server{ID: "s4", Name: "four", Addresses: provider("198.18.0.2")},
 	))
 	var logs syncbuf.Buffer
-	f.svc.prober.logger = slog.New(slog.NewTextHandler(&logs, nil))
+	f.svc.loop.logger = slog.New(slog.NewTextHandler(&logs, nil))
 	for _, a := range []string{"198.18.0.1", "198.18.0.2", "198.18.0.3"} {
 		f.engine.answers[netip.MustParseAddr(a)] = probes.Result{Sent: 3, Received: 3, RTTs: []time.Duration{1, 1, 1}}
 	}
@@ -256,7 +256,7 @@ func TestDuplicateAddresses(t *testing.T) {
 }
 
 // watchWriter tells when the handler starts writing the per-address
-// families: the old writer held the prober's lock from there on.
+// families: the old writer held the probe loop's lock from there on.
 type watchWriter struct {
 	http.ResponseWriter
 	once    *sync.Once
@@ -298,7 +298,7 @@ func TestStalledScrapeBlocksNothing(t *testing.T) {
 	}
 	f := newFixture(t, fleetOf(fleet...))
 	f.refreshAndProbe(t)
-	cycles := f.svc.prober.Health().Cycles
+	cycles := resultsOf(f.svc.loop).Health.Cycles
 
 	handler := f.svc.Handler(promhttp.HandlerOpts{MaxRequestsInFlight: 4})
 	reached, stalledDone := make(chan struct{}), make(chan struct{})
@@ -337,13 +337,13 @@ func TestStalledScrapeBlocksNothing(t *testing.T) {
 	}
 
 	cycled := make(chan struct{})
-	go func() { defer close(cycled); f.svc.prober.Cycle(context.Background()) }()
+	go func() { defer close(cycled); f.svc.loop.Cycle(context.Background()) }()
 	select {
 	case <-cycled:
 	case <-deadline:
 		t.Fatal("a probe cycle waits for a client that does not read")
 	}
-	if h := f.svc.prober.Health(); h.Cycles != cycles+1 {
+	if h := resultsOf(f.svc.loop).Health; h.Cycles != cycles+1 {
 		t.Errorf("cycles %d, want %d", h.Cycles, cycles+1)
 	}
 
@@ -378,4 +378,11 @@ func TestStalledScrapeBlocksNothing(t *testing.T) {
 		t.Fatal("setup: the stalled scrape was not stalled (it wrote everything)")
 	default:
 	}
+}
+
+// resultsOf returns a copy of the loop's health and generation.
+func resultsOf(p *ProbeLoop) Results {
+	var r Results
+	p.Results(&r, 0)
+	return r
 }
