@@ -316,10 +316,14 @@ probe:
 	checkDashboards(t, w.client, prom.URL)
 
 	// Phase 4: repairs resolve the alerts.
-	for _, a := range []string{"198.18.0.1", "198.18.0.2", "198.18.0.3", "198.18.0.4"} {
-		if err := w.net.Restore(netlab.Answer, netip.MustParseAddr(a)); err != nil {
-			t.Fatal(err)
-		}
+	// The host's network comes back for all four at once, as a repaired
+	// uplink does. Restored one by one on a loaded machine, the last one
+	// can still be down when the host-wide page resolves: its own alert is
+	// then no longer held back and rightly delivered (a straggler after a
+	// host-wide recovery is a server of its own to look at).
+	if err := w.net.Restore(netlab.Answer, netip.MustParseAddr("198.18.0.1"), netip.MustParseAddr("198.18.0.2"),
+		netip.MustParseAddr("198.18.0.3"), netip.MustParseAddr("198.18.0.4")); err != nil {
+		t.Fatal(err)
 	}
 	active := "active"
 	if err := w.cloud.Update(ctx, map[string]openstacklab.Update{w.ids["later-broken"]: {VMState: &active}}); err != nil {
