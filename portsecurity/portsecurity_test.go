@@ -13,10 +13,14 @@ var (
 	src6 = netip.MustParseAddr("2001:db8::2")
 )
 
-func ingress4(proto string) Rule { return Rule{Direction: "ingress", EtherType: "IPv4", Protocol: proto} }
-func ingress6(proto string) Rule { return Rule{Direction: "ingress", EtherType: "IPv6", Protocol: proto} }
-func egress4(proto string) Rule  { return Rule{Direction: "egress", EtherType: "IPv4", Protocol: proto} }
-func egress6(proto string) Rule  { return Rule{Direction: "egress", EtherType: "IPv6", Protocol: proto} }
+func ingress4(proto string) Rule {
+	return Rule{Direction: "ingress", EtherType: "IPv4", Protocol: proto}
+}
+func ingress6(proto string) Rule {
+	return Rule{Direction: "ingress", EtherType: "IPv6", Protocol: proto}
+}
+func egress4(proto string) Rule { return Rule{Direction: "egress", EtherType: "IPv4", Protocol: proto} }
+func egress6(proto string) Rule { return Rule{Direction: "egress", EtherType: "IPv6", Protocol: proto} }
 
 func with(r Rule, f func(*Rule)) Rule { f(&r); return r }
 
