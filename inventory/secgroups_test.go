@@ -61,7 +61,9 @@ func (n *neutronGroups) set(groups, addressGroups func() (int, string)) {
 	n.groups, n.addressGroups = groups, addressGroups
 }
 
-func answer(code int, body string) func() (int, string) { return func() (int, string) { return code, body } }
+func answer(code int, body string) func() (int, string) {
+	return func() (int, string) { return code, body }
+}
 
 // After the ports: one listing of their groups by id with the fields it
 // needs, one of the address groups their rules name; each read as Neutron
