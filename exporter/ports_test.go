@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"os"
 	"sort"
 	"strings"
 	"testing"
@@ -233,5 +234,34 @@ func TestICMPExpectedHostVantage(t *testing.T) {
 		if v, ok := vvalue(fams, "openstack_vm_icmp_expected", map[string]string{"id": "s1", "vantage": "host", "network_id": vnetA}); !ok || v != want {
 			t.Errorf("rule from %s: %v (present %v), want %v", prefix, v, ok, want)
 		}
+	}
+}
+
+// Every family a snapshot with ports and groups brings is documented.
+func TestPortFamiliesDocumented(t *testing.T) {
+	doc, err := os.ReadFile("../docs/metrics.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap := portsSnapshot()
+	f := vantageFixture(t, snap)
+	f.svc.inv.SetSnapshot(snap)
+	f.svc.loop.namespaces = func(string) targets.Namespaces {
+		return fakeNS{targets.PrefixOVNMetadata + vnetA: "198.18.7.2/24"}
+	}
+	f.svc.loop.Cycle(context.Background())
+	_, fams := f.scrape(t)
+	for _, name := range []string{"openstack_vm_port_status", "openstack_vm_port_fixed_ips", "openstack_vm_icmp_expected"} {
+		if fams[name] == nil {
+			t.Errorf("%s not served", name)
+		}
+	}
+	for name := range fams {
+		if !strings.Contains(string(doc), "`"+name+"`") {
+			t.Errorf("%s is not documented in docs/metrics.md", name)
+		}
+	}
+	if v, ok := vvalue(fams, "openstack_vm_api_signal_requests_total", map[string]string{"api": "security_groups"}); !ok || v != 0 {
+		t.Errorf("security_groups reads present from the start: %v %v", v, ok)
 	}
 }
