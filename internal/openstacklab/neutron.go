@@ -79,6 +79,9 @@ type PortSpec struct {
 	// NoFixedIPs creates a port without any address.
 	NoFixedIPs bool
 	Name       string
+	// NoPortSecurity creates the port with port_security_enabled false
+	// (and no security group, as Neutron requires).
+	NoPortSecurity bool
 }
 
 // ProjectID is the id of a Keystone project ("lab-project" is the one
@@ -169,6 +172,10 @@ func (l *Lab) CreatePort(ctx context.Context, spec PortSpec) (Port, error) {
 	}
 	if spec.SecurityGroups != nil {
 		body["security_groups"] = spec.SecurityGroups
+	}
+	if spec.NoPortSecurity {
+		body["port_security_enabled"] = false
+		body["security_groups"] = []string{}
 	}
 	var out struct {
 		Port Port `json:"port"`
