@@ -206,7 +206,7 @@ func TestReload(t *testing.T) {
 	}
 	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(b), `line 11`) || !strings.Contains(string(b), `"colour"`) {
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(b), `line 12`) || !strings.Contains(string(b), `"colour"`) {
 		t.Errorf("invalid reload answered %d %q", resp.StatusCode, b)
 	}
 	_, body = get(nil, base+"/metrics")
@@ -992,10 +992,11 @@ func TestDemo(t *testing.T) {
 	}
 	// What the demo cannot show, each for its reason (README, the demo).
 	notInDemo := map[string]string{
-		"OpenStackComputeFleetDown":       "would inhibit the per-host pages the demo shows",
-		"OpenStackVMExporterFleetDown":    "would inhibit the per-exporter alerts the demo shows",
-		"OpenStackVMExporterFleetAPIDown": "would inhibit the per-exporter alerts the demo shows",
-		"OpenStackVMExporterClockSkew":    "needs an exporter clock off from Prometheus's, on one machine",
+		"OpenStackComputeFleetDown":        "would inhibit the per-host pages the demo shows",
+		"OpenStackVMExporterFleetDown":     "would inhibit the per-exporter alerts the demo shows",
+		"OpenStackVMExporterFleetAPIDown":  "would inhibit the per-exporter alerts the demo shows",
+		"OpenStackVMExporterClockSkew":     "needs an exporter clock off from Prometheus's, on one machine",
+		"OpenStackNetworkNamespaceMissing": "needs an OVN metadata agent: the demo probes from the host",
 	}
 	var want []string
 	for _, g := range groups {

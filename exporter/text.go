@@ -207,7 +207,7 @@ func (s *Service) keepGzipWarm(ctx context.Context) {
 }
 
 func (s *Service) writeSmall(w io.Writer) error {
-	families, err := s.small().Gather()
+	families, err := s.gatherSmall()
 	for _, f := range families {
 		if _, werr := expfmt.MetricFamilyToText(w, f); werr != nil {
 			return werr

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -813,5 +814,45 @@ func TestSimilarHosts(t *testing.T) {
 	}
 	if got := similarHosts("cmp-1", hosts, 2); len(got) != 2 {
 		t.Errorf("limit: %v", got)
+	}
+}
+
+// Refresh called while Run refreshes (the report, a test) waits for Run's
+// refresh instead of racing it: every refresh's state is the refreshing
+// goroutine's alone (go test -race checks it), and each call's snapshot is
+// complete.
+func TestRefreshWhileRunning(t *testing.T) {
+	t.Parallel()
+	cloud := startStandin(t)
+	cloud.Put(fleet(30, func(i int) string { return fmt.Sprintf("cmp-%d", i%3) })...)
+	inv := newTestInventory(t, cloud, func(c *config.OpenStack) {
+		c.RefreshInterval, c.FullRefreshInterval = time.Millisecond, 5*time.Millisecond
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); inv.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	var wg sync.WaitGroup
+	errs := make(chan error, 4*10)
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 10 {
+				if err := inv.Refresh(context.Background()); err != nil {
+					errs <- err
+					return
+				}
+				if n := len(inv.Snapshot().Servers); n != 30 {
+					errs <- fmt.Errorf("a snapshot of %d servers, want 30", n)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
 	}
 }

@@ -63,7 +63,8 @@ func (f *fakeNeutron) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		i = 1
 	}
 	if i >= len(pages) {
-		_, _ = io.WriteString(w, `{"ports": []}`)
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"ports": [], "ports_links": []}`)
 		return
 	}
 	raw, err := os.ReadFile("testdata/neutron/" + pages[i])
@@ -190,6 +191,37 @@ func TestListPorts(t *testing.T) {
 	h := inv.Health()
 	if !h.PortsUp || h.PortsLastSuccess.IsZero() || h.SignalReads[SignalPorts] != 1 {
 		t.Errorf("health %+v", h)
+	}
+}
+
+// The page the real neutron-server returned (recorded in the lab): a port
+// with a fixed IP, one without, both bound to a host without a chassis.
+func TestListPortsRealPage(t *testing.T) {
+	cloud := startStandin(t)
+	neutron := &fakeNeutron{t: t, pages: []string{"real_ports_page1.json"}}
+	inv := neutronInventory(t, cloud, neutron, func(c *config.OpenStack) { c.Scope, c.Host = "host", "cmp-1" })
+	if err := inv.Refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ps := inv.Snapshot().Ports
+	if len(ps) != 2 {
+		t.Fatalf("ports %+v", ps)
+	}
+	a, b := ps[0], ps[1]
+	if a.DeviceID != "20000000-0000-4000-8000-000000000002" || a.NetworkID != "b134243d-86a3-4f02-af93-d57cacbcdb30" ||
+		len(a.FixedIPs) != 1 || a.FixedIPs[0].Addr != netip.MustParseAddr("198.18.7.11") || a.Status != "DOWN" ||
+		a.HostID != "cmp-1" || a.VIFType != "binding_failed" || len(a.SecurityGroups) != 1 || a.PortSecurityEnabled == nil {
+		t.Errorf("first port %+v", a)
+	}
+	if len(b.FixedIPs) != 0 || b.DeviceOwner != "compute:nova" {
+		t.Errorf("port without fixed IPs %+v", b)
+	}
+	var marked bool
+	for _, r := range neutron.requests() {
+		marked = marked || r.URL.Query().Get("marker") == "51721ec4-da63-4950-8908-e26a5e983987"
+	}
+	if !marked {
+		t.Error("the next link of the real page was not followed")
 	}
 }
 

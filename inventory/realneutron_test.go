@@ -3,7 +3,9 @@
 package inventory
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"net/netip"
 	"os"
 	"slices"
@@ -109,6 +111,59 @@ func TestRealNeutronPorts(t *testing.T) {
 		slices.Sort(want)
 		if !slices.Equal(nets, want) {
 			t.Errorf("networks of 198.18.7.11: %v, want %v", nets, want)
+		}
+	})
+
+	// The recorded-shape fixtures of the unit tests have the shape of the
+	// real answer to the exporter's own query: the same keys in each port,
+	// the same top-level keys, a next link. OVE_RECORD_NEUTRON=1 also
+	// writes the real first page to testdata/neutron/real_ports_page1.json.
+	t.Run("fixtures have the real shape", func(t *testing.T) {
+		tok, err := lab.Token(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		q, _ := portQuery{host: "cmp-1", limit: 2}.ToPortListQuery()
+		code, body, err := lab.NeutronAs(ctx, tok, "GET", "/v2.0/ports"+q, nil)
+		if err != nil || code != 200 {
+			t.Fatalf("%d %v %s", code, err, body)
+		}
+		shape := func(b []byte) (top, port []string, next bool) {
+			var m map[string]any
+			if err := json.Unmarshal(b, &m); err != nil {
+				t.Fatal(err)
+			}
+			for k := range m {
+				top = append(top, k)
+			}
+			if ps, _ := m["ports"].([]any); len(ps) > 0 {
+				for k := range ps[0].(map[string]any) {
+					port = append(port, k)
+				}
+			}
+			links, _ := m["ports_links"].([]any)
+			for _, l := range links {
+				next = next || l.(map[string]any)["rel"] == "next"
+			}
+			slices.Sort(top)
+			slices.Sort(port)
+			return
+		}
+		rt, rp, rn := shape(body)
+		fixture, err := os.ReadFile("testdata/neutron/ports_page1.json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ft, fp, fn := shape(fixture)
+		if !slices.Equal(rt, ft) || !slices.Equal(rp, fp) || rn != fn {
+			t.Errorf("real answer: %v %v next %v\nfixture: %v %v next %v\n%s", rt, rp, rn, ft, fp, fn, body)
+		}
+		if os.Getenv("OVE_RECORD_NEUTRON") != "" {
+			var pretty bytes.Buffer
+			_ = json.Indent(&pretty, body, "", "    ")
+			if err := os.WriteFile("testdata/neutron/real_ports_page1.json", append(pretty.Bytes(), '\n'), 0o644); err != nil {
+				t.Fatal(err)
+			}
 		}
 	})
 

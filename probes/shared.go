@@ -245,6 +245,7 @@ func (s *Shared) prepareNamespace(v *vantage, fams *[2]int) {
 		s.opts.Logger.Info("network namespace was recreated; reopening its ICMP sockets", "namespace", v.name)
 		s.closeVantage(v)
 	}
+	failed := false
 	for f, n := range fams {
 		if n == 0 {
 			s.closeSocket(v, f) // no target of the family any more
@@ -256,12 +257,13 @@ func (s *Shared) prepareNamespace(v *vantage, fams *[2]int) {
 		sock, err := s.openIn(v.name, f == 1, id)
 		if err != nil {
 			s.fail(v, [2]bool{f == 0, f == 1}, err)
+			failed = true
 			continue
 		}
 		v.ns = id
 		s.start(v, f, sock, namespaceBatch(n))
 	}
-	if v.unprobed == [2]string{} && v.problem != "" {
+	if !failed && v.problem != "" {
 		s.opts.Logger.Info("probing from network namespace again", "namespace", v.name)
 		v.problem = ""
 	}

@@ -63,6 +63,7 @@ type measurement struct {
 	WallPerCycle time.Duration
 	RSS, HWM     int64
 	HeapInuse    uint64
+	StackInuse   uint64
 	Goroutines   int
 	FDs          int
 	Probes       int
@@ -119,14 +120,14 @@ func main() {
 
 func report(scenarios []string, results map[string][]measurement) (failed bool) {
 	tw := tabwriter.NewWriter(os.Stdout, 0, 8, 2, ' ', 0)
-	fmt.Fprintln(tw, "scenario\ttargets\tnamespaces\tfirst cycle\tCPU a cycle\t% of a core at 15 s\tcycle\tRSS\tpeak RSS\tGo heap\tgoroutines\tfds\tlost\tunprobed")
+	fmt.Fprintln(tw, "scenario\ttargets\tnamespaces\tfirst cycle\tCPU a cycle\t% of a core at 15 s\tcycle\tRSS\tpeak RSS\tGo heap\tGo stacks\tgoroutines\tfds\tlost\tunprobed")
 	desc := map[string]string{"own": "own namespace (host vantage)", "one": "one other namespace", "spread": "spread over namespaces"}
 	for _, sc := range scenarios {
 		for _, m := range results[sc] {
-			fmt.Fprintf(tw, "%s\t%d\t%d\t%v\t%v\t%.2f%%\t%v\t%s\t%s\t%s\t%d\t%d\t%d of %d\t%d\n", desc[sc], m.Targets, m.Namespaces,
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%v\t%v\t%.2f%%\t%v\t%s\t%s\t%s\t%s\t%d\t%d\t%d of %d\t%d\n", desc[sc], m.Targets, m.Namespaces,
 				m.FirstCycle.Round(time.Millisecond), m.CPUPerCycle.Round(time.Millisecond),
 				100*m.CPUPerCycle.Seconds()/15, m.WallPerCycle.Round(10*time.Millisecond),
-				mib(m.RSS), mib(m.HWM), mib(int64(m.HeapInuse)), m.Goroutines, m.FDs, m.Lost, m.Probes, m.Unprobed)
+				mib(m.RSS), mib(m.HWM), mib(int64(m.HeapInuse)), mib(int64(m.StackInuse)), m.Goroutines, m.FDs, m.Lost, m.Probes, m.Unprobed)
 			if m.Lost > 0 || m.Unprobed > 0 {
 				failed = true
 			}
@@ -327,6 +328,7 @@ func runChild(scenario, pfx string) (measurement, error) {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	m.HeapInuse = ms.HeapInuse
+	m.StackInuse = ms.StackInuse
 	if *memProfile != "" {
 		f, err := os.Create(*memProfile + "." + scenario)
 		if err != nil {

@@ -81,6 +81,12 @@ type PortSpec struct {
 	Name       string
 }
 
+// ProjectID is the id of a Keystone project ("lab-project" is the one
+// the lab's reader belongs to).
+func (l *Lab) ProjectID(ctx context.Context, name string) (string, error) {
+	return l.keystoneFind(ctx, "projects", name)
+}
+
 // CreateNetwork creates a tenant network (Geneve) owned by a project
 // (default: the lab's "lab-project").
 func (l *Lab) CreateNetwork(ctx context.Context, name, projectID string) (Network, error) {

@@ -75,9 +75,11 @@ type Hypervisor struct {
 	logs     map[string]string
 	vms      []*VM
 	networks map[string]bool // networks of plugged ports: their ovnmeta-* to remove
+	mtus     map[string]int
+	prefixes map[string]netip.Prefix
 	closed   bool
-	Started  time.Duration // New and Start, lock wait excluded
-	begin    time.Time
+	// Started is how long Start took.
+	Started time.Duration
 }
 
 // Require fails the test when what the lab runs is not installed or it
@@ -116,7 +118,8 @@ func New(ctx context.Context, opts Options) (*Hypervisor, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := &Hypervisor{opts: opts, lock: lock, logs: map[string]string{}, networks: map[string]bool{}, begin: time.Now()}
+	h := &Hypervisor{opts: opts, lock: lock, logs: map[string]string{}, networks: map[string]bool{},
+		mtus: map[string]int{}, prefixes: map[string]netip.Prefix{}}
 	cleanStale()
 	h.ns = fmt.Sprintf("ovnlab-%d-hv", os.Getpid())
 	if err := h.writeState(); err != nil {
@@ -409,10 +412,8 @@ func (h *Hypervisor) Plug(ctx context.Context, port openstacklab.Port) (*VM, err
 	if len(port.FixedIPs) == 0 {
 		return nil, fmt.Errorf("port %s has no fixed address", port.ID)
 	}
-	var net struct {
-		Network openstacklab.Network `json:"network"`
-	}
-	if err := h.cloud.Neutron(ctx, http.MethodGet, "/v2.0/networks/"+port.NetworkID, nil, &net); err != nil {
+	mtu, err := h.networkMTU(ctx, port.NetworkID)
+	if err != nil {
 		return nil, err
 	}
 	h.mu.Lock()
@@ -429,13 +430,7 @@ func (h *Hypervisor) Plug(ctx context.Context, port openstacklab.Port) (*VM, err
 		if err != nil || !a.Is4() || !netip.MustParsePrefix("198.18.0.0/15").Contains(a) {
 			return nil, fmt.Errorf("port %s: address %q is not inside 198.18.0.0/15", port.ID, ip.IPAddress)
 		}
-		var sub struct {
-			Subnet openstacklab.Subnet `json:"subnet"`
-		}
-		if err := h.cloud.Neutron(ctx, http.MethodGet, "/v2.0/subnets/"+ip.SubnetID, nil, &sub); err != nil {
-			return nil, err
-		}
-		p, err := netip.ParsePrefix(sub.Subnet.CIDR)
+		p, err := h.subnetPrefix(ctx, ip.SubnetID)
 		if err != nil {
 			return nil, err
 		}
@@ -443,10 +438,6 @@ func (h *Hypervisor) Plug(ctx context.Context, port openstacklab.Port) (*VM, err
 			vm.Addr = a
 		}
 		addrCmds = append(addrCmds, fmt.Sprintf("addr add %s/%d dev eth0", a, p.Bits()))
-	}
-	mtu := net.Network.MTU
-	if mtu == 0 {
-		mtu = 1442
 	}
 	if err := run("ip", "netns", "add", vm.Namespace); err != nil {
 		return nil, err
@@ -477,6 +468,54 @@ func (h *Hypervisor) Plug(ctx context.Context, port openstacklab.Port) (*VM, err
 		return nil, err
 	}
 	return vm, nil
+}
+
+// networkMTU is a network's MTU, asked of Neutron once per network.
+func (h *Hypervisor) networkMTU(ctx context.Context, id string) (int, error) {
+	h.mu.Lock()
+	mtu, ok := h.mtus[id]
+	h.mu.Unlock()
+	if ok {
+		return mtu, nil
+	}
+	var net struct {
+		Network openstacklab.Network `json:"network"`
+	}
+	if err := h.cloud.Neutron(ctx, http.MethodGet, "/v2.0/networks/"+id, nil, &net); err != nil {
+		return 0, err
+	}
+	mtu = net.Network.MTU
+	if mtu == 0 {
+		mtu = 1442 // Geneve's on a 1500-byte underlay
+	}
+	h.mu.Lock()
+	h.mtus[id] = mtu
+	h.mu.Unlock()
+	return mtu, nil
+}
+
+// subnetPrefix is a subnet's prefix, asked of Neutron once per subnet.
+func (h *Hypervisor) subnetPrefix(ctx context.Context, id string) (netip.Prefix, error) {
+	h.mu.Lock()
+	p, ok := h.prefixes[id]
+	h.mu.Unlock()
+	if ok {
+		return p, nil
+	}
+	var sub struct {
+		Subnet openstacklab.Subnet `json:"subnet"`
+	}
+	if err := h.cloud.Neutron(ctx, http.MethodGet, "/v2.0/subnets/"+id, nil, &sub); err != nil {
+		return netip.Prefix{}, err
+	}
+	p, err := netip.ParsePrefix(sub.Subnet.CIDR)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	h.mu.Lock()
+	h.prefixes[id] = p
+	h.mu.Unlock()
+	return p, nil
 }
 
 // WaitPortStatus waits until Neutron shows the port with status (ACTIVE
@@ -705,4 +744,39 @@ func waitSocket(ctx context.Context, path string) error {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+}
+
+// Memory sums the proportional set size (PSS) of every process whose
+// command line names a path under one of dirs: what a lab costs, for a
+// test's log.
+func Memory(dirs ...string) (bytes int64, processes int) {
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		match := false
+		for _, d := range dirs {
+			match = match || strings.Contains(string(cmdline), d+"/")
+		}
+		if !match {
+			continue
+		}
+		rollup, err := os.ReadFile(filepath.Join("/proc", e.Name(), "smaps_rollup"))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(rollup), "\n") {
+			if f := strings.Fields(line); len(f) >= 2 && f[0] == "Pss:" {
+				kb, _ := strconv.ParseInt(f[1], 10, 64)
+				bytes += kb << 10
+				processes++
+			}
+		}
+	}
+	return bytes, processes
 }

@@ -103,6 +103,9 @@ func TestHypervisor(t *testing.T) {
 		}
 	}
 	t.Logf("ports ACTIVE and namespaces ready %v after start", time.Since(begin))
+	cloudMem, cloudProcs := Memory(filepath.Join(dir, "cloud"))
+	hvMem, hvProcs := Memory(filepath.Join(dir, "hv"))
+	t.Logf("memory (PSS): cloud %d MB in %d processes, hypervisor %d MB in %d processes", cloudMem>>20, cloudProcs, hvMem>>20, hvProcs)
 
 	ping := func(network, addr string) bool {
 		out, err := exec.Command("ip", "netns", "exec", MetadataNamespace(network), "ping", "-n", "-c", "3", "-i", "0.2", "-W", "2", addr).CombinedOutput()
