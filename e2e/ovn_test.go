@@ -54,6 +54,9 @@ const slowDelay = 80 * time.Millisecond
 // it): its address is counted as unprobed for lack of a namespace, never
 // reported down.
 func TestOVN(t *testing.T) {
+	// Beside the other end-to-end tests (their namespaces are netlab's,
+	// never ovnmeta-*); ovnlab's lock keeps OVN hypervisors one at a time.
+	t.Parallel()
 	ovnlab.Require(t)
 	testenv.RequireRoot(t)
 	ctx := context.Background()

@@ -90,14 +90,17 @@ func TestHypervisor(t *testing.T) {
 			}
 		}
 	}
+	t.Logf("networks and ports created and plugged %v after start", time.Since(begin))
 	for i := range nets {
 		if err := hv.WaitPortStatus(ctx, nets[i].vm.Port.ID, "ACTIVE", 2*time.Minute); err != nil {
 			t.Fatal(err)
 		}
+		t.Logf("port %d ACTIVE %v after start", i, time.Since(begin))
 		meta, err := hv.WaitMetadataNamespace(ctx, nets[i].id, 2*time.Minute)
 		if err != nil {
 			t.Fatal(err)
 		}
+		t.Logf("namespace %d %v after start", i, time.Since(begin))
 		if !netip.MustParsePrefix("198.18.7.0/24").Contains(meta.Addr()) {
 			t.Errorf("ovnmeta-%s: address %v, want one on 198.18.7.0/24", nets[i].id, meta)
 		}
