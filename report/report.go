@@ -47,8 +47,8 @@ const PolicySilentNote = "Their security groups do not admit ICMP from the expor
 
 // UnconfirmedNote says why the unconfirmed findings are apart.
 const UnconfirmedNote = "Not answering ping now; whether they answered before cannot be told from one snapshot. " +
-	"Security groups often drop ICMP (OpenStack's default group does): Prometheus alerts only on addresses " +
-	"that answered before, and the report counts none of these as an issue."
+	"Security groups often drop ICMP (OpenStack's default group does): where the exporter could not read them, " +
+	"Prometheus alerts only on addresses that answered before, and the report counts none of these as an issue."
 
 // ExitStatus is the exit status of the report command: 2 when a critical
 // issue was found, else 0. Unconfirmed findings never make it 2.
