@@ -17,7 +17,7 @@ type serverCollector struct {
 
 // Describe sends the descriptors.
 func (c *serverCollector) Describe(ch chan<- *prometheus.Desc) {
-	describe(ch, statusFam, infoFam, statusSinceFam, hostStatusFam, hostHeartbeatFam)
+	describe(ch, statusFam, infoFam, statusSinceFam, hostStatusFam, hostHeartbeatFam, portStatusFam, portFixedIPsFam)
 }
 
 // Collect sends the snapshot's series.
@@ -36,6 +36,10 @@ func (c *serverCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for host, hb := range snap.HostHeartbeat {
 		ch <- hostHeartbeatFam.metric(boolFloat(hb), host)
+	}
+	for _, r := range portRows(snap) {
+		ch <- portStatusFam.metric(1, r.status...)
+		ch <- portFixedIPsFam.metric(float64(r.nFixed), r.fixedIPs...)
 	}
 }
 
@@ -124,7 +128,7 @@ type targetCollector struct {
 
 // Describe sends the descriptors.
 func (c *targetCollector) Describe(ch chan<- *prometheus.Desc) {
-	describe(ch, icmpUpFam, icmpSentFam, icmpReceivedFam)
+	describe(ch, icmpUpFam, icmpSentFam, icmpReceivedFam, icmpExpectedFam)
 }
 
 // Collect sends the per-address series.
@@ -139,6 +143,9 @@ func (c *targetCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- icmpSentFam.metric(float64(st.sent), st.values...)
 		ch <- icmpReceivedFam.metric(float64(st.received), st.values...)
+		if st.expectedKnown {
+			ch <- icmpExpectedFam.metric(st.expected, st.values...)
+		}
 	}
 }
 

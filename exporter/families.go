@@ -106,6 +106,16 @@ var (
 		"1 if Nova's os-services says the host's nova-compute service reports a heartbeat (state up), enabled or not; 0 if not.",
 		"host")
 
+	// Per port, from Neutron's listing of the host's ports in the snapshot
+	// (the text writer writes them).
+	portStatusFam = newFamily("openstack_vm_port_status", gauge,
+		"Neutron state of a port bound to this host (every compute port in scope all): its status and binding:vif_type "+
+			"(\"\" when Neutron's policy hides it); always 1.",
+		serverLabelsAnd("port_id", "network_id", "status", "vif_type")...)
+	portFixedIPsFam = newFamily("openstack_vm_port_fixed_ips", gauge,
+		"Fixed IP addresses of a port bound to this host (0: a port without an address).",
+		serverLabelsAnd("port_id", "network_id")...)
+
 	// Per address, from the probe loop (the text writer writes them).
 	icmpUpFam = newFamily("openstack_vm_icmp_up", gauge,
 		"1 if the last probe cycle got at least one echo reply from the address; "+
@@ -117,6 +127,10 @@ var (
 		"Matching ICMP echo replies received in time from the address.", targetLabels...)
 	rttFam = newFamily("openstack_vm_icmp_rtt_seconds", histogram,
 		"Round-trip time of ICMP echo replies.", targetLabels...)
+	icmpExpectedFam = newFamily("openstack_vm_icmp_expected", gauge,
+		"1 if the security groups of the address's port admit an ICMP echo request from the vantage's source address "+
+			"(port security disabled included), 0 if they do not; absent when unknown.",
+		targetLabels...)
 
 	// Nova's own signals (inventory/signals.go): few series, so they go
 	// through the registry on both exposition paths.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/config"
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/inventory"
+	"github.com/openstack-vm-exporter/openstack-vm-exporter/portsecurity"
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/probes"
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/targets"
 )
@@ -86,6 +87,9 @@ type targetState struct {
 	sent     uint64
 	received uint64
 	rtt      *rttHistogram
+	// expected is openstack_vm_icmp_expected, absent when !expectedKnown.
+	expected      float64
+	expectedKnown bool
 }
 
 // newTargetState starts a target's series; le holds the rendered le labels
@@ -188,7 +192,8 @@ func (p *ProbeLoop) Cycle(ctx context.Context) {
 		p.mu.Unlock()
 		return
 	}
-	sel := targets.Select(p.inv(), &cfg, targets.Options{Engine: cfg.Engine, Namespaces: p.namespaces(cfg.NetnsDir)})
+	snap := p.inv()
+	sel := targets.Select(snap, &cfg, targets.Options{Engine: cfg.Engine, Namespaces: p.namespaces(cfg.NetnsDir)})
 	p.logSelection(&sel)
 	if sel.EnterErrors > 0 {
 		p.mu.Lock()
@@ -226,6 +231,13 @@ func (p *ProbeLoop) Cycle(ctx context.Context) {
 		return
 	}
 
+	// Whether each target should answer, decided before taking the lock
+	// (the host vantage's route lookups are system calls).
+	routes := routeSources{}
+	expected := make([]portsecurity.Verdict, len(plan.Targets))
+	for i := range plan.Targets {
+		expected[i] = icmpExpected(&plan.Targets[i], snap.SecurityGroups, routes)
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.health.InvalidAddrs = sel.Invalid
@@ -264,6 +276,13 @@ func (p *ProbeLoop) Cycle(ctx context.Context) {
 		}
 		for _, rtt := range r.RTTs {
 			st.rtt.observe(rtt.Seconds())
+		}
+		st.expected, st.expectedKnown = 0, false
+		switch expected[i] {
+		case portsecurity.Admitted:
+			st.expected, st.expectedKnown = 1, true
+		case portsecurity.Denied:
+			st.expectedKnown = true
 		}
 	}
 	for k := range p.targets {

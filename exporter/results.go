@@ -38,6 +38,8 @@ type TargetResult struct {
 	le             []string // rendered le labels of the buckets
 	up             float64
 	probed         bool // a request of the last cycle left the host; else up is unknown
+	expected       float64
+	expectedKnown  bool
 	sent, received uint64
 	count          uint64
 	sum            float64
@@ -91,6 +93,7 @@ func (p *ProbeLoop) Results(r *Results, parts ResultParts) {
 		r.buckets = append(r.buckets, st.rtt.classic...)
 		t := TargetResult{
 			labels: st.labels, values: st.values, le: st.le, up: st.up, probed: st.probed,
+			expected: st.expected, expectedKnown: st.expectedKnown,
 			sent: st.sent, received: st.received, count: st.rtt.count, sum: st.rtt.sum,
 			buckets: r.buckets[off:len(r.buckets):len(r.buckets)],
 		}

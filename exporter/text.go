@@ -310,11 +310,21 @@ type serverLabels struct {
 	status [][]byte
 	info   [][]byte
 	since  [][]byte
+	// The ports' rows and their escaped labels.
+	ports       []portRow
+	portStatus  [][]byte
+	portFixedIP [][]byte
 }
 
 func (c *serverLabels) get(snap *inventory.Snapshot) (status, info, since [][]byte) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.build(snap)
+	return c.status, c.info, c.since
+}
+
+// build renders the labels of snap unless they are.
+func (c *serverLabels) build(snap *inventory.Snapshot) {
 	if c.snap != snap {
 		c.snap = snap
 		c.status = make([][]byte, len(snap.Servers))
@@ -326,8 +336,22 @@ func (c *serverLabels) get(snap *inventory.Snapshot) (status, info, since [][]by
 			c.status[i] = statusFam.textLabels(s.ID, s.Name, s.ProjectID, s.Host, s.Status, s.VMState, s.TaskState, s.PowerState)
 			c.info[i] = infoFam.textLabels(s.ID, s.Name, s.ProjectID, s.Host, s.AvailabilityZone, s.Flavor, s.ImageID)
 		}
+		c.ports = portRows(snap)
+		c.portStatus = make([][]byte, len(c.ports))
+		c.portFixedIP = make([][]byte, len(c.ports))
+		for i := range c.ports {
+			c.portStatus[i] = portStatusFam.textLabels(c.ports[i].status...)
+			c.portFixedIP[i] = portFixedIPsFam.textLabels(c.ports[i].fixedIPs...)
+		}
 	}
-	return c.status, c.info, c.since
+}
+
+// portLabels returns the snapshot's port rows and their escaped labels.
+func (c *serverLabels) portLabels(snap *inventory.Snapshot) (rows []portRow, status, fixedIPs [][]byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.build(snap)
+	return c.ports, c.portStatus, c.portFixedIP
 }
 
 func (s *Service) writeServers(t *textWriter) {
@@ -359,6 +383,17 @@ func (s *Service) writeServers(t *textWriter) {
 			t.sample(hostHeartbeatFam.name, hostHeartbeatFam.textLabels(host), "", boolFloat(hb))
 		}
 	}
+	rows, portStatus, portFixed := s.labels.portLabels(snap)
+	if len(rows) > 0 {
+		t.header(portStatusFam)
+		for i := range rows {
+			t.sample(portStatusFam.name, portStatus[i], "", 1)
+		}
+		t.header(portFixedIPsFam)
+		for i := range rows {
+			t.sample(portFixedIPsFam.name, portFixed[i], "", float64(rows[i].nFixed))
+		}
+	}
 }
 
 func writeTargets(t *textWriter, loop *ProbeLoop) {
@@ -381,6 +416,18 @@ func writeTargets(t *textWriter, loop *ProbeLoop) {
 			upHeader = true
 		}
 		t.sample(icmpUpFam.name, rows[i].labels, "", rows[i].up)
+	}
+	// Absent while unknown for every address, as on the generic path.
+	expectedHeader := false
+	for i := range rows {
+		if !rows[i].expectedKnown {
+			continue
+		}
+		if !expectedHeader {
+			t.header(icmpExpectedFam)
+			expectedHeader = true
+		}
+		t.sample(icmpExpectedFam.name, rows[i].labels, "", rows[i].expected)
 	}
 	t.header(icmpSentFam)
 	for i := range rows {

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/config"
+	"github.com/openstack-vm-exporter/openstack-vm-exporter/portsecurity"
 )
 
 // Snapshot is one consistent view of the inventory. It is never modified
@@ -48,6 +49,10 @@ type Snapshot struct {
 	// PortsRead says whether Ports come from a listing that succeeded
 	// (false until the first one does: then no address has a known port).
 	PortsRead bool
+	// SecurityGroups are the security groups of the Ports and the address
+	// groups their rules name, as last read (secgroups.go); nil before the
+	// first listing. Never modified: share it.
+	SecurityGroups *portsecurity.Known
 }
 
 // Health is the state of the refresh loop, for the exporter's own metrics.
@@ -144,6 +149,10 @@ type Inventory struct {
 	portsRead      bool
 	portsFailing   bool
 	warnedHostless bool
+	// Their security groups (secgroups.go).
+	secGroups          *portsecurity.Known
+	secGroupsFailing   bool
+	warnedGroupsHidden bool
 }
 
 // New returns an inventory with an empty snapshot; Run fills it.
@@ -189,6 +198,11 @@ func warnInsecure(logger *slog.Logger, client *Client) {
 
 // Snapshot returns the latest published snapshot.
 func (inv *Inventory) Snapshot() *Snapshot { return inv.snap.Load() }
+
+// SetSnapshot serves snap until the next refresh replaces it: for tests of
+// what is exported from a snapshot made by hand. snap must not be modified
+// afterwards.
+func (inv *Inventory) SetSnapshot(snap *Snapshot) { inv.snap.Store(snap) }
 
 // Ready is closed after the first successful refresh.
 func (inv *Inventory) Ready() <-chan struct{} { return inv.ready }
@@ -521,6 +535,9 @@ func (inv *Inventory) readSignals(ctx context.Context, r *refreshRun, next map[s
 	// Every refresh: one filtered listing, which the probes' vantage
 	// depends on. A failure keeps the last good ports.
 	inv.refreshPorts(ctx, r.opts.Logger, r.client, r.host, r.opts.OpenStack.PageSize)
+	// Then the security groups those ports use, and the address groups
+	// their rules name: one listing each. A failure keeps the last good.
+	inv.refreshSecurityGroups(ctx, r.opts.Logger, r.client)
 	// Last: bounded, and what the time left does not cover waits for the
 	// next refresh.
 	inv.readShutoffCauses(ctx, r.opts.Logger, r.client, next)
@@ -752,6 +769,8 @@ func (inv *Inventory) publish(taken time.Time) {
 		Migrations:   inv.migrations,
 		Ports:        inv.ports,
 		PortsRead:    inv.portsRead,
+		// Replaced, never modified: shared.
+		SecurityGroups: inv.secGroups,
 	}
 	if snap.HostDisabled == nil {
 		snap.HostDisabled = map[string]string{}

@@ -48,7 +48,7 @@ const (
 )
 
 // SignalAPIs lists every signal API, so counters can start at zero.
-var SignalAPIs = []string{SignalInstanceActions, SignalMigrations, SignalPorts}
+var SignalAPIs = []string{SignalInstanceActions, SignalMigrations, SignalPorts, SignalSecurityGroups}
 
 // SignalKey names a counter of Health.SignalErrors.
 type SignalKey struct{ API, Reason string }

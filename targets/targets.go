@@ -84,6 +84,12 @@ type Target struct {
 	// Namespace is "" for the host vantage, else the namespace's name
 	// under the netns directory (the same as Vantage).
 	Namespace string
+	// Port is the address's Neutron port bound here (nil: none known), in
+	// the snapshot selection read; never modify it.
+	Port *inventory.Port
+	// Source is the namespace's address on the address's subnet, which
+	// the echo requests leave from; invalid for the host vantage.
+	Source netip.Addr
 }
 
 // Unprobed is a selected address that has no usable vantage.
@@ -275,6 +281,9 @@ func Select(snap *inventory.Snapshot, cfg *config.ICMP, opts Options) Selection 
 			port := ports[portKey{s.ID, a.Addr}]
 			if port != nil {
 				t.NetworkID = port.NetworkID
+				if addrType != "floating" {
+					t.Port = port
+				}
 			}
 			if routable[a.Network] || (t.NetworkID != "" && routable[t.NetworkID]) {
 				if t.NetworkID != "" {
@@ -288,6 +297,7 @@ func Select(snap *inventory.Snapshot, cfg *config.ICMP, opts Options) Selection 
 				continue
 			}
 			reason := ""
+			var src netip.Addr
 			ns := NamespaceFor(sel.Mode, t.NetworkID)
 			switch {
 			case port == nil || ns == "":
@@ -297,13 +307,13 @@ func Select(snap *inventory.Snapshot, cfg *config.ICMP, opts Options) Selection 
 			case opts.Engine == "pro-bing":
 				reason = ReasonEngineUnsupported
 			default:
-				reason = addrs.source(ns, a.Addr)
+				src, reason = addrs.source(ns, a.Addr)
 			}
 			if reason != "" {
 				sel.Unprobed = append(sel.Unprobed, Unprobed{Target: t, Reason: reason})
 				continue
 			}
-			t.Vantage, t.Namespace = ns, ns
+			t.Vantage, t.Namespace, t.Source = ns, ns, src
 			sel.Targets = append(sel.Targets, t)
 		}
 	}
@@ -352,10 +362,11 @@ type namespaceAddrs struct {
 	cache map[string]nsAddrs
 }
 
-// source returns "" when the namespace has an address of addr's family on
-// a subnet containing addr (link-local addresses, such as the OVN metadata
-// namespace's 169.254.169.254/32, do not count), else the reason why not.
-func (n *namespaceAddrs) source(ns string, addr netip.Addr) string {
+// source returns the namespace's address of addr's family on a subnet
+// containing addr (link-local addresses, such as the OVN metadata
+// namespace's 169.254.169.254/32, do not count), which the echo requests
+// leave from, and ""; else the reason why there is none.
+func (n *namespaceAddrs) source(ns string, addr netip.Addr) (netip.Addr, string) {
 	e, ok := n.cache[ns]
 	if !ok {
 		prefixes, err := n.ns.Addrs(ns)
@@ -369,7 +380,7 @@ func (n *namespaceAddrs) source(ns string, addr netip.Addr) string {
 		n.cache[ns] = e
 	}
 	if e.reason != "" {
-		return e.reason
+		return netip.Addr{}, e.reason
 	}
 	for _, p := range e.prefixes {
 		a := p.Addr().Unmap()
@@ -377,10 +388,10 @@ func (n *namespaceAddrs) source(ns string, addr netip.Addr) string {
 			continue
 		}
 		if netip.PrefixFrom(a, p.Bits()).Masked().Contains(addr) {
-			return ""
+			return a, ""
 		}
 	}
-	return ReasonNoSourceAddress
+	return netip.Addr{}, ReasonNoSourceAddress
 }
 
 // WantsStatus reports whether servers in this Nova status are probed.
