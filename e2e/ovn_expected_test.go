@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
+
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/alerts"
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/openstacklab"
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/ovnlab"
@@ -21,6 +23,7 @@ import (
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/syncbuf"
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/testenv"
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/tied"
+	"github.com/openstack-vm-exporter/openstack-vm-exporter/report"
 )
 
 const expectedHost = "hv-e2e-expected"
@@ -300,6 +303,11 @@ probe:
 		return ""
 	})
 
+	// The one-shot report's engine over two scrapes of the same exporter:
+	// the same judgement, with the port's state and the expectation in
+	// each mitigation.
+	checkReport(t, client, exporterAddr, ids, ports, ovnlab.MetadataNamespace(network.ID))
+
 	// 5. Hold: closed-later, with its day of history, stays out of the
 	// reachability rules for longer than unreachable_for, and the answering
 	// and closed VMs stay quiet (quiet() at every step).
@@ -325,4 +333,61 @@ probe:
 		t.Errorf("the exporter panicked:\n%s", tail(output.String(), 4000))
 	}
 	t.Logf("whole test %v", time.Since(begin))
+}
+
+// checkReport builds the report from two scrapes of the exporter and
+// checks what it says of the VMs of TestOVNICMPExpected.
+func checkReport(t *testing.T, client *http.Client, addr string, ids map[string]string, ports map[string]openstacklab.Port, vantage string) {
+	t.Helper()
+	scrape := func() ([]*dto.MetricFamily, time.Time) {
+		_, fams := ovnScrape(t, client, addr)
+		if fams == nil {
+			t.Fatal("no scrape for the report")
+		}
+		var out []*dto.MetricFamily
+		for _, f := range fams {
+			out = append(out, f)
+		}
+		return out, time.Now()
+	}
+	before, beforeAt := scrape()
+	time.Sleep(time.Second) // two instants for the counters, as report.Collect takes them
+	after, afterAt := scrape()
+	r, err := report.Build(context.Background(), report.Snapshot{Before: before, After: after, BeforeAt: beforeAt, AfterAt: afterAt},
+		alerts.DefaultParams(), os.DirFS("../docs/runbooks"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := map[string]report.Finding{}
+	for _, f := range r.Findings {
+		found[f.Alert+" "+f.Labels["id"]] = f
+	}
+	broken, ok := found["OpenStackVMUnreachable "+ids["broken"]]
+	if !ok || broken.ICMPExpected != report.ExpectedYes || broken.Port == nil || broken.Port.Status != "ACTIVE" ||
+		!strings.HasPrefix(broken.Mitigation, "Its port is ACTIVE and its security groups admit ICMP from namespace "+vantage) {
+		t.Errorf("report: broken %+v (found %v)", broken, ok)
+	}
+	down, ok := found["OpenStackVMPortDownUnreachable "+ids["unplugged"]]
+	if !ok || down.Severity != "critical" || down.Port == nil || down.Port.ID != ports["unplugged"].ID || down.Port.Status != "DOWN" ||
+		!strings.HasPrefix(down.Mitigation, "Its port `"+ports["unplugged"].ID+"` is DOWN in Neutron") {
+		t.Errorf("report: unplugged %+v (found %v)", down, ok)
+	}
+	silent := map[string]bool{}
+	for _, f := range r.PolicySilent {
+		if f.ICMPExpected == report.ExpectedNo && strings.Contains(f.Description, "do not admit ICMP from namespace "+vantage+": not a fault of the VM") {
+			silent[f.Labels["id"]] = true
+		}
+	}
+	for _, f := range append(append([]report.Finding{}, r.Findings...), r.Unconfirmed...) {
+		switch f.Labels["id"] {
+		case ids["answer"], ids["closed"], ids["closed-later"]:
+			t.Errorf("report: finding %s for %s", f.Alert, f.Labels["name"])
+		}
+	}
+	if !silent[ids["closed"]] || !silent[ids["closed-later"]] || len(r.PolicySilent) != 2 {
+		t.Errorf("report: not expected to answer: %+v", r.PolicySilent)
+	}
+	if r.ExitStatus() != 2 {
+		t.Errorf("report exit status %d, want 2 (a DOWN port of an ACTIVE server that should answer)", r.ExitStatus())
+	}
 }
