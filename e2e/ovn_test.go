@@ -73,6 +73,11 @@ func TestOVN(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cloud.Close() })
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("openstack logs:\n%s", cloud.Logs())
+		}
+	})
 	if err := hv.Start(ctx, cloud); err != nil {
 		t.Fatal(err)
 	}
@@ -203,7 +208,7 @@ probe:
     vantage: auto
     interval: 3s
     count: 4
-    timeout: 1s
+    timeout: 2s
     statuses: [ACTIVE]
 `), 0o600); err != nil {
 		t.Fatal(err)
@@ -228,7 +233,6 @@ probe:
 		<-done
 		if t.Failed() {
 			t.Logf("exporter output (last 8000 bytes):\n%s", tail(output.String(), 8000))
-			t.Logf("openstack logs:\n%s", cloud.Logs())
 		}
 	})
 
@@ -337,6 +341,77 @@ probe:
 		}
 	}
 	promtoolCheckMetrics(t, text)
+	t.Logf("first phase done %v after the start", time.Since(begin))
+
+	// The metadata agent stops and tenant-b's namespace goes, as on a node
+	// whose agent is down (or stuck) when a namespace is missing: tenant-b's
+	// four ACTIVE ports are bound here with no namespace. Their addresses
+	// become unprobed (no_namespace), never down, and the network's
+	// namespace_present says 0 (what OpenStackNetworkNamespaceMissing
+	// watches). tenant-a goes on being probed.
+	netA, netB := networks[0], networks[1]
+	check := func(fams map[string]*dto.MetricFamily, bProbed bool) string {
+		unprobed, present := map[string]float64{}, map[string]float64{}
+		for _, m := range fams["openstack_vm_probe_unprobed_addresses"].GetMetric() {
+			unprobed[labels(m)["reason"]] = value(m)
+		}
+		for _, m := range fams["openstack_vm_network_namespace_present"].GetMetric() {
+			present[labels(m)["network_id"]] = value(m)
+		}
+		up := index(fams, "openstack_vm_icmp_up")
+		answerA := up[series{netA.ID, ovnlab.MetadataNamespace(netA.ID), "198.18.7.11"}]
+		if answerA == nil || value(answerA) != 1 {
+			return fmt.Sprintf("tenant-a's answering VM: %v", answerA)
+		}
+		var bSeries int
+		for s := range up {
+			if s.network == netB.ID {
+				bSeries++
+			}
+		}
+		answerB := up[series{netB.ID, ovnlab.MetadataNamespace(netB.ID), "198.18.7.11"}]
+		switch {
+		case !bProbed && (unprobed["no_namespace"] != 5 || present[netB.ID] != 0 || bSeries != 0):
+			return fmt.Sprintf("no_namespace %v (want 5), namespace_present of tenant-b %v (want 0), %d tenant-b series (want 0)",
+				unprobed["no_namespace"], present[netB.ID], bSeries)
+		case bProbed && (unprobed["no_namespace"] != 1 || present[netB.ID] != 1 || answerB == nil || value(answerB) != 1):
+			return fmt.Sprintf("no_namespace %v (want 1), namespace_present of tenant-b %v (want 1), tenant-b's answering VM %v",
+				unprobed["no_namespace"], present[netB.ID], answerB)
+		}
+		return ""
+	}
+	scrapeCheck := func(bProbed bool) func() string {
+		return func() string {
+			select {
+			case <-done:
+				t.Fatalf("the exporter exited:\n%s", tail(output.String(), 4000))
+			default:
+			}
+			_, fams := ovnScrape(t, client, listen)
+			if fams == nil {
+				return "no scrape"
+			}
+			return check(fams, bProbed)
+		}
+	}
+	if err := hv.StopAgent(); err != nil {
+		t.Fatal(err)
+	}
+	if err := hv.DeleteMetadataNamespace(ctx, netB.ID); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 3*time.Minute, "tenant-b's addresses unprobed for lack of its namespace", scrapeCheck(false))
+	t.Logf("namespace gone, addresses unprobed %v after the start", time.Since(begin))
+
+	// The agent back: it recreates the namespace (a new one under the same
+	// name), and the exporter probes tenant-b from it again.
+	if err := hv.StartAgent(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := hv.WaitMetadataNamespace(ctx, netB.ID, 3*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 3*time.Minute, "tenant-b probed again from its recreated namespace", scrapeCheck(true))
 	t.Logf("whole test %v", time.Since(begin))
 }
 

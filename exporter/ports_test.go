@@ -209,3 +209,29 @@ func TestPortFamiliesBothPaths(t *testing.T) {
 		}
 	}
 }
+
+// From the host vantage the source is the address the exporter's network
+// namespace routes from toward the VM's address (a loopback address here,
+// so that the route is known on any machine: 127.0.0.1): a rule admitting
+// 127.0.0.0/8 says 1, one admitting only 198.18.0.0/15 says 0.
+func TestICMPExpectedHostVantage(t *testing.T) {
+	for prefix, want := range map[string]float64{"127.0.0.0/8": 1, "198.18.0.0/15": 0} {
+		on := true
+		snap := &inventory.Snapshot{
+			Servers: []inventory.Server{{ID: "s1", Name: "vm-s1", ProjectID: "p1", Host: "cmp-1", Status: "ACTIVE",
+				Addresses: []inventory.Address{{Network: "provider", Addr: netip.MustParseAddr("127.0.0.5"), Raw: "127.0.0.5", Type: "fixed"}}}},
+			Ports: []inventory.Port{{ID: "port-s1", DeviceID: "s1", DeviceOwner: "compute:nova", NetworkID: vnetA, Status: "ACTIVE",
+				PortSecurityEnabled: &on, SecurityGroups: []string{"sg"},
+				FixedIPs: []inventory.FixedIP{{SubnetID: "sub", Addr: netip.MustParseAddr("127.0.0.5")}}}},
+			PortsRead: true,
+			SecurityGroups: &portsecurity.Known{Groups: map[string]*portsecurity.Group{"sg": {ID: "sg", Stateful: true, Rules: []portsecurity.Rule{
+				{Direction: "ingress", EtherType: "IPv4", Protocol: "icmp", RemoteIPPrefix: prefix}}}}},
+		}
+		f := vantageFixture(t, snap)
+		f.svc.loop.Cycle(context.Background())
+		_, fams := f.scrape(t)
+		if v, ok := vvalue(fams, "openstack_vm_icmp_expected", map[string]string{"id": "s1", "vantage": "host", "network_id": vnetA}); !ok || v != want {
+			t.Errorf("rule from %s: %v (present %v), want %v", prefix, v, ok, want)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package inventory
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -116,7 +117,13 @@ func (p groupPage) IsEmpty() (bool, error) {
 	if err := checkListing(p.Body, "security_groups"); err != nil {
 		return false, err
 	}
-	return p.SecGroupPage.IsEmpty()
+	// Not SecGroupPage.IsEmpty: it decodes the rules into gophercloud's
+	// types, which this listing does not need to fit.
+	list, ok := p.Body.(map[string]any)["security_groups"].([]any)
+	if !ok {
+		return false, &decodeError{errors.New("neutron's \"security_groups\" is not a list")}
+	}
+	return len(list) == 0, nil
 }
 
 type addressGroupPage struct{ addressgroups.AddressGroupPage }

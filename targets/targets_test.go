@@ -200,6 +200,32 @@ func TestSelectOVNMetadata(t *testing.T) {
 		t.Errorf("namespaces\n got %v\nwant %v", sel.Namespaces, wantNS)
 	}
 
+	// Each target carries its port (none for the floating address) and the
+	// namespace's address it is probed from (none from the host).
+	for _, tg := range sel.Targets {
+		wantPort, wantSrc := "", ""
+		switch tg.ServerID + " " + tg.Addr.String() {
+		case "s1 198.18.7.11":
+			wantPort, wantSrc = "p1", "198.18.7.2"
+		case "s2 198.18.7.11":
+			wantPort, wantSrc = "p2", "198.18.7.2"
+		case "s9 198.18.7.12":
+			wantPort, wantSrc = "p9", "198.18.7.2"
+		case "s4 198.18.200.4":
+			wantPort = "p4"
+		}
+		gotPort, gotSrc := "", ""
+		if tg.Port != nil {
+			gotPort = tg.Port.ID
+		}
+		if tg.Source.IsValid() {
+			gotSrc = tg.Source.String()
+		}
+		if gotPort != wantPort || gotSrc != wantSrc {
+			t.Errorf("%s %s: port %q source %q, want %q %q", tg.ServerID, tg.Addr, gotPort, gotSrc, wantPort, wantSrc)
+		}
+	}
+
 	// The same address on two networks is two probes: the duplicate rule
 	// holds within one vantage only.
 	plan := PlanCycle(sel.Targets)

@@ -79,6 +79,9 @@ type PortSpec struct {
 	// NoFixedIPs creates a port without any address.
 	NoFixedIPs bool
 	Name       string
+	// NoPortSecurity creates the port with port_security_enabled false
+	// (and no security group, as Neutron requires).
+	NoPortSecurity bool
 }
 
 // ProjectID is the id of a Keystone project ("lab-project" is the one
@@ -169,6 +172,10 @@ func (l *Lab) CreatePort(ctx context.Context, spec PortSpec) (Port, error) {
 	}
 	if spec.SecurityGroups != nil {
 		body["security_groups"] = spec.SecurityGroups
+	}
+	if spec.NoPortSecurity {
+		body["port_security_enabled"] = false
+		body["security_groups"] = []string{}
 	}
 	var out struct {
 		Port Port `json:"port"`
@@ -297,6 +304,17 @@ func (l *Lab) Neutron(ctx context.Context, method, path string, body, out any) e
 		return err
 	}
 	code, data, err := l.NeutronAs(ctx, token, method, path, body)
+	// Neutron on sqlite sometimes fails a write with "database is locked"
+	// (its worker processes all write): a 500 whose transaction rolled
+	// back. Tried again a few times.
+	for try := 0; err == nil && code == http.StatusInternalServerError && try < 3; try++ {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Duration(try+1) * 500 * time.Millisecond):
+		}
+		code, data, err = l.NeutronAs(ctx, token, method, path, body)
+	}
 	if err == nil && code == http.StatusUnauthorized {
 		// Revoked or expired: log in again, once.
 		if token, err = l.adminToken(ctx, true); err != nil {

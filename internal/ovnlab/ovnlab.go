@@ -72,6 +72,7 @@ type Hypervisor struct {
 
 	mu       sync.Mutex
 	procs    []*exec.Cmd
+	agent    *exec.Cmd // the metadata agent, while it runs
 	logs     map[string]string
 	vms      []*VM
 	networks map[string]bool // networks of plugged ports: their ovnmeta-* to remove
@@ -206,7 +207,10 @@ func cleanStale() {
 
 // killUnder kills every process whose command line names a path under dir:
 // the processes of one lab (its dir is its own), found by their ids.
-func killUnder(dir string) []int {
+func killUnder(dir string) []int { return killMatching(dir + "/") }
+
+// killMatching kills every process whose command line contains s.
+func killMatching(s string) []int {
 	entries, _ := os.ReadDir("/proc")
 	var killed []int
 	self := os.Getpid()
@@ -219,7 +223,7 @@ func killUnder(dir string) []int {
 		if err != nil {
 			continue
 		}
-		if bytes.Contains(cmdline, []byte(dir+"/")) {
+		if bytes.Contains(cmdline, []byte(s)) {
 			if syscall.Kill(pid, syscall.SIGKILL) == nil {
 				killed = append(killed, pid)
 			}
@@ -345,21 +349,54 @@ lock_path = %[1]s/locks
 	// Entered with nsenter, network namespace only: `ip netns exec` would
 	// also give it a mount namespace of its own, and the ovnmeta-*
 	// namespaces it mounts under /run/netns would then exist for it alone.
-	return h.daemonArgv("metadata-agent", []string{"nsenter", "--net=/run/netns/" + h.ns,
+	cmd, err := h.daemonArgv("metadata-agent", []string{"nsenter", "--net=/run/netns/" + h.ns,
 		openstacklab.Python, "/usr/bin/neutron-ovn-metadata-agent", "--config-file", path})
+	if err != nil {
+		return err
+	}
+	h.mu.Lock()
+	h.agent = cmd
+	h.mu.Unlock()
+	return nil
+}
+
+// StopAgent kills the metadata agent and its privsep daemons, as a crash
+// or an operator's stop leaves a node: the ovnmeta-* namespaces and their
+// haproxy stay, and nothing recreates one that goes.
+func (h *Hypervisor) StopAgent() error {
+	h.mu.Lock()
+	agent := h.agent
+	h.agent = nil
+	h.mu.Unlock()
+	if agent == nil || agent.Process == nil {
+		return errors.New("the metadata agent does not run")
+	}
+	if err := syscall.Kill(-agent.Process.Pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+		return err
+	}
+	killMatching(h.path("metadata-agent.ini"))
+	return nil
+}
+
+// StartAgent starts the metadata agent again (after StopAgent): at start
+// it recreates the namespaces of the networks with local ports and
+// deletes those OVN does not back.
+func (h *Hypervisor) StartAgent(ctx context.Context) error {
+	return h.startAgent(ctx)
 }
 
 // daemon runs a long-lived process inside the hypervisor's namespace, in
 // the foreground and in its own process group, tied to the test process.
 func (h *Hypervisor) daemon(name, bin string, args ...string) error {
-	return h.daemonArgv(name, append(append(h.ExecPrefix(), bin), args...))
+	_, err := h.daemonArgv(name, append(append(h.ExecPrefix(), bin), args...))
+	return err
 }
 
-func (h *Hypervisor) daemonArgv(name string, argv []string) error {
+func (h *Hypervisor) daemonArgv(name string, argv []string) (*exec.Cmd, error) {
 	logPath := h.path(name + ".out")
-	logFile, err := os.Create(logPath)
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = h.env()
@@ -368,13 +405,13 @@ func (h *Hypervisor) daemonArgv(name string, argv []string) error {
 	_, err = tied.Start(cmd)
 	logFile.Close()
 	if err != nil {
-		return fmt.Errorf("%s: %w", name, err)
+		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	h.mu.Lock()
 	h.procs = append(h.procs, cmd)
 	h.logs[name] = logPath
 	h.mu.Unlock()
-	return nil
+	return cmd, nil
 }
 
 // vsctl runs ovs-vsctl on the hypervisor's database.
@@ -520,12 +557,26 @@ func (h *Hypervisor) subnetPrefix(ctx context.Context, id string) (netip.Prefix,
 
 // WaitPortStatus waits until Neutron shows the port with status (ACTIVE
 // once OVN has claimed a plugged port).
+//
+// Neutron here sometimes misses OVN's report that a port is up (its
+// handler's write to sqlite, under load): a plugged port still DOWN 30 s
+// after OVN claimed it is replugged (iface-id cleared and set again, as a
+// guest reboot would), so OVN reports it down and up again.
 func (h *Hypervisor) WaitPortStatus(ctx context.Context, portID, status string, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
+	nudge := time.Now().Add(30 * time.Second)
 	for {
 		p, err := h.cloud.GetPort(ctx, portID)
 		if err == nil && p.Status == status {
 			return nil
+		}
+		if status == "ACTIVE" && time.Now().After(nudge) {
+			nudge = time.Now().Add(30 * time.Second)
+			if tap := h.tapOf(portID); tap != "" {
+				_, _ = h.vsctl(ctx, "set", "Interface", tap, "external_ids:iface-id=replug-"+portID)
+				time.Sleep(time.Second)
+				_, _ = h.vsctl(ctx, "set", "Interface", tap, "external_ids:iface-id="+portID)
+			}
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("port %s: status %q (%v), want %s after %v\n%s", portID, p.Status, err, status, timeout, h.Logs())
@@ -536,6 +587,18 @@ func (h *Hypervisor) WaitPortStatus(ctx context.Context, portID, status string, 
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
+}
+
+// tapOf is the tap of a plugged port ("" if none).
+func (h *Hypervisor) tapOf(portID string) string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, vm := range h.vms {
+		if vm.Port.ID == portID {
+			return vm.Tap
+		}
+	}
+	return ""
 }
 
 // MetadataNamespace is the namespace the agent keeps for a network.
@@ -576,6 +639,21 @@ func (h *Hypervisor) WaitMetadataNamespace(ctx context.Context, networkID string
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+// DeleteMetadataNamespace deletes the agent's namespace of a network, as
+// an operator's `ip netns delete` or a failed agent leaves a node. The
+// namespace's veth pair goes with it; its br-int port is removed too:
+// the userspace datapath would keep reading the deleted device (the
+// kernel datapath just loses the port), and the agent, when it recreates
+// the namespace, adds the port only if it is missing.
+func (h *Hypervisor) DeleteMetadataNamespace(ctx context.Context, networkID string) error {
+	if err := run("ip", "netns", "delete", MetadataNamespace(networkID)); err != nil {
+		return err
+	}
+	// The agent's veth: tap<network id[:10]>0 on br-int, 1 inside.
+	_, err := h.vsctl(ctx, "--if-exists", "del-port", "br-int", "tap"+networkID[:10]+"0")
+	return err
 }
 
 // Silent drops every echo request the VM receives (nftables), as a VM
@@ -654,8 +732,8 @@ func (h *Hypervisor) Close() error {
 		return nil
 	}
 	h.closed = true
-	procs, vms := h.procs, h.vms
-	h.procs = nil
+	procs, vms, agent := h.procs, h.vms, h.agent
+	h.procs, h.agent = nil, nil
 	networks := make([]string, 0, len(h.networks))
 	for n := range h.networks {
 		networks = append(networks, n)
@@ -670,15 +748,16 @@ func (h *Hypervisor) Close() error {
 	// The agent first (it would recreate what goes), then everything
 	// started with this lab's files (haproxy, privsep helpers: they
 	// outlive the agent), then OVN and OVS.
+	if agent != nil && agent.Process != nil {
+		_ = syscall.Kill(-agent.Process.Pid, syscall.SIGKILL)
+	}
+	killUnder(h.opts.Dir)
 	for i := len(procs) - 1; i >= 0; i-- {
 		p := procs[i]
 		if p.Process != nil {
 			if err := syscall.Kill(-p.Process.Pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
 				errs = append(errs, err)
 			}
-		}
-		if i == len(procs)-1 {
-			killUnder(h.opts.Dir)
 		}
 	}
 	killUnder(h.opts.Dir)

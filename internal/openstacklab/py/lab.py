@@ -102,6 +102,12 @@ token_cache_time = -1
 [neutron]
 {auth}endpoint_override = http://127.0.0.1:{p['neutron']}
 [placement]
+{auth}# Nova sends its own token beside the user's to Neutron, as deployments
+# do: Neutron then accepts a user's token that expired between Nova's check
+# and its own (else Nova answers 400 for a listing whose token expired in
+# the middle of it).
+[service_user]
+send_service_user_token = true
 {auth}[oslo_concurrency]
 lock_path = {d}/locks
 [oslo_policy]
@@ -177,7 +183,11 @@ state_path = {d}/neutron
 api_paste_config = {d}/neutron-api-paste.ini
 use_stderr = true
 [database]
-connection = sqlite:///{d}/neutron.db
+# Neutron's workers are processes that all write (API, OVN event handlers,
+# maintenance, periodic): sqlite's default 5 s wait for the write lock is
+# too short on a loaded machine ("database is locked": a 500, or a lost
+# "port up" from OVN).
+connection = sqlite:///{d}/neutron.db?timeout=60
 [keystone_authtoken]
 www_authenticate_uri = http://127.0.0.1:{p['keystone']}/v3
 auth_type = password
@@ -188,6 +198,11 @@ project_name = service
 username = neutron
 password = {NEUTRON_PASSWORD}
 region_name = RegionOne
+# Nova's service token (its [service_user], admin role here) lets a
+# user's token that expired during a request still pass, as in deployments
+# that send service tokens.
+service_token_roles = admin
+service_token_roles_required = true
 # Tokens are cached (keystonemiddleware's default 300 s, in memory): Nova
 # asks Neutron on every server listing, and a Keystone check per request
 # costs the lab more than all of Neutron's own work.
