@@ -140,6 +140,11 @@ func TestOVN(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			// ACTIVE before the next port: Neutron's handler of OVN's
+			// "up" then does not race the next request for sqlite's lock.
+			if err := hv.WaitPortStatus(ctx, port.ID, "ACTIVE", 3*time.Minute); err != nil {
+				t.Fatal(err)
+			}
 			switch v.fault {
 			case "silent":
 				err = vm.Silent()

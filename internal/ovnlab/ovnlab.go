@@ -559,19 +559,19 @@ func (h *Hypervisor) subnetPrefix(ctx context.Context, id string) (netip.Prefix,
 // once OVN has claimed a plugged port).
 //
 // Neutron here sometimes misses OVN's report that a port is up (its
-// handler's write to sqlite, under load): a plugged port still DOWN 30 s
-// after OVN claimed it is replugged (iface-id cleared and set again, as a
+// handler's write to sqlite, under load): a plugged port still DOWN 10 s
+// later is replugged (iface-id cleared and set again, as a
 // guest reboot would), so OVN reports it down and up again.
 func (h *Hypervisor) WaitPortStatus(ctx context.Context, portID, status string, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
-	nudge := time.Now().Add(30 * time.Second)
+	nudge := time.Now().Add(10 * time.Second)
 	for {
 		p, err := h.cloud.GetPort(ctx, portID)
 		if err == nil && p.Status == status {
 			return nil
 		}
 		if status == "ACTIVE" && time.Now().After(nudge) {
-			nudge = time.Now().Add(30 * time.Second)
+			nudge = time.Now().Add(10 * time.Second)
 			if tap := h.tapOf(portID); tap != "" {
 				_, _ = h.vsctl(ctx, "set", "Interface", tap, "external_ids:iface-id=replug-"+portID)
 				time.Sleep(time.Second)
