@@ -116,6 +116,11 @@ func TestOVNICMPExpected(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// ACTIVE before the next port (as TestOVN): Neutron's handler of
+		// OVN's "up" then does not race the next request for sqlite's lock.
+		if err := hv.WaitPortStatus(ctx, port.ID, "ACTIVE", 3*time.Minute); err != nil {
+			t.Fatalf("%s: %v", s.name, err)
+		}
 		if s.name == "broken" {
 			if err := vm.Silent(); err != nil {
 				t.Fatal(err)
