@@ -63,6 +63,13 @@ type Params struct {
 	HostUnreachableFor      string  `yaml:"host_unreachable_for"`
 	NamespaceMissingFor     string  `yaml:"namespace_missing_for"`
 
+	PortBindingFailedFor           string  `yaml:"port_binding_failed_for"`
+	HostPortBindingsFailedShare    float64 `yaml:"host_port_bindings_failed_share"`
+	HostPortBindingsFailedMinPorts int     `yaml:"host_port_bindings_failed_min_ports"`
+	HostPortBindingsFailedFor      string  `yaml:"host_port_bindings_failed_for"`
+	PortDownUnreachableFor         string  `yaml:"port_down_unreachable_for"`
+	PortDownFor                    string  `yaml:"port_down_for"`
+
 	HostDownFor        string `yaml:"host_down_for"`
 	HostMaintenanceFor string `yaml:"host_maintenance_for"`
 

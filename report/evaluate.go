@@ -42,11 +42,29 @@ type Finding struct {
 	Mitigation  string            `json:"mitigation,omitempty"`
 	// Notes say what the one snapshot could not show.
 	Notes []string `json:"notes,omitempty"`
+	// Port, ICMPExpected, Vantage and Address say, for a server that does
+	// not answer (or whose port is the finding), Neutron's state of the
+	// port, whether its security groups admit ICMP from the vantage
+	// (ExpectedYes, ExpectedNo, ExpectedUnknown; "" when not probed) and
+	// from where the echo requests left; Address when the alert's labels
+	// have none.
+	Port         *Port  `json:"port,omitempty"`
+	ICMPExpected string `json:"icmp_expected,omitempty"`
+	Vantage      string `json:"vantage,omitempty"`
+	Address      string `json:"address,omitempty"`
 	// Unconfirmed marks a finding of an alert that reads Prometheus's
 	// history, which one snapshot cannot show (see
 	// alerts.HistoryRecordings): Build lists it apart, never as critical.
+	// One whose address's security groups admit ICMP (ICMPExpected yes) is
+	// confirmed: the rules fire for it without history too.
 	Unconfirmed bool `json:"-"`
+	// policySilent marks an address that does not answer because its
+	// security groups do not admit ICMP: no issue, listed apart.
+	policySilent bool
 }
+
+// ConfirmedNote says why a finding of a history alert is confirmed.
+const ConfirmedNote = "Its security groups admit ICMP from the exporter, so it should answer: the rules fire for it without history."
 
 // Snapshot is the exporter's metrics gathered twice: before and after one
 // probe cycle, so that counters have a rate.
@@ -120,9 +138,32 @@ func Evaluate(ctx context.Context, snap Snapshot, params alerts.Params) ([]Findi
 			for _, s := range vec {
 				f := newFinding(ctx, r, s, snap.AfterAt, query)
 				f.Unconfirmed = historic[r.Alert]
+				if reachAlerts[r.Alert] {
+					addReach(&f, query)
+					if f.Unconfirmed && f.ICMPExpected == ExpectedYes {
+						f.Unconfirmed = false
+						f.Notes = append(f.Notes, ConfirmedNote)
+					}
+				}
 				findings = append(findings, f)
 			}
 		}
+	}
+	silent, err := query(policySilentExpr(params.JobSelector))
+	if err != nil {
+		return nil, fmt.Errorf("addresses silent by their security groups: %w", err)
+	}
+	for _, s := range silent {
+		f := Finding{Labels: map[string]string{}, policySilent: true}
+		s.Metric.Range(func(l labels.Label) {
+			if l.Name != "__name__" && l.Name != "instance" && l.Name != "job" {
+				f.Labels[l.Name] = l.Value
+			}
+		})
+		addReach(&f, query)
+		f.Summary = fmt.Sprintf("Server %s does not answer ping at %s, as its security groups say.", f.Labels["name"], f.Labels["address"])
+		f.Description = reachAdvice(f)
+		findings = append(findings, f)
 	}
 	sort.SliceStable(findings, func(i, j int) bool {
 		if a, b := severityRank(findings[i].Severity), severityRank(findings[j].Severity); a != b {

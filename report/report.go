@@ -15,6 +15,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/yuin/goldmark"
+
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/alerts"
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/exporter"
 )
@@ -31,14 +33,22 @@ type Report struct {
 	// security group that drops ICMP, as OpenStack's default one does).
 	// They carry no severity and never count as critical.
 	Unconfirmed []Finding `json:"unconfirmed"`
+	// PolicySilent are addresses of ACTIVE servers that do not answer ping
+	// because their security groups do not admit ICMP from the exporter
+	// (openstack_vm_icmp_expected 0): never an issue, never alerted on.
+	PolicySilent []Finding `json:"policy_silent"`
 	// Critical counts the findings of severity critical.
 	Critical int `json:"critical"`
 }
 
+// PolicySilentNote says what the policy-silent addresses are.
+const PolicySilentNote = "Their security groups do not admit ICMP from the exporter: they are not expected to answer, " +
+	"and no alert fires for them."
+
 // UnconfirmedNote says why the unconfirmed findings are apart.
 const UnconfirmedNote = "Not answering ping now; whether they answered before cannot be told from one snapshot. " +
-	"Security groups often drop ICMP (OpenStack's default group does): Prometheus alerts only on addresses " +
-	"that answered before, and the report counts none of these as an issue."
+	"Security groups often drop ICMP (OpenStack's default group does): where the exporter could not read them, " +
+	"Prometheus alerts only on addresses that answered before, and the report counts none of these as an issue."
 
 // ExitStatus is the exit status of the report command: 2 when a critical
 // issue was found, else 0. Unconfirmed findings never make it 2.
@@ -77,13 +87,18 @@ func Build(ctx context.Context, snap Snapshot, params alerts.Params, runbooks fs
 	if err != nil {
 		return nil, err
 	}
-	r := &Report{Generated: snap.AfterAt.UTC(), Findings: []Finding{}, Unconfirmed: []Finding{}}
+	r := &Report{Generated: snap.AfterAt.UTC(), Findings: []Finding{}, Unconfirmed: []Finding{}, PolicySilent: []Finding{}}
 	for _, f := range findings {
-		if f.Unconfirmed {
-			r.Unconfirmed = append(r.Unconfirmed, unconfirmed(f))
-			continue
+		switch {
+		case f.policySilent:
+			r.PolicySilent = append(r.PolicySilent, f)
+		case f.Unconfirmed:
+			u := unconfirmed(f)
+			u.Mitigation = withAdvice(f, section(runbooks, f.Alert, "Mitigation"))
+			r.Unconfirmed = append(r.Unconfirmed, u)
+		default:
+			r.Findings = append(r.Findings, f)
 		}
-		r.Findings = append(r.Findings, f)
 	}
 	for _, fam := range snap.After {
 		switch fam.GetName() {
@@ -95,12 +110,25 @@ func Build(ctx context.Context, snap Snapshot, params alerts.Params, runbooks fs
 	}
 	for i := range r.Findings {
 		f := &r.Findings[i]
-		f.Mitigation = section(runbooks, f.Alert, "Mitigation")
+		f.Mitigation = withAdvice(*f, section(runbooks, f.Alert, "Mitigation"))
 		if f.Severity == "critical" {
 			r.Critical++
 		}
 	}
 	return r, nil
+}
+
+// withAdvice puts what the port's state and the ICMP expectation say of
+// the finding before its runbook's mitigation.
+func withAdvice(f Finding, mitigation string) string {
+	advice := reachAdvice(f)
+	switch {
+	case advice == "":
+		return mitigation
+	case mitigation == "":
+		return advice
+	}
+	return advice + "\n\n" + mitigation
 }
 
 // unconfirmed rewrites a finding that needs history: its rule's texts
@@ -219,6 +247,12 @@ func (r *Report) WriteTable(w io.Writer) error {
 		for _, n := range f.Notes {
 			fmt.Fprintf(w, "Note: %s\n", n)
 		}
+		// What Neutron says of each server's port and ICMP, per finding.
+		for _, g := range r.Findings {
+			if g.Alert == f.Alert && (g.Port != nil || g.ICMPExpected != "") {
+				fmt.Fprintf(w, "%s %s: %s\n", oneLine(g.Labels["name"]), orDash(addressOf(g)), reachText(g))
+			}
+		}
 		if f.Mitigation != "" {
 			fmt.Fprintf(w, "Mitigation:\n%s\n", indent(f.Mitigation))
 		}
@@ -226,18 +260,74 @@ func (r *Report) WriteTable(w io.Writer) error {
 	return r.writeUnconfirmed(w)
 }
 
+// addressOf is the finding's address, from its labels or its reach.
+func addressOf(f Finding) string {
+	if a := f.Labels["address"]; a != "" {
+		return a
+	}
+	return f.Address
+}
+
+// reachText is the port's state and the ICMP expectation on one line.
+func reachText(f Finding) string {
+	var parts []string
+	if p := f.Port; p != nil {
+		s := fmt.Sprintf("port %s %s", p.ID, orDash(p.Status))
+		if p.VIFType != "" {
+			s += " (" + p.VIFType + ")"
+		}
+		if p.FixedIPs != nil && *p.FixedIPs == 0 {
+			s += ", no fixed IP"
+		}
+		parts = append(parts, s)
+	} else if f.ICMPExpected != "" {
+		parts = append(parts, "port unknown")
+	}
+	if f.ICMPExpected != "" {
+		parts = append(parts, "ICMP expected "+f.ICMPExpected+" from "+orDash(f.Vantage))
+	}
+	if len(parts) == 0 {
+		return "-"
+	}
+	return clean(strings.Join(parts, "; "))
+}
+
 // writeUnconfirmed writes the unconfirmed findings apart, without severity.
 func (r *Report) writeUnconfirmed(w io.Writer) error {
 	if len(r.Unconfirmed) == 0 {
-		return nil
+		return r.writePolicySilent(w)
 	}
 	fmt.Fprintf(w, "\n== Unconfirmed (%d): not answering ping now\n%s\n\n", len(r.Unconfirmed), UnconfirmedNote)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "CHECK\tSERVER\tID\tPROJECT\tHOST\tADDRESS\tSUMMARY")
+	fmt.Fprintln(tw, "CHECK\tSERVER\tID\tPROJECT\tHOST\tADDRESS\tPORT AND ICMP\tSUMMARY")
 	for _, f := range r.Unconfirmed {
 		l := f.Labels
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", f.Alert, orDash(oneLine(l["name"])), orDash(l["id"]), orDash(l["project_id"]),
-			orDash(l["host"]), orDash(l["address"]), oneLine(f.Summary))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", f.Alert, orDash(oneLine(l["name"])), orDash(l["id"]), orDash(l["project_id"]),
+			orDash(l["host"]), orDash(addressOf(f)), reachText(f), oneLine(f.Summary))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, f := range r.Unconfirmed {
+		if a := reachAdvice(f); a != "" {
+			fmt.Fprintf(w, "%s %s:\n%s\n", oneLine(f.Labels["name"]), orDash(addressOf(f)), indent(a))
+		}
+	}
+	return r.writePolicySilent(w)
+}
+
+// writePolicySilent lists the addresses whose security groups close ICMP.
+func (r *Report) writePolicySilent(w io.Writer) error {
+	if len(r.PolicySilent) == 0 {
+		return nil
+	}
+	fmt.Fprintf(w, "\n== Not expected to answer (%d)\n%s\n\n", len(r.PolicySilent), PolicySilentNote)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "SERVER\tID\tPROJECT\tHOST\tADDRESS\tPORT AND ICMP\tWHY")
+	for _, f := range r.PolicySilent {
+		l := f.Labels
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", orDash(oneLine(l["name"])), orDash(l["id"]), orDash(l["project_id"]),
+			orDash(l["host"]), orDash(l["address"]), reachText(f), oneLine(f.Description))
 	}
 	return tw.Flush()
 }
@@ -254,8 +344,19 @@ func (r *Report) WriteJSON(w io.Writer) error {
 func (r *Report) WriteHTML(w io.Writer) error {
 	return htmlPage.Execute(w, struct {
 		*Report
-		UnconfirmedNote string
-	}{r, UnconfirmedNote})
+		UnconfirmedNote, PolicySilentNote string
+	}{r, UnconfirmedNote, PolicySilentNote})
+}
+
+// markdown renders a runbook's Markdown as HTML with goldmark's defaults,
+// which leave raw HTML out (a runbook's <script> is never rendered: it
+// becomes a comment saying so); every text is escaped.
+func markdown(src string) template.HTML {
+	var b bytes.Buffer
+	if err := goldmark.Convert([]byte(src), &b); err != nil {
+		return template.HTML("<pre>" + template.HTMLEscapeString(src) + "</pre>")
+	}
+	return template.HTML(b.String()) // goldmark escaped it; raw HTML is omitted
 }
 
 // WriteCatalogue writes the list of checks as a table.
@@ -268,9 +369,19 @@ func WriteCatalogue(w io.Writer, checks []Check) error {
 	return tw.Flush()
 }
 
-// oneLine keeps a table row on one line whatever a server's name holds.
+// oneLine keeps a table row on one line whatever a server's name holds,
+// and short.
 func oneLine(s string) string {
-	s = strings.Map(func(r rune) rune {
+	s = clean(s)
+	if len(s) > 80 {
+		s = s[:77] + "..."
+	}
+	return s
+}
+
+// clean keeps s on one line, with no control character.
+func clean(s string) string {
+	return strings.Map(func(r rune) rune {
 		if r == '\n' || r == '\r' || r == '\t' {
 			return ' '
 		}
@@ -279,10 +390,6 @@ func oneLine(s string) string {
 		}
 		return r
 	}, s)
-	if len(s) > 80 {
-		s = s[:77] + "..."
-	}
-	return s
 }
 
 func orDash(s string) string {
@@ -298,6 +405,10 @@ func indent(s string) string {
 
 var htmlPage = template.Must(template.New("report").Funcs(template.FuncMap{
 	"sevclass": func(s string) string { return "sev-" + s },
+	"markdown": markdown,
+	"advice":   func(f Finding) template.HTML { return markdown(reachAdvice(f)) },
+	"reach":    reachText,
+	"address":  addressOf,
 }).Parse(`<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -321,6 +432,8 @@ th { background: #f0f0f3; }
 details { background: #fff; border: 1px solid #ddd; border-radius: 8px; padding: .6rem 1rem; margin-bottom: .8rem; }
 summary { cursor: pointer; font-weight: 600; }
 pre { white-space: pre-wrap; background: #f5f5f7; padding: .8rem; border-radius: 6px; font-size: .85rem; }
+.md p, .md li { font-size: .9rem; }
+.reach { color: #333; font-size: .85rem; }
 .note { color: #6a4f00; font-size: .85rem; }
 code { font-size: .85rem; }
 </style>
@@ -343,8 +456,8 @@ code { font-size: .85rem; }
 <td><span class="badge {{sevclass .Severity}}">{{.Severity}}</span></td>
 <td><a href="{{.RunbookURL}}">{{.Alert}}</a></td>
 <td>{{index .Labels "name"}}</td><td><code>{{index .Labels "id"}}</code></td><td>{{index .Labels "project_id"}}</td>
-<td>{{index .Labels "host"}}</td><td>{{index .Labels "address"}}</td>
-<td>{{.Description}}{{range .Notes}}<div class="note">{{.}}</div>{{end}}</td>
+<td>{{index .Labels "host"}}</td><td>{{address .}}</td>
+<td>{{.Description}}{{if or .Port .ICMPExpected}}<div class="reach">{{reach .}}</div>{{end}}{{range .Notes}}<div class="note">{{.}}</div>{{end}}</td>
 </tr>
 {{end}}</tbody>
 </table>
@@ -352,7 +465,7 @@ code { font-size: .85rem; }
 {{range $i, $f := .Findings}}{{if $f.Mitigation}}
 <details{{if eq $i 0}} open{{end}}><summary>{{$f.Alert}} — {{with index $f.Labels "name"}}{{.}}{{else}}{{index $f.Labels "host"}}{{end}}</summary>
 <p><a href="{{$f.RunbookURL}}">Runbook</a></p>
-<pre>{{$f.Mitigation}}</pre>
+<div class="md">{{markdown $f.Mitigation}}</div>
 </details>{{end}}{{end}}
 {{else}}
 <p>No known issue found.</p>
@@ -361,13 +474,27 @@ code { font-size: .85rem; }
 <h2 id="unconfirmed">Unconfirmed: not answering ping now</h2>
 <p class="note">{{.UnconfirmedNote}}</p>
 <table class="unconfirmed">
-<thead><tr><th>Check</th><th>Server</th><th>ID</th><th>Project</th><th>Host</th><th>Address</th><th>What</th></tr></thead>
+<thead><tr><th>Check</th><th>Server</th><th>ID</th><th>Project</th><th>Host</th><th>Address</th><th>Port and ICMP</th><th>What</th></tr></thead>
 <tbody>
 {{range .Unconfirmed}}<tr>
 <td><a href="{{.RunbookURL}}">{{.Alert}}</a></td>
 <td>{{index .Labels "name"}}</td><td><code>{{index .Labels "id"}}</code></td><td>{{index .Labels "project_id"}}</td>
-<td>{{index .Labels "host"}}</td><td>{{index .Labels "address"}}</td>
-<td>{{.Summary}}</td>
+<td>{{index .Labels "host"}}</td><td>{{address .}}</td><td>{{reach .}}</td>
+<td>{{.Summary}}<div class="md">{{advice .}}</div></td>
+</tr>
+{{end}}</tbody>
+</table>
+{{end}}
+{{if .PolicySilent}}
+<h2 id="policy-silent">Not expected to answer</h2>
+<p class="note">{{.PolicySilentNote}}</p>
+<table class="policy-silent">
+<thead><tr><th>Server</th><th>ID</th><th>Project</th><th>Host</th><th>Address</th><th>Port and ICMP</th><th>Why</th></tr></thead>
+<tbody>
+{{range .PolicySilent}}<tr>
+<td>{{index .Labels "name"}}</td><td><code>{{index .Labels "id"}}</code></td><td>{{index .Labels "project_id"}}</td>
+<td>{{index .Labels "host"}}</td><td>{{index .Labels "address"}}</td><td>{{reach .}}</td>
+<td><div class="md">{{markdown .Description}}</div></td>
 </tr>
 {{end}}</tbody>
 </table>
