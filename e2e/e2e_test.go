@@ -91,7 +91,7 @@ func newWorld(t *testing.T, fleet []vm) *world {
 
 // exporter is the binary running in the hypervisor namespace.
 type exporter struct {
-	w      *world
+	client *http.Client
 	addr   string
 	cmd    *exec.Cmd
 	output *syncbuf.Buffer
@@ -107,15 +107,37 @@ func (w *world) startExporter(t *testing.T, config string, env map[string]string
 // written to file in the test's directory.
 func (w *world) startExporterAt(t *testing.T, addr, file, config string, env map[string]string) *exporter {
 	t.Helper()
-	cfgPath := filepath.Join(w.dir, file)
-	if err := os.WriteFile(cfgPath, []byte(config), 0o600); err != nil {
+	return launch(t, launchSpec{
+		prefix: w.net.ExecPrefix(), dir: w.dir, file: file, config: config, addr: addr, env: env,
+		client: w.client, logs: func() string { return "openstack logs:\n" + w.cloud.Logs() },
+	})
+}
+
+// launchSpec says how to run the built exporter: in which namespace
+// (prefix), with which configuration (written to dir/file), where it
+// listens, its environment, and what else to log when the test fails.
+type launchSpec struct {
+	prefix            []string
+	dir, file, config string
+	addr              string
+	env               map[string]string
+	client            *http.Client
+	logs              func() string
+}
+
+// launch starts the exporter of spec, tied to this test binary, and kills
+// it at the test's end, logging its output (and spec.logs) on failure.
+func launch(t *testing.T, spec launchSpec) *exporter {
+	t.Helper()
+	cfgPath := filepath.Join(spec.dir, spec.file)
+	if err := os.WriteFile(cfgPath, []byte(spec.config), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	e := &exporter{w: w, addr: addr, output: &syncbuf.Buffer{}, done: make(chan struct{})}
-	args := append(w.net.ExecPrefix(), testenv.Binary(t), "--config.file="+cfgPath, "--web.listen-address="+e.addr, "--log.level=debug")
+	e := &exporter{client: spec.client, addr: spec.addr, output: &syncbuf.Buffer{}, done: make(chan struct{})}
+	args := append(append([]string(nil), spec.prefix...), testenv.Binary(t), "--config.file="+cfgPath, "--web.listen-address="+e.addr, "--log.level=debug")
 	e.cmd = exec.Command(args[0], args[1:]...)
-	e.cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + w.dir}
-	for k, v := range env {
+	e.cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + spec.dir}
+	for k, v := range spec.env {
 		e.cmd.Env = append(e.cmd.Env, k+"="+v)
 	}
 	e.cmd.Stdout, e.cmd.Stderr = e.output, e.output
@@ -128,11 +150,24 @@ func (w *world) startExporterAt(t *testing.T, addr, file, config string, env map
 	t.Cleanup(func() {
 		e.kill()
 		if t.Failed() {
-			t.Logf("exporter %s output (last 6000 bytes):\n%s", e.addr, tail(e.output.String(), 6000))
-			t.Logf("openstack logs:\n%s", w.cloud.Logs())
+			t.Logf("exporter %s output (last 8000 bytes):\n%s", e.addr, tail(e.output.String(), 8000))
+			if spec.logs != nil {
+				t.Log(spec.logs())
+			}
 		}
 	})
 	return e
+}
+
+// exited fails the test at once, with the exporter's last output, if it
+// is no longer running.
+func (e *exporter) exited(t *testing.T) {
+	t.Helper()
+	select {
+	case <-e.done:
+		t.Fatalf("the exporter exited:\n%s", tail(e.output.String(), 4000))
+	default:
+	}
 }
 
 // kill kills the exporter (SIGKILL: a dead host does not shut down
@@ -152,7 +187,7 @@ func tail(s string, n int) string {
 // scrape returns the exposition and parsed families.
 func (e *exporter) scrape(t *testing.T) (string, map[string]*dto.MetricFamily) {
 	t.Helper()
-	resp, err := e.w.client.Get("http://" + e.addr + "/metrics")
+	resp, err := e.client.Get("http://" + e.addr + "/metrics")
 	if err != nil {
 		return "", nil
 	}

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -20,9 +19,7 @@ import (
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/openstacklab"
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/ovnlab"
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/promstack"
-	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/syncbuf"
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/testenv"
-	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/tied"
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/report"
 )
 
@@ -169,10 +166,10 @@ func TestOVNICMPExpected(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := filepath.Join(dir, "exporter.yaml")
-	if err := os.WriteFile(cfg, []byte(`openstack:
+	exp := launch(t, launchSpec{prefix: hv.ExecPrefix(), dir: dir, file: "exporter.yaml", addr: exporterAddr,
+		env: cloud.AdminEnv(), client: client, config: `openstack:
   scope: host
-  host: `+expectedHost+`
+  host: ` + expectedHost + `
   refresh_interval: 5s
   full_refresh_interval: 30s
   timeout: 2m
@@ -183,32 +180,8 @@ probe:
     count: 3
     timeout: 500ms
     statuses: [ACTIVE]
-`), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	args := append(hv.ExecPrefix(), testenv.Binary(t), "--config.file="+cfg, "--web.listen-address="+exporterAddr)
-	cmd := exec.Command(args[0], args[1:]...)
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir}
-	for k, v := range cloud.AdminEnv() {
-		cmd.Env = append(cmd.Env, k+"="+v)
-	}
-	output := &syncbuf.Buffer{}
-	cmd.Stdout, cmd.Stderr = output, output
-	exited, err := tied.Start(cmd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { <-exited; close(done) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-done
-		if t.Failed() {
-			t.Logf("exporter output (last 8000 bytes):\n%s", tail(output.String(), 8000))
-			t.Logf("prometheus log:\n%s", prom.Log())
-			t.Logf("openstack logs:\n%s", cloud.Logs())
-		}
-	})
+`,
+		logs: func() string { return "prometheus log:\n" + prom.Log() + "\nopenstack logs:\n" + cloud.Logs() }})
 
 	prometheus := "http://" + promAddr
 	count := func(q string) int {
@@ -222,11 +195,7 @@ probe:
 	// No page may ever come for answer, closed or closed-later: checked at
 	// every step of every wait below, and over a hold at the end.
 	quiet := func() string {
-		select {
-		case <-done:
-			t.Fatalf("the exporter exited:\n%s", tail(output.String(), 4000))
-		default:
-		}
+		exp.exited(t)
 		for _, name := range []string{"answer", "closed", "closed-later"} {
 			if n := count(fmt.Sprintf(`ALERTS{alertstate="firing", id=%q}`, ids[name])); n != 0 {
 				t.Fatalf("%s pages: %d firing alerts", name, n)
@@ -334,8 +303,8 @@ probe:
 	if n := count(`ALERTS{alertstate="firing", alertname=~"OpenStackVMPortBindingFailed|OpenStackComputeHostPortBindingsFailed|OpenStackHostVMsUnreachable"}`); n != 0 {
 		t.Errorf("%d unexpected host or binding alerts firing", n)
 	}
-	if strings.Contains(output.String(), "panic") {
-		t.Errorf("the exporter panicked:\n%s", tail(output.String(), 4000))
+	if strings.Contains(exp.output.String(), "panic") {
+		t.Errorf("the exporter panicked:\n%s", tail(exp.output.String(), 4000))
 	}
 	t.Logf("whole test %v", time.Since(begin))
 }

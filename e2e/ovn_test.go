@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -21,9 +20,7 @@ import (
 
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/openstacklab"
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/ovnlab"
-	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/syncbuf"
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/testenv"
-	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/tied"
 )
 
 const ovnHost = "hv-e2e-ovn"
@@ -201,10 +198,11 @@ func TestOVN(t *testing.T) {
 	t.Logf("%d VMs plugged, namespaces and ACTIVE ports %v after the start", len(plugged), time.Since(begin))
 
 	// The exporter, in the hypervisor's namespace, as on a compute node.
-	cfg := filepath.Join(dir, "exporter.yaml")
-	if err := os.WriteFile(cfg, []byte(`openstack:
+	const listen = "127.0.0.1:19736"
+	exp := launch(t, launchSpec{prefix: hv.ExecPrefix(), dir: dir, file: "exporter.yaml", addr: listen,
+		env: cloud.AdminEnv(), client: client, config: `openstack:
   scope: host
-  host: `+ovnHost+`
+  host: ` + ovnHost + `
   refresh_interval: 5s
   full_refresh_interval: 30s
   timeout: 2m
@@ -215,31 +213,7 @@ probe:
     count: 4
     timeout: 2s
     statuses: [ACTIVE]
-`), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	listen := "127.0.0.1:19736"
-	args := append(hv.ExecPrefix(), testenv.Binary(t), "--config.file="+cfg, "--web.listen-address="+listen, "--log.level=debug")
-	cmd := exec.Command(args[0], args[1:]...)
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir}
-	for k, v := range cloud.AdminEnv() {
-		cmd.Env = append(cmd.Env, k+"="+v)
-	}
-	output := &syncbuf.Buffer{}
-	cmd.Stdout, cmd.Stderr = output, output
-	exited, err := tied.Start(cmd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { <-exited; close(done) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-done
-		if t.Failed() {
-			t.Logf("exporter output (last 8000 bytes):\n%s", tail(output.String(), 8000))
-		}
-	})
+`})
 
 	// series by (network_id, vantage, address)
 	type series struct{ network, vantage, addr string }
@@ -254,11 +228,7 @@ probe:
 	var text string
 	var fams map[string]*dto.MetricFamily
 	waitFor(t, 3*time.Minute, "every tenant address probed from its network's namespace, three cycles", func() string {
-		select {
-		case <-done:
-			t.Fatalf("the exporter exited:\n%s", tail(output.String(), 4000))
-		default:
-		}
+		exp.exited(t)
 		text, fams = ovnScrape(t, client, listen)
 		if fams == nil {
 			return "no scrape"
@@ -387,11 +357,7 @@ probe:
 	}
 	scrapeCheck := func(bProbed bool) func() string {
 		return func() string {
-			select {
-			case <-done:
-				t.Fatalf("the exporter exited:\n%s", tail(output.String(), 4000))
-			default:
-			}
+			exp.exited(t)
 			_, fams := ovnScrape(t, client, listen)
 			if fams == nil {
 				return "no scrape"

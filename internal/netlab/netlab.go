@@ -64,7 +64,7 @@ type Lab struct {
 
 	mu        sync.Mutex
 	placed    map[netip.Addr]Behaviour
-	responder *responder
+	responder *Responder
 	closed    bool
 }
 
@@ -197,7 +197,7 @@ func (l *Lab) build() error {
 	if err := sysctl(l.vm[Slow], "net.ipv4.icmp_echo_ignore_all", "1", "net.ipv6.icmp.echo_ignore_all", "1"); err != nil {
 		return err
 	}
-	r, err := startResponder(l.vm[Slow], 50*time.Millisecond)
+	r, err := StartResponder(l.vm[Slow], 50*time.Millisecond)
 	if err != nil {
 		return err
 	}
@@ -320,7 +320,7 @@ func (l *Lab) SetLoss(percent int) error {
 }
 
 // SetDelay sets how late the Slow namespace's responder answers.
-func (l *Lab) SetDelay(d time.Duration) { l.responder.setDelay(d) }
+func (l *Lab) SetDelay(d time.Duration) { l.responder.SetDelay(d) }
 
 // EnableUnprivilegedPing allows ICMP datagram sockets to every group in the
 // hypervisor namespace (the sysctl is per namespace; it is off by default).
@@ -337,7 +337,7 @@ func (l *Lab) Close() error {
 	}
 	l.closed = true
 	if l.responder != nil {
-		l.responder.stop()
+		l.responder.Stop()
 	}
 	var errs []error
 	for _, ns := range append([]string{l.hv}, l.vm[:]...) {

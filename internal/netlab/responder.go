@@ -12,19 +12,24 @@ import (
 	"golang.org/x/net/ipv6"
 )
 
-// responder answers echo requests in a namespace whose kernel does not,
-// after a delay: the lab's stand-in for netem's delay.
-type responder struct {
+// Responder answers echo requests (IPv4 and IPv6) in a namespace whose
+// kernel does not (net.ipv4.icmp_echo_ignore_all), after a delay: the
+// labs' stand-in for netem's delay, which this kernel lacks. Used by this
+// lab's Slow namespace and by the OVN lab's slow VMs.
+type Responder struct {
 	delay atomic.Int64
 	c4    *ipv4.PacketConn
 	c6    *ipv6.PacketConn
 	raw4  *icmp.PacketConn
 	raw6  *icmp.PacketConn
 	wg    sync.WaitGroup
+	once  sync.Once
 }
 
-func startResponder(ns string, delay time.Duration) (*responder, error) {
-	r := &responder{}
+// StartResponder starts answering in namespace ns (a name under
+// /run/netns) after delay, until Stop.
+func StartResponder(ns string, delay time.Duration) (*Responder, error) {
+	r := &Responder{}
 	r.delay.Store(int64(delay))
 	err := Do(ns, func() error {
 		var err error
@@ -43,16 +48,9 @@ func startResponder(ns string, delay time.Duration) (*responder, error) {
 	r.c4, r.c6 = r.raw4.IPv4PacketConn(), r.raw6.IPv6PacketConn()
 	// The destination of each request becomes the source of its reply:
 	// the VM addresses live on lo, and the route back leaves by the veth.
-	if err := r.c4.SetControlMessage(ipv4.FlagDst, true); err != nil {
-		return nil, err
-	}
-	if err := r.c6.SetControlMessage(ipv6.FlagDst, true); err != nil {
-		return nil, err
-	}
-	var f ipv6.ICMPFilter
-	f.SetAll(true)
-	f.Accept(ipv6.ICMPTypeEchoRequest)
-	if err := r.c6.SetICMPFilter(&f); err != nil {
+	if err := r.setup(); err != nil {
+		r.raw4.Close()
+		r.raw6.Close()
 		return nil, err
 	}
 	r.wg.Add(2)
@@ -61,9 +59,23 @@ func startResponder(ns string, delay time.Duration) (*responder, error) {
 	return r, nil
 }
 
-func (r *responder) setDelay(d time.Duration) { r.delay.Store(int64(d)) }
+func (r *Responder) setup() error {
+	if err := r.c4.SetControlMessage(ipv4.FlagDst, true); err != nil {
+		return err
+	}
+	if err := r.c6.SetControlMessage(ipv6.FlagDst, true); err != nil {
+		return err
+	}
+	var f ipv6.ICMPFilter
+	f.SetAll(true)
+	f.Accept(ipv6.ICMPTypeEchoRequest)
+	return r.c6.SetICMPFilter(&f)
+}
 
-func (r *responder) serve4() {
+// SetDelay changes how late the replies leave.
+func (r *Responder) SetDelay(d time.Duration) { r.delay.Store(int64(d)) }
+
+func (r *Responder) serve4() {
 	defer r.wg.Done()
 	buf := make([]byte, 1500)
 	for {
@@ -86,13 +98,15 @@ func (r *responder) serve4() {
 			continue
 		}
 		dst := cm.Dst
+		r.wg.Add(1)
 		time.AfterFunc(time.Duration(r.delay.Load()), func() {
+			defer r.wg.Done()
 			_, _ = r.c4.WriteTo(reply, &ipv4.ControlMessage{Src: dst}, src)
 		})
 	}
 }
 
-func (r *responder) serve6() {
+func (r *Responder) serve6() {
 	defer r.wg.Done()
 	buf := make([]byte, 1500)
 	for {
@@ -110,14 +124,20 @@ func (r *responder) serve6() {
 		reply[0] = 129
 		reply[2], reply[3] = 0, 0 // the kernel computes ICMPv6 checksums
 		dst := cm.Dst
+		r.wg.Add(1)
 		time.AfterFunc(time.Duration(r.delay.Load()), func() {
+			defer r.wg.Done()
 			_, _ = r.c6.WriteTo(reply, &ipv6.ControlMessage{Src: dst}, src)
 		})
 	}
 }
 
-func (r *responder) stop() {
-	r.raw4.Close()
-	r.raw6.Close()
-	r.wg.Wait()
+// Stop closes the sockets and waits for the replies in flight; calling it
+// again does nothing.
+func (r *Responder) Stop() {
+	r.once.Do(func() {
+		r.raw4.Close()
+		r.raw6.Close()
+		r.wg.Wait()
+	})
 }

@@ -436,7 +436,7 @@ type VM struct {
 	Addr netip.Addr
 
 	h         *Hypervisor
-	responder *responder
+	responder *netlab.Responder
 }
 
 // Plug creates a VM for a port bound to this host: a namespace whose eth0
@@ -673,7 +673,7 @@ func (vm *VM) Slow(delay time.Duration) error {
 	if err := run("ip", "netns", "exec", vm.Namespace, "sysctl", "-q", "-w", "net.ipv4.icmp_echo_ignore_all=1"); err != nil {
 		return err
 	}
-	r, err := startResponder(vm.Namespace, delay)
+	r, err := netlab.StartResponder(vm.Namespace, delay)
 	if err != nil {
 		return err
 	}
@@ -698,7 +698,7 @@ func nft(ns, rule string) error {
 // os-vif unplugs a deleted server's port.
 func (vm *VM) Unplug(ctx context.Context) error {
 	if vm.responder != nil {
-		vm.responder.stop()
+		vm.responder.Stop()
 		vm.responder = nil
 	}
 	_, err := vm.h.vsctl(ctx, "--if-exists", "del-port", "br-int", vm.Tap)
@@ -742,7 +742,7 @@ func (h *Hypervisor) Close() error {
 	var errs []error
 	for _, vm := range vms {
 		if vm.responder != nil {
-			vm.responder.stop()
+			vm.responder.Stop()
 		}
 	}
 	// The agent first (it would recreate what goes), then everything
