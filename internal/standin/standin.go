@@ -49,6 +49,9 @@ type Server struct {
 	Updated                   time.Time
 	// Deleted servers are listed only with changes-since, as DELETED.
 	Deleted bool
+	// PortStatus and VIFType are its ports' status and binding:vif_type
+	// in Neutron (EnableNeutron): ACTIVE and ovs when empty.
+	PortStatus, VIFType string
 }
 
 // Address is one address of a server.
@@ -83,6 +86,8 @@ type Cloud struct {
 	// (os_compute_api:servers:allow_all_filters): every server, with its
 	// host.
 	IgnoreHostFilter atomic.Bool
+	// neutron: EnableNeutron was called.
+	neutron atomic.Bool
 
 	server   *http.Server
 	listener net.Listener
@@ -132,6 +137,10 @@ func Start(addr string) (*Cloud, error) {
 	mux.HandleFunc("GET /compute/v2.1/os-services", c.authorized(c.listServices))
 	mux.HandleFunc("GET /compute/v2.1/servers/{id}/os-instance-actions", c.authorized(c.listActions))
 	mux.HandleFunc("GET /compute/v2.1/os-migrations", c.authorized(c.listMigrations))
+	mux.HandleFunc("GET /networking/{$}", c.neutronOnly(c.networkVersions))
+	mux.HandleFunc("GET /networking/v2.0/ports", c.neutronOnly(c.authorized(c.listPorts)))
+	mux.HandleFunc("GET /networking/v2.0/security-groups", c.neutronOnly(c.authorized(c.listSecurityGroups)))
+	mux.HandleFunc("GET /networking/v2.0/address-groups", c.neutronOnly(c.authorized(c.listAddressGroups)))
 	c.server = &http.Server{Handler: c.count(mux), ReadHeaderTimeout: 5 * time.Second}
 	c.wg.Add(1)
 	go func() {
@@ -379,7 +388,11 @@ func (c *Cloud) issueToken(w http.ResponseWriter, r *http.Request) {
 			eps = append(eps, map[string]any{"id": service + iface, "interface": iface, "region": "RegionOne",
 				"region_id": "RegionOne", "url": c.URL + path})
 		}
-		return map[string]any{"id": service, "type": service, "name": map[string]string{"identity": "keystone", "compute": "nova"}[service], "endpoints": eps}
+		return map[string]any{"id": service, "type": service, "name": map[string]string{"identity": "keystone", "compute": "nova", "network": "neutron"}[service], "endpoints": eps}
+	}
+	catalog := []any{endpoint("identity", "/identity/v3/"), endpoint("compute", "/compute/v2.1")}
+	if c.neutron.Load() {
+		catalog = append(catalog, endpoint("network", "/networking/"))
 	}
 	w.Header().Set("X-Subject-Token", token)
 	w.Header().Set("Content-Type", "application/json")
@@ -393,7 +406,7 @@ func (c *Cloud) issueToken(w http.ResponseWriter, r *http.Request) {
 		"project":    map[string]any{"domain": map[string]string{"id": "default", "name": "Default"}, "id": "p-admin", "name": "admin"},
 		"is_domain":  false,
 		"roles":      []map[string]string{{"id": "r-admin", "name": "admin"}, {"id": "r-reader", "name": "reader"}},
-		"catalog":    []any{endpoint("identity", "/identity/v3/"), endpoint("compute", "/compute/v2.1")},
+		"catalog":    catalog,
 	}})
 }
 
