@@ -253,7 +253,9 @@ func runDemo(webConfig *web.FlagConfig, promAddr string, signals <-chan os.Signa
 		go network.BreakAfter(ctx, time.Minute, logger)
 		reachability = "  reachability: servers in network namespaces; guest-crashes, the rack of demo-hypervisor-6 and\n" +
 			"                the servers of demo-hypervisor-8 (disabled, then losing power) stop answering a\n" +
-			"                minute in, lossy-link loses half its pings, slow-link answers in 80 ms"
+			"                minute in, lossy-link loses half its pings, slow-link answers in 80 ms;\n" +
+			"                port-down-silent's port is DOWN and it stops answering a minute in,\n" +
+			"                port-down-answers' port is DOWN while it answers"
 	}
 	cloud, cfg, err := demo.StartCloud(fleet)
 	if err != nil {
@@ -271,7 +273,9 @@ func runDemo(webConfig *web.FlagConfig, promAddr string, signals <-chan os.Signa
 	go side.KillHostAfter(sideCtx, time.Minute, logger)
 	addr := (*webConfig.WebListenAddresses)[0]
 	prometheusLine := "  (install Debian's prometheus package to see the alerts fire in a Prometheus)"
-	reachability += "\n  beside it:    more exporters, each misconfigured or dying, for the exporter's own alerts"
+	reachability += "\n  ports:        port-binding-failed's port failed to bind; every port of demo-hypervisor-9 failed to bind" +
+		"\n                (its OVN chassis is gone)" +
+		"\n  beside it:    more exporters, each misconfigured or dying, for the exporter's own alerts"
 	if promAddr != "" {
 		dir, err := os.MkdirTemp("", "openstack-vm-exporter-demo-")
 		if err != nil {
@@ -289,7 +293,7 @@ func runDemo(webConfig *web.FlagConfig, promAddr string, signals <-chan os.Signa
 	}
 	fmt.Printf(`
 openstack-vm-exporter demo
-  demo cloud (a Keystone and Nova stand-in, not a real cloud): %s
+  demo cloud (a Keystone, Nova and Neutron stand-in, not a real cloud): %s
   metrics:  http://%s/metrics
   try:      curl -s http://%s/metrics | grep -E '^openstack_vm_(status|icmp_up)'
 %s

@@ -997,12 +997,6 @@ func TestDemo(t *testing.T) {
 		"OpenStackVMExporterFleetAPIDown":  "would inhibit the per-exporter alerts the demo shows",
 		"OpenStackVMExporterClockSkew":     "needs an exporter clock off from Prometheus's, on one machine",
 		"OpenStackNetworkNamespaceMissing": "needs an OVN metadata agent: the demo probes from the host",
-		// The demo's stand-in cloud has no Neutron: its servers have no
-		// ports to fail binding or go DOWN.
-		"OpenStackVMPortBindingFailed":           "the demo cloud has no Neutron ports",
-		"OpenStackComputeHostPortBindingsFailed": "the demo cloud has no Neutron ports",
-		"OpenStackVMPortDownUnreachable":         "the demo cloud has no Neutron ports",
-		"OpenStackVMPortDown":                    "the demo cloud has no Neutron ports",
 	}
 	var want []string
 	for _, g := range groups {

@@ -55,6 +55,7 @@ func StartCloud(fleet []Server) (*Cloud, *config.Config, error) {
 		return nil, nil, fmt.Errorf("starting the demo cloud: %w", err)
 	}
 	sc.Password = "demo-password"
+	sc.EnableNeutron()
 	now := time.Now()
 	for _, s := range fleet {
 		sc.Put(s.Server)

@@ -1,5 +1,5 @@
-// Package demo runs the exporter against a built-in demo cloud: a Keystone
-// and Nova stand-in on 127.0.0.1 whose servers live in network namespaces
+// Package demo runs the exporter against a built-in demo cloud: a Keystone,
+// Nova and Neutron stand-in on 127.0.0.1 whose servers live in network namespaces
 // (or, where the demo cannot build them, on loopback addresses), some
 // healthy and some with the known issues the bundled alerts detect.
 package demo
@@ -20,6 +20,8 @@ import (
 // demo-hypervisor-6's rack is cut off the network a minute into the demo,
 // and demo-hypervisor-8, disabled by an operator for a move, loses power a
 // minute in: its heartbeat stops and nothing watches it any more.
+// demo-hypervisor-9 lost its OVN chassis (its ovn-controller registers
+// under another name): every port bound to it failed to bind.
 const (
 	hostOK          = "demo-hypervisor-1"
 	hostDown        = "demo-hypervisor-2"
@@ -28,6 +30,7 @@ const (
 	hostNoLibvirt   = "demo-hypervisor-5"
 	hostCutOff      = "demo-hypervisor-6"
 	hostLost        = "demo-hypervisor-8"
+	hostNoChassis   = "demo-hypervisor-9"
 )
 
 // hostLostAfter is when demo-hypervisor-8 loses power, from the start of
@@ -139,6 +142,28 @@ func Servers(now time.Time, namespaces bool) []Server {
 		fleet = append(fleet, s)
 	}
 
+	// Neutron's view of the ports (the stand-in derives one port per fixed
+	// address, ACTIVE and bound with vif_type ovs, unless told otherwise).
+	// A port no mechanism driver could bind on a healthy host; its server
+	// was stopped since.
+	unbound := vm(43, "port-binding-failed", hostOK, "stopped", "", 4, 3*time.Hour)
+	unbound.VIFType = "binding_failed"
+	// Every port of demo-hypervisor-9 failed to bind: the host's, not the
+	// ports'. Its servers were stopped for the repair.
+	for i := range 3 {
+		s := vm(90+i, fmt.Sprintf("on-host-without-chassis-%d", i+1), hostNoChassis, "stopped", "", 4, 2*time.Hour)
+		s.VIFType = "binding_failed"
+		fleet = append(fleet, s)
+	}
+	// ACTIVE servers whose port Neutron says is DOWN: one whose data path
+	// broke (it answers, then stops a minute in), one that answers all
+	// along (Neutron's status drifted).
+	downSilent := vm(44, "port-down-silent", hostOK, "active", "", 1, 24*time.Hour)
+	downSilent.PortStatus, downSilent.Dies = "DOWN", true
+	downAnswers := vm(45, "port-down-answers", hostOK, "active", "", 1, 24*time.Hour)
+	downAnswers.PortStatus = "DOWN"
+	fleet = append(fleet, unbound, downSilent, downAnswers)
+
 	odd := vm(40, `odd "name" \ with {braces} and ünïcödé`, hostOK, "active", "", 1, 12*time.Hour)
 	odd.Addresses = append(odd.Addresses, standin.Address{Network: "demo-provider", Addr: "::1", Type: "fixed"},
 		standin.Address{Network: "demo-provider", Addr: "not-an-address", Type: "fixed"})
@@ -176,6 +201,7 @@ func Services() map[string]standin.Service {
 		hostNoLibvirt:   {Disabled: true, DisabledReason: "AUTO: Connection to libvirt lost: 1"},
 		hostCutOff:      {},
 		hostLost:        {Disabled: true, DisabledReason: "demo: moving to rack C"},
+		hostNoChassis:   {},
 	}
 }
 
