@@ -1022,6 +1022,23 @@ func TestDemo(t *testing.T) {
 		}
 		return ""
 	})
+	// The port alerts fire for the demo's port faults.
+	_, body := get(nil, "http://"+promAddr+"/api/v1/query?query="+url.QueryEscape(
+		`count by (alertname, name, host) (ALERTS{alertstate="firing", alertname=~"OpenStack.*Port.*"})`))
+	for _, want := range [][2]string{
+		{"OpenStackVMPortBindingFailed", `"name":"port-binding-failed"`},
+		{"OpenStackComputeHostPortBindingsFailed", `"host":"demo-hypervisor-9"`},
+		{"OpenStackVMPortDownUnreachable", `"name":"port-down-silent"`},
+		{"OpenStackVMPortDown", `"name":"port-down-answers"`},
+	} {
+		found := false
+		for _, series := range strings.Split(body, "},{") {
+			found = found || strings.Contains(series, `"alertname":"`+want[0]+`"`) && strings.Contains(series, want[1])
+		}
+		if !found {
+			t.Errorf("%s does not fire with %s: %s", want[0], want[1], body)
+		}
+	}
 	_ = r.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case err := <-r.done:
