@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -180,8 +181,50 @@ func (l *Lab) CreatePort(ctx context.Context, spec PortSpec) (Port, error) {
 	var out struct {
 		Port Port `json:"port"`
 	}
-	err := l.Neutron(ctx, http.MethodPost, "/v2.0/ports", map[string]any{"port": body}, &out)
-	return out.Port, err
+	for try := 0; ; try++ {
+		err := l.neutron(ctx, http.MethodPost, "/v2.0/ports", map[string]any{"port": body}, &out, 0)
+		var ne *neutronError
+		if !errors.As(err, &ne) || ne.code != http.StatusInternalServerError || try == 3 {
+			return out.Port, err
+		}
+		// On sqlite a 500 can come after the port was committed (its
+		// addresses then allocated): a blind retry would fail with
+		// IpAddressAlreadyAllocated. Take the port if it is there.
+		if p, found, err := l.findPort(ctx, spec); err != nil || found {
+			return p, err
+		}
+		select {
+		case <-ctx.Done():
+			return Port{}, ctx.Err()
+		case <-time.After(time.Duration(try+1) * 500 * time.Millisecond):
+		}
+	}
+}
+
+// findPort looks for a port CreatePort may already have made from spec:
+// same server, network, name and (when given) addresses.
+func (l *Lab) findPort(ctx context.Context, spec PortSpec) (Port, bool, error) {
+	ports, err := l.ListPorts(ctx, url.Values{"device_id": {spec.ServerID}, "network_id": {spec.NetworkID}})
+	if err != nil {
+		return Port{}, false, err
+	}
+	for _, p := range ports {
+		if p.Name != spec.Name {
+			continue
+		}
+		have := map[string]bool{}
+		for _, ip := range p.FixedIPs {
+			have[ip.IPAddress] = true
+		}
+		all := true
+		for _, a := range spec.FixedIPs {
+			all = all && have[a.String()]
+		}
+		if all {
+			return p, true, nil
+		}
+	}
+	return Port{}, false, nil
 }
 
 // GetPort reads a port as the admin.
@@ -299,15 +342,32 @@ func (l *Lab) SetNeutronPolicy(rules string) error {
 // Neutron makes one call to Neutron's API as the lab's admin; out, if not
 // nil, receives the decoded answer.
 func (l *Lab) Neutron(ctx context.Context, method, path string, body, out any) error {
+	return l.neutron(ctx, method, path, body, out, 3)
+}
+
+// neutronError is Neutron's refusal of a call, with its status code.
+type neutronError struct {
+	method, path string
+	code         int
+	body         []byte
+}
+
+func (e *neutronError) Error() string {
+	return fmt.Sprintf("neutron %s %s: %d: %s", e.method, e.path, e.code, e.body)
+}
+
+// neutron is Neutron with the number of times a 500 is tried again.
+func (l *Lab) neutron(ctx context.Context, method, path string, body, out any, retries500 int) error {
 	token, err := l.adminToken(ctx, false)
 	if err != nil {
 		return err
 	}
 	code, data, err := l.NeutronAs(ctx, token, method, path, body)
 	// Neutron on sqlite sometimes fails a write with "database is locked"
-	// (its worker processes all write): a 500 whose transaction rolled
-	// back. Tried again a few times.
-	for try := 0; err == nil && code == http.StatusInternalServerError && try < 3; try++ {
+	// (its worker processes all write): usually a 500 whose transaction
+	// rolled back. Tried again a few times (CreatePort, whose 500 can come
+	// after the port was made, checks first instead).
+	for try := 0; err == nil && code == http.StatusInternalServerError && try < retries500; try++ {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -326,7 +386,7 @@ func (l *Lab) Neutron(ctx context.Context, method, path string, body, out any) e
 		return err
 	}
 	if code >= 300 {
-		return fmt.Errorf("neutron %s %s: %d: %s", method, path, code, bytes.TrimSpace(data))
+		return &neutronError{method: method, path: path, code: code, body: bytes.TrimSpace(data)}
 	}
 	if out == nil || len(data) == 0 {
 		return nil
