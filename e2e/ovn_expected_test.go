@@ -280,7 +280,7 @@ probe:
 	// The one-shot report's engine over two scrapes of the same exporter:
 	// the same judgement, with the port's state and the expectation in
 	// each mitigation.
-	checkReport(t, client, exporterAddr, ids, ports, ovnlab.MetadataNamespace(network.ID))
+	checkReport(t, exp, ids, ports, ovnlab.MetadataNamespace(network.ID))
 
 	// 5. Hold: closed-later, with its day of history, stays out of the
 	// reachability rules for longer than unreachable_for, and the answering
@@ -311,10 +311,10 @@ probe:
 
 // checkReport builds the report from two scrapes of the exporter and
 // checks what it says of the VMs of TestOVNICMPExpected.
-func checkReport(t *testing.T, client *http.Client, addr string, ids map[string]string, ports map[string]openstacklab.Port, vantage string) {
+func checkReport(t *testing.T, exp *exporter, ids map[string]string, ports map[string]openstacklab.Port, vantage string) {
 	t.Helper()
 	scrape := func() ([]*dto.MetricFamily, time.Time) {
-		_, fams := ovnScrape(t, client, addr)
+		_, fams := exp.scrape(t)
 		if fams == nil {
 			t.Fatal("no scrape for the report")
 		}

@@ -5,18 +5,13 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"io"
-	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/openstacklab"
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/ovnlab"
@@ -229,7 +224,7 @@ probe:
 	var fams map[string]*dto.MetricFamily
 	waitFor(t, 3*time.Minute, "every tenant address probed from its network's namespace, three cycles", func() string {
 		exp.exited(t)
-		text, fams = ovnScrape(t, client, listen)
+		text, fams = exp.scrape(t)
 		if fams == nil {
 			return "no scrape"
 		}
@@ -358,7 +353,7 @@ probe:
 	scrapeCheck := func(bProbed bool) func() string {
 		return func() string {
 			exp.exited(t)
-			_, fams := ovnScrape(t, client, listen)
+			_, fams := exp.scrape(t)
 			if fams == nil {
 				return "no scrape"
 			}
@@ -384,21 +379,4 @@ probe:
 	}
 	waitFor(t, 3*time.Minute, "tenant-b probed again from its recreated namespace", scrapeCheck(true))
 	t.Logf("whole test %v", time.Since(begin))
-}
-
-// ovnScrape scrapes the exporter in the hypervisor's namespace.
-func ovnScrape(t *testing.T, client *http.Client, addr string) (string, map[string]*dto.MetricFamily) {
-	t.Helper()
-	resp, err := client.Get("http://" + addr + "/metrics")
-	if err != nil {
-		return "", nil
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := parser.TextToMetricFamilies(strings.NewReader(string(b)))
-	if err != nil {
-		t.Fatalf("parsing /metrics: %v", err)
-	}
-	return string(b), fams
 }
