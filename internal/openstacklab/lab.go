@@ -38,6 +38,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/freeport"
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/tied"
 )
 
@@ -77,7 +78,9 @@ type Lab struct {
 	mu      sync.Mutex
 	procs   []*exec.Cmd
 	closers []func() error
-	logs    map[string]string
+	// the ports of its services, reserved for as long as they may run
+	reservations []*freeport.Reservation
+	logs         map[string]string
 	// the admin token of the lab's Neutron calls
 	neutronToken   string
 	neutronTokenAt time.Time
@@ -161,7 +164,7 @@ func Start(ctx context.Context, opts Options) (*Lab, error) {
 	if err := os.WriteFile(l.script, labPy, 0o755); err != nil {
 		return nil, err
 	}
-	ports, err := freePorts(3)
+	ports, err := l.freePorts(3)
 	if err != nil {
 		return nil, err
 	}
@@ -233,23 +236,18 @@ func templateDir() (string, error) {
 	return filepath.Join(dir, hex.EncodeToString(h.Sum(nil))[:16]), nil
 }
 
-func freePorts(n int) ([]int, error) {
-	var ports []int
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	for i := 0; i < n; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+// freePorts reserves n loopback ports until the lab closes (after its
+// processes are gone, so that no other test's server gets a port one of
+// them still holds).
+func (l *Lab) freePorts(n int) ([]int, error) {
+	r, err := freeport.Reserve(n)
+	if err != nil {
+		return nil, err
 	}
-	return ports, nil
+	l.mu.Lock()
+	l.reservations = append(l.reservations, r)
+	l.mu.Unlock()
+	return r.Ports, nil
 }
 
 func (l *Lab) command(ctx context.Context, args ...string) *exec.Cmd {
@@ -334,7 +332,7 @@ func (l *Lab) answers(url string) bool {
 // Keystone's default hour), so a test of expiry bounds nothing but itself
 // by ttl, however slow the machine.
 func (l *Lab) ShortLivedAuthURL(ctx context.Context, ttl time.Duration) (string, error) {
-	ports, err := freePorts(1)
+	ports, err := l.freePorts(1)
 	if err != nil {
 		return "", err
 	}
@@ -982,5 +980,9 @@ func (l *Lab) Close() error {
 		}
 	}
 	l.procs = nil
+	for _, r := range l.reservations {
+		r.Release()
+	}
+	l.reservations = nil
 	return errors.Join(errs...)
 }

@@ -9,13 +9,14 @@ package testenv
 
 import (
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/freeport"
 )
 
 // BinaryEnv names a prebuilt exporter for the tests to run; scripts/test.sh
@@ -109,14 +110,15 @@ func RequireRoot(t testing.TB) {
 	}
 }
 
-// FreeAddr is a 127.0.0.1 address with a TCP port free a moment ago, for a
-// server the test starts.
+// FreeAddr is a 127.0.0.1 address for a server the test starts: its port is
+// free and no other test, nor any outgoing connection, gets it until the
+// test ends (internal/freeport).
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	r, err := freeport.Reserve(1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	t.Cleanup(r.Release)
+	return r.Addr(0)
 }

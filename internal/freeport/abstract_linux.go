@@ -1,0 +1,3 @@
+package freeport
+
+const abstractSockets = true
