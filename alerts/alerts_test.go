@@ -53,8 +53,8 @@ func readUnitTests(t *testing.T, files []string) []unitTests {
 		if err := yaml.Unmarshal(b, &u); err != nil {
 			t.Fatalf("%s: %v", f, err)
 		}
-		if u.EvaluationInterval != "1m" {
-			t.Fatalf("%s: evaluation_interval %q: the checks here assume 1m", f, u.EvaluationInterval)
+		if u.EvaluationInterval == "" {
+			t.Fatalf("%s: no evaluation_interval: say it (1m for the alerts' edges)", f)
 		}
 		out = append(out, u)
 	}
@@ -62,11 +62,15 @@ func readUnitTests(t *testing.T, files []string) []unitTests {
 }
 
 // firingEdges lists the alerts that some test group expects silent at T
-// and firing at T+1m.
+// and firing at T+1m, one evaluation apart (files evaluated less often,
+// for long horizons, check no edge).
 func firingEdges(t *testing.T, files []string) map[string]bool {
 	t.Helper()
 	edges := map[string]bool{}
 	for _, u := range readUnitTests(t, files) {
+		if u.EvaluationInterval != "1m" {
+			continue
+		}
 		for _, g := range u.Tests {
 			silent := map[string]map[time.Duration]bool{}
 			for _, a := range g.AlertRuleTest {
