@@ -75,6 +75,7 @@ func causes(fams map[string]*dto.MetricFamily) map[string]string {
 // instance actions, compute services and migrations written by Nova's own
 // object layer, as nova-compute and the conductor write them.
 func TestRealNovaSignals(t *testing.T) {
+	t.Parallel()
 	openstacklab.Require(t)
 	ctx := context.Background()
 	lab, err := openstacklab.Start(ctx, openstacklab.Options{Dir: t.TempDir()})

@@ -32,6 +32,7 @@ import (
 // openstack_vm_port_status / openstack_vm_port_fixed_ips for every port,
 // all in binding_failed (cmp-1 has no OVN chassis, so ML2 binds nothing).
 func TestRealNeutronPortSecurity(t *testing.T) {
+	t.Parallel()
 	netlab.Require(t)
 	openstacklab.Require(t)
 	ctx := context.Background()

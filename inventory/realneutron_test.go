@@ -23,6 +23,7 @@ import (
 // the project, the binding fields hidden until the policy override of
 // docs/security.md grants them.
 func TestRealNeutronPorts(t *testing.T) {
+	t.Parallel()
 	lab := startLab(t)
 	ctx := context.Background()
 	defer func() {

@@ -33,6 +33,7 @@ type listing struct {
 }
 
 func TestRealNova(t *testing.T) {
+	t.Parallel()
 	Require(t)
 	ctx := context.Background()
 	lab, err := Start(ctx, Options{Dir: t.TempDir()})
@@ -221,6 +222,7 @@ func record(t *testing.T, lab *Lab, tok, activeID string) {
 // the document says. Nova runs with its new policy defaults and scope
 // checks, the strictest setting.
 func TestLeastPrivilegeRole(t *testing.T) {
+	t.Parallel()
 	Require(t)
 	ctx := context.Background()
 	policy := docPolicy(t)

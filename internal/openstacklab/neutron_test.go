@@ -18,6 +18,7 @@ import (
 // checks what Nova and Neutron then answer, and what a policy override
 // changes for a reader.
 func TestRealNeutron(t *testing.T) {
+	t.Parallel()
 	Require(t)
 	ctx := context.Background()
 	lab, err := Start(ctx, Options{Dir: t.TempDir()})
