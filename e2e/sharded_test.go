@@ -66,6 +66,7 @@ type chain struct {
 // seen ACTIVE (the rules that join up with the last-seen servers of a
 // host, across exporters).
 func TestShardedChain(t *testing.T) {
+	t.Parallel() // its own namespaces, cloud and ports
 	start := time.Now()
 	phase := func(what string) { t.Logf("%5.1fs %s", time.Since(start).Seconds(), what) }
 	w := newWorld(t, shardedFleet)
