@@ -361,7 +361,8 @@ func TestScrapeDoesNotWaitForAPI(t *testing.T) {
 	time.Sleep(200 * time.Millisecond)
 	start := time.Now()
 	_, fams := f.scrape(t)
-	if took := time.Since(start); took > time.Second {
+	// The API hangs for good: a scrape that waited for it would not end.
+	if took := time.Since(start); took > 10*time.Second {
 		t.Errorf("scrape took %v while the API hangs", took)
 	}
 	if len(fams["openstack_vm_status"].GetMetric()) != 8 {

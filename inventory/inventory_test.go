@@ -376,7 +376,9 @@ func TestFaultsKeepLastInventory(t *testing.T) {
 			if err == nil {
 				t.Fatal("refresh succeeded through the fault")
 			}
-			if took := time.Since(start); took > 4*time.Second {
+			// A refresh the timeout did not cut would hang for good; a
+			// loaded machine may take some seconds past the timeout.
+			if took := time.Since(start); took > 15*time.Second {
 				t.Errorf("refresh took %v, beyond its 2s timeout", took)
 			}
 			if got := Classify(err); got != tc.reason {

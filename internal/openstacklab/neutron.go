@@ -129,10 +129,20 @@ func (l *Lab) CreateSubnet(ctx context.Context, networkID, cidr string) (Subnet,
 	var out struct {
 		Subnet Subnet `json:"subnet"`
 	}
-	err = l.Neutron(ctx, http.MethodPost, "/v2.0/subnets", map[string]any{"subnet": map[string]any{
+	err = l.create(ctx, "/v2.0/subnets", map[string]any{"subnet": map[string]any{
 		"network_id": networkID, "project_id": net.Network.ProjectID, "cidr": p.Masked().String(),
 		"ip_version": 4, "enable_dhcp": true,
-	}}, &out)
+	}}, &out, func() (bool, error) {
+		var found struct {
+			Subnets []Subnet `json:"subnets"`
+		}
+		q := url.Values{"network_id": {networkID}, "cidr": {p.Masked().String()}}
+		if err := l.Neutron(ctx, http.MethodGet, "/v2.0/subnets?"+q.Encode(), nil, &found); err != nil || len(found.Subnets) == 0 {
+			return false, err
+		}
+		out.Subnet = found.Subnets[0]
+		return true, nil
+	})
 	return out.Subnet, err
 }
 
@@ -147,21 +157,31 @@ func (l *Lab) CreatePort(ctx context.Context, spec PortSpec) (Port, error) {
 	var out struct {
 		Port Port `json:"port"`
 	}
+	err = l.create(ctx, "/v2.0/ports", map[string]any{"port": body}, &out, func() (found bool, err error) {
+		out.Port, found, err = l.findPort(ctx, spec)
+		return found, err
+	})
+	return out.Port, err
+}
+
+// create POSTs a new resource. Neutron on sqlite can answer 500 after it
+// committed (its workers all write; "database is locked"): a blind retry
+// would then make a second one, or fail as a duplicate. Before trying
+// again, find looks for what the failed attempt made (and fills the
+// answer in when it did).
+func (l *Lab) create(ctx context.Context, path string, body, out any, find func() (bool, error)) error {
 	for try := 0; ; try++ {
-		err := l.neutron(ctx, http.MethodPost, "/v2.0/ports", map[string]any{"port": body}, &out, 0)
+		err := l.neutron(ctx, http.MethodPost, path, body, out, 0)
 		var ne *neutronError
 		if !errors.As(err, &ne) || ne.code != http.StatusInternalServerError || try == 3 {
-			return out.Port, err
+			return err
 		}
-		// On sqlite a 500 can come after the port was committed (its
-		// addresses then allocated): a blind retry would fail with
-		// IpAddressAlreadyAllocated. Take the port if it is there.
-		if p, found, err := l.findPort(ctx, spec); err != nil || found {
-			return p, err
+		if found, err := find(); err != nil || found {
+			return err
 		}
 		select {
 		case <-ctx.Done():
-			return Port{}, ctx.Err()
+			return ctx.Err()
 		case <-time.After(time.Duration(try+1) * 500 * time.Millisecond):
 		}
 	}

@@ -67,7 +67,25 @@ func (l *Lab) AddRule(ctx context.Context, projectID, groupID string, r Security
 			ID string `json:"id"`
 		} `json:"security_group_rule"`
 	}
-	err := l.Neutron(ctx, http.MethodPost, "/v2.0/security-group-rules", map[string]any{"security_group_rule": body}, &out)
+	err := l.create(ctx, "/v2.0/security-group-rules", map[string]any{"security_group_rule": body}, &out, func() (bool, error) {
+		var rules struct {
+			Rules []map[string]any `json:"security_group_rules"`
+		}
+		if err := l.Neutron(ctx, http.MethodGet, "/v2.0/security-group-rules?security_group_id="+url.QueryEscape(groupID), nil, &rules); err != nil {
+			return false, err
+		}
+		for _, rule := range rules.Rules {
+			same := true
+			for k, v := range body {
+				same = same && fmt.Sprint(rule[k]) == fmt.Sprint(v)
+			}
+			if same {
+				out.Rule.ID, _ = rule["id"].(string)
+				return true, nil
+			}
+		}
+		return false, nil
+	})
 	return out.Rule.ID, err
 }
 
