@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -224,16 +225,29 @@ func (l *Lab) CreatePorts(ctx context.Context, specs []PortSpec) ([]Port, error)
 		}
 		return out.Ports, err
 	}
+	// A failed bulk create deletes what it made, after its answer: an
+	// address can still be allocated for a moment (409).
 	ports := make([]Port, len(specs))
 	for i, spec := range specs {
-		p, found, err := l.findPort(ctx, spec)
-		if err == nil && !found {
-			p, err = l.CreatePort(ctx, spec)
+		for try := 0; ; try++ {
+			p, found, err := l.findPort(ctx, spec)
+			if err == nil && !found {
+				p, err = l.CreatePort(ctx, spec)
+			}
+			if err != nil && strings.Contains(err.Error(), "IpAddressAlreadyAllocated") && try < 20 {
+				select {
+				case <-ctx.Done():
+					return nil, ctx.Err()
+				case <-time.After(500 * time.Millisecond):
+				}
+				continue
+			}
+			if err != nil {
+				return nil, err
+			}
+			ports[i] = p
+			break
 		}
-		if err != nil {
-			return nil, err
-		}
-		ports[i] = p
 	}
 	return ports, nil
 }
