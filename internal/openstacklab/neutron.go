@@ -12,7 +12,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 )
 
@@ -186,70 +185,6 @@ func (l *Lab) create(ctx context.Context, path string, body, out any, find func(
 		case <-time.After(time.Duration(try+1) * 500 * time.Millisecond):
 		}
 	}
-}
-
-// CreatePorts creates many ports in one request (Neutron's bulk create,
-// as Nova does not, but as a test that needs a hundred ports can): one
-// request instead of one each. After a 500 it makes each port that is not
-// there yet with CreatePort.
-func (l *Lab) CreatePorts(ctx context.Context, specs []PortSpec) ([]Port, error) {
-	var bodies []map[string]any
-	projectOf := map[string]string{} // network id → project: one read each
-	for _, spec := range specs {
-		ownProject := spec.ProjectID != ""
-		if !ownProject {
-			spec.ProjectID = projectOf[spec.NetworkID]
-		}
-		body, err := l.portBody(ctx, spec)
-		if err != nil {
-			return nil, err
-		}
-		if !ownProject {
-			projectOf[spec.NetworkID], _ = body["project_id"].(string)
-		}
-		bodies = append(bodies, body)
-	}
-	var out struct {
-		Ports []Port `json:"ports"`
-	}
-	err := l.neutron(ctx, http.MethodPost, "/v2.0/ports", map[string]any{"ports": bodies}, &out, 0)
-	var ne *neutronError
-	if !errors.As(err, &ne) || ne.code != http.StatusInternalServerError {
-		if err == nil && len(out.Ports) != len(specs) {
-			err = fmt.Errorf("bulk port create: %d ports for %d asked", len(out.Ports), len(specs))
-		}
-		for i := 0; err == nil && i < len(specs); i++ {
-			if out.Ports[i].DeviceID != specs[i].ServerID {
-				err = fmt.Errorf("bulk port create: port %d is of server %s, not %s", i, out.Ports[i].DeviceID, specs[i].ServerID)
-			}
-		}
-		return out.Ports, err
-	}
-	// A failed bulk create deletes what it made, after its answer: an
-	// address can still be allocated for a moment (409).
-	ports := make([]Port, len(specs))
-	for i, spec := range specs {
-		for try := 0; ; try++ {
-			p, found, err := l.findPort(ctx, spec)
-			if err == nil && !found {
-				p, err = l.CreatePort(ctx, spec)
-			}
-			if err != nil && strings.Contains(err.Error(), "IpAddressAlreadyAllocated") && try < 20 {
-				select {
-				case <-ctx.Done():
-					return nil, ctx.Err()
-				case <-time.After(500 * time.Millisecond):
-				}
-				continue
-			}
-			if err != nil {
-				return nil, err
-			}
-			ports[i] = p
-			break
-		}
-	}
-	return ports, nil
 }
 
 // portBody is the request body of a VM port (spec's network's project when
