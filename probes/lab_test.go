@@ -97,7 +97,9 @@ func TestLabChild(t *testing.T) {
 	}
 	engine, mode, _ := strings.Cut(scenario, "/")
 	opts := Options{Privileged: mode == "privileged" || mode == "blocked", Auto: strings.HasPrefix(mode, "auto"),
-		Count: 4, Timeout: 500 * time.Millisecond, Spacing: 20 * time.Millisecond}
+		// 2 s: the slow VM's userspace responder answered after more than
+		// 500 ms with the whole suite running; a reply is not lost for that.
+		Count: 4, Timeout: 2 * time.Second, Spacing: 20 * time.Millisecond}
 	newEngine := func() (Engine, error) {
 		if engine == "pro-bing" {
 			return NewProBing(opts)

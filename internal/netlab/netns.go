@@ -73,5 +73,7 @@ func (l *Lab) HTTPClient() *http.Client {
 		})
 		return c, err
 	}
-	return &http.Client{Transport: &http.Transport{DialContext: dial}, Timeout: 60 * time.Second}
+	// A bound for a hung service, not a budget: Neutron took more than
+	// 60 s to create a port with the whole suite running.
+	return &http.Client{Transport: &http.Transport{DialContext: dial}, Timeout: 5 * time.Minute}
 }

@@ -253,7 +253,9 @@ func (h *Hypervisor) HTTPClient() *http.Client {
 		})
 		return c, err
 	}
-	return &http.Client{Transport: &http.Transport{DialContext: dial}, Timeout: 60 * time.Second}
+	// A bound for a hung service, not a budget: Neutron took more than
+	// 60 s to create a port with the whole suite running.
+	return &http.Client{Transport: &http.Transport{DialContext: dial}, Timeout: 5 * time.Minute}
 }
 
 func (h *Hypervisor) path(name string) string { return filepath.Join(h.opts.Dir, name) }
