@@ -291,7 +291,12 @@ func (h *Hypervisor) Start(ctx context.Context, cloud *openstacklab.Lab) error {
 	if _, err := h.vsctl(ctx, "--no-wait", "init"); err != nil {
 		return err
 	}
-	if err := h.daemon("ovs-vswitchd", "ovs-vswitchd", h.ovsDB(), "--disable-system",
+	// --monitor, as ovs-ctl starts it in deployments: Debian 12's OVS 3.1.0
+	// userspace datapath once aborted on "conntrack.c:1063: assertion
+	// conn->conn_type == CT_CONN_TYPE_DEFAULT failed in conn_update_state()"
+	// mid-test, and every VM went silent for good; the monitor restarts it
+	// and ovn-controller puts its flows back.
+	if err := h.daemon("ovs-vswitchd", "ovs-vswitchd", h.ovsDB(), "--disable-system", "--monitor",
 		"--unixctl="+h.path("ovs-vswitchd.ctl"), "--log-file="+h.path("ovs-vswitchd.log"), "-vconsole:off"); err != nil {
 		return err
 	}
