@@ -145,9 +145,11 @@ func TestBehaviours(t *testing.T) {
 	}
 
 	l.SetDelay(50 * time.Millisecond)
-	got, slowest := p.ping(t, []netip.Addr{slow, slow6}, 3, time.Second)
+	// Held 50 ms, never less; how much more depends on the machine's load
+	// (164 ms seen with the whole suite running): bounded by the timeout.
+	got, slowest := p.ping(t, []netip.Addr{slow, slow6}, 3, 2*time.Second)
 	for _, a := range []netip.Addr{slow, slow6} {
-		if got[a] != 3 || slowest[a] < 50*time.Millisecond || slowest[a] > 80*time.Millisecond {
+		if got[a] != 3 || slowest[a] < 50*time.Millisecond {
 			t.Errorf("slow %s: %d replies, slowest %v", a, got[a], slowest[a])
 		}
 	}
