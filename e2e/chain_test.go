@@ -143,51 +143,61 @@ var chainFleet = []vm{
 	{name: "will-stick", host: hvHost, vmState: "active", power: 1, updated: 3 * time.Hour},
 }
 
-// TestAlertChain runs the whole chain for real: the exporter in the
-// hypervisor namespace, Prometheus scraping it with the bundled rules,
-// Alertmanager with the example configuration, and a webhook receiver.
-func TestAlertChain(t *testing.T) {
-	t.Parallel() // each test has its own namespaces, cloud and ports
-	w := newWorld(t, chainFleet)
+// promChain is the whole alerting chain, for real, in one world: the exporter
+// in the hypervisor namespace, Prometheus scraping it with the bundled
+// rules, Alertmanager with the example configuration, and a webhook
+// receiver that records every notification.
+type promChain struct {
+	*world
+	params alerts.Params
+	hook   *webhook
+	am     *promstack.Process
+	prom   *promstack.Process
+}
+
+// startPromChain starts the chain over fleet, its host's compute service UP.
+// A per-host exporter reads its compute service's state with full listings
+// only, every fullRefresh.
+func startPromChain(t *testing.T, fleet []vm, fullRefresh time.Duration) *promChain {
+	t.Helper()
+	c := &promChain{world: newWorld(t, fleet)}
 	ctx := context.Background()
-	if err := w.cloud.SetComputeService(ctx, hvHost, "UP"); err != nil {
+	if err := c.cloud.SetComputeService(ctx, hvHost, "UP"); err != nil {
 		t.Fatal(err)
 	}
-	w.net.SetDelay(80 * time.Millisecond)
+	c.net.SetDelay(80 * time.Millisecond)
 
 	// Rules rendered with the documented test overrides.
-	params, err := alerts.LoadParams("testdata/alerts-params.yaml")
+	var err error
+	if c.params, err = alerts.LoadParams("testdata/alerts-params.yaml"); err != nil {
+		t.Fatal(err)
+	}
+	rules, err := alerts.Render(c.params)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rules, err := alerts.Render(params)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rulesFile := filepath.Join(w.dir, "rules.yml")
+	rulesFile := filepath.Join(c.dir, "rules.yml")
 	if err := os.WriteFile(rulesFile, rules, 0o644); err != nil {
 		t.Fatal(err)
 	}
 
-	hook := startWebhook(t, w.net)
-	stack := promstack.New(promstack.Options{Dir: w.dir, Prefix: w.net.ExecPrefix(), Client: w.client})
+	c.hook = startWebhook(t, c.net)
+	stack := promstack.New(promstack.Options{Dir: c.dir, Prefix: c.net.ExecPrefix(), Client: c.client})
 	t.Cleanup(stack.Close)
-	am, err := stack.StartAlertmanager(ctx, "127.0.0.1:19093", alertmanagerConfig(t, hook.addr))
-	if err != nil {
+	if c.am, err = stack.StartAlertmanager(ctx, "127.0.0.1:19093", alertmanagerConfig(t, c.hook.addr)); err != nil {
 		t.Fatal(err)
 	}
 	// Scraped as deploy/prometheus/prometheus.yml advises for a hypervisor's
 	// exporter: with the host target label and honor_labels.
-	prom, err := stack.StartPrometheus(ctx, "127.0.0.1:19090",
-		promstack.HostPrometheusConfig(2*time.Second, "openstack-vm-exporter", "127.0.0.1:19735", hvHost, rulesFile, "127.0.0.1:19093"))
-	if err != nil {
+	if c.prom, err = stack.StartPrometheus(ctx, "127.0.0.1:19090",
+		promstack.HostPrometheusConfig(2*time.Second, "openstack-vm-exporter", "127.0.0.1:19735", hvHost, rulesFile, "127.0.0.1:19093")); err != nil {
 		t.Fatal(err)
 	}
-	w.startExporter(t, `openstack:
+	c.startExporter(t, `openstack:
   scope: host
   host: `+hvHost+`
   refresh_interval: 3s
-  full_refresh_interval: 30s
+  full_refresh_interval: `+fullRefresh.String()+`
   timeout: 2m
 probe:
   icmp:
@@ -195,208 +205,80 @@ probe:
     count: 3
     timeout: 500ms
     vantage: host
-`, w.cloud.AdminEnv())
-	defer func() {
+`, c.cloud.AdminEnv())
+	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("delivered: %v", hook.delivered())
-			t.Logf("prometheus log:\n%s\nalertmanager log:\n%s", prom.Log(), am.Log())
+			t.Logf("delivered: %v", c.hook.delivered())
+			t.Logf("prometheus log:\n%s\nalertmanager log:\n%s", c.prom.Log(), c.am.Log())
 		}
-	}()
+	})
+	return c
+}
 
-	// What Alertmanager may deliver in the whole test, "receiver status
-	// alertname id-or-host": the required ones must all come, nothing else
-	// may (checked at the end, over every delivery). Nothing at all for the
-	// healthy servers, no firing per-server alert of b, c, d (inhibited by
-	// the host-wide page), no exporter or compute-host alert.
-	required := []string{
-		"ticket firing OpenStackVMInError " + w.ids["broken"],
-		"ticket firing OpenStackVMInError " + w.ids["later-broken"],
-		"ticket resolved OpenStackVMInError " + w.ids["later-broken"],
-		"ticket firing OpenStackVMStuckInTaskState " + w.ids["will-stick"],
-		"ticket firing OpenStackVMUnreachable " + w.ids["a"],
-		"ticket resolved OpenStackVMUnreachable " + w.ids["a"],
-		"ticket firing OpenStackVMPacketLoss " + w.ids["lossy"],
-		"ticket firing OpenStackVMHighLatency " + w.ids["slow"],
-		"pager firing OpenStackHostVMsUnreachable " + hvHost,
-		"pager resolved OpenStackHostVMsUnreachable " + hvHost,
-		// Alertmanager's dead man's switch, on its own receiver (its path).
-		"heartbeat firing Watchdog ",
-	}
-	// Phase 5's: the fleet-level page, and nothing for the host itself.
-	fleetRequired := []string{
-		"pager firing OpenStackComputeFleetDown ",
-		"pager resolved OpenStackComputeFleetDown ",
-	}
-	// Phase 6's: the maintenance ticket, and no second host-wide page.
-	maintenanceRequired := []string{
-		"ticket firing OpenStackComputeHostInMaintenance " + hvHost,
-		"ticket resolved OpenStackComputeHostInMaintenance " + hvHost,
-	}
-	allowed := map[string]bool{
-		// The group of a's alert also carries b, c and d: when they
-		// recover, Alertmanager may tell the receiver they are resolved
-		// (it never saw them fire; that is harmless).
-		"ticket resolved OpenStackVMUnreachable " + w.ids["b"]: true,
-		"ticket resolved OpenStackVMUnreachable " + w.ids["c"]: true,
-		"ticket resolved OpenStackVMUnreachable " + w.ids["d"]: true,
-		// 50% random loss, measured over 30 requests, dips under 20% about
-		// once in a thousand windows: a true flap, not a false alert.
-		"ticket resolved OpenStackVMPacketLoss " + w.ids["lossy"]: true,
-	}
-	for _, r := range append(append(required, fleetRequired...), maintenanceRequired...) {
-		allowed[r] = true
-	}
-	waitDelivered := func(d time.Duration, what string, want ...string) {
-		t.Helper()
-		waitFor(t, d, what, func() string {
-			got := map[string]bool{}
-			for _, line := range hook.delivered() {
-				got[line] = true
+// waitDelivered waits until every notification of want ("receiver status
+// alertname id-or-host") has been delivered.
+func (c *promChain) waitDelivered(t *testing.T, d time.Duration, what string, want ...string) {
+	t.Helper()
+	waitFor(t, d, what, func() string {
+		got := map[string]bool{}
+		for _, line := range c.hook.delivered() {
+			got[line] = true
+		}
+		for _, r := range want {
+			if !got[r] {
+				return "missing " + c.named(r)
 			}
-			for _, r := range want {
-				if !got[r] {
-					return "missing " + w.named(r)
-				}
-			}
-			return ""
-		})
-	}
-
-	// Phase 1: the fleet's standing issues open tickets; healthy servers
-	// page nobody.
-	waitDelivered(90*time.Second, "standing issues delivered", required[0])
-	// The addresses taken down below must have answered before, in
-	// Prometheus's own history: wait until its rules recorded that.
-	waitFor(t, 60*time.Second, `a, b, c and d "answered before" in Prometheus`, func() string {
-		n, err := promstack.Query(w.client, "http://127.0.0.1:19090", `openstack_vm_address:icmp_answered:history{address=~"198\\.18\\.0\\.[1-4]"} == 1`)
-		if err != nil || n != 4 {
-			return fmt.Sprintf("%d addresses (%v)", n, err)
 		}
 		return ""
 	})
+}
 
-	// Phase 2: faults made mid-run, in Nova and on the network.
-	errState, task := "error", "migrating"
-	if err := w.cloud.Update(ctx, map[string]openstacklab.Update{
-		w.ids["later-broken"]: {VMState: &errState},
-		w.ids["will-stick"]:   {TaskState: &task, UpdatedAt: time.Now().Add(-2 * time.Hour)},
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.net.Remove(netip.MustParseAddr("198.18.0.1")); err != nil {
-		t.Fatal(err)
-	}
-	waitDelivered(90*time.Second, "per-server alerts delivered",
-		"ticket firing OpenStackVMInError "+w.ids["later-broken"],
-		"ticket firing OpenStackVMStuckInTaskState "+w.ids["will-stick"],
-		"ticket firing OpenStackVMUnreachable "+w.ids["a"],
-		"ticket firing OpenStackVMPacketLoss "+w.ids["lossy"],
-		"ticket firing OpenStackVMHighLatency "+w.ids["slow"])
+// waitAnsweredBefore waits until Prometheus's own history records that the
+// addresses matched by re answered, as n addresses: the host-wide rules
+// count only servers that did.
+func (c *promChain) waitAnsweredBefore(t *testing.T, re string, n int) {
+	t.Helper()
+	waitFor(t, 60*time.Second, fmt.Sprintf("%d addresses %s \"answered before\" in Prometheus", n, re), func() string {
+		got, err := promstack.Query(c.client, c.prom.URL, `openstack_vm_address:icmp_answered:history{address=~"`+re+`"} == 1`)
+		if err != nil || got != n {
+			return fmt.Sprintf("%d addresses (%v)", got, err)
+		}
+		return ""
+	})
+}
 
-	// Phase 3: the host's network fails for most servers: one critical
-	// page for the host, and every per-server reachability alert of the
-	// host held back by Alertmanager.
-	for _, a := range []string{"198.18.0.2", "198.18.0.3", "198.18.0.4"} {
-		if err := w.net.Remove(netip.MustParseAddr(a)); err != nil {
-			t.Fatal(err)
+// deliveredTimes counts the deliveries of one notification.
+func (c *promChain) deliveredTimes(what string) int {
+	n := 0
+	for _, d := range c.hook.delivered() {
+		if d == what {
+			n++
 		}
 	}
-	waitDelivered(60*time.Second, "host-wide page", "pager firing OpenStackHostVMsUnreachable "+hvHost)
-	// The per-server alerts of b, c, d fire in Prometheus after
-	// unreachable_for (12s); Alertmanager must hold back each of them, and
-	// those of a, lossy and slow, which fired before.
-	wantInhibited := []string{
-		"OpenStackVMUnreachable " + w.ids["a"], "OpenStackVMUnreachable " + w.ids["b"],
-		"OpenStackVMUnreachable " + w.ids["c"], "OpenStackVMUnreachable " + w.ids["d"],
-		"OpenStackVMPacketLoss " + w.ids["lossy"], "OpenStackVMHighLatency " + w.ids["slow"],
-	}
-	w.waitInhibited(t, am.URL, "per-server reachability alerts of the host inhibited in Alertmanager", wantInhibited...)
+	return n
+}
 
-	// The dashboards' queries all return data from this Prometheus.
-	checkDashboards(t, w.client, prom.URL)
-
-	// Phase 4: repairs resolve the alerts.
-	// The host's network comes back for all four at once, as a repaired
-	// uplink does. Restored one by one on a loaded machine, the last one
-	// can still be down when the host-wide page resolves: its own alert is
-	// then no longer held back and rightly delivered (a straggler after a
-	// host-wide recovery is a server of its own to look at).
-	if err := w.net.Restore(netlab.Answer, netip.MustParseAddr("198.18.0.1"), netip.MustParseAddr("198.18.0.2"),
-		netip.MustParseAddr("198.18.0.3"), netip.MustParseAddr("198.18.0.4")); err != nil {
-		t.Fatal(err)
-	}
-	active := "active"
-	if err := w.cloud.Update(ctx, map[string]openstacklab.Update{w.ids["later-broken"]: {VMState: &active}}); err != nil {
-		t.Fatal(err)
-	}
-	waitDelivered(90*time.Second, "every expected notification delivered", required...)
-
-	// Phase 5: a fleet-level fault. Every compute service of the fleet
-	// (here its one host) goes DOWN at once, as in a message queue outage:
-	// one fleet page, and the host's own OpenStackComputeHostDown, which
-	// fires too, held back by Alertmanager.
-	if err := w.cloud.SetComputeService(ctx, hvHost, "DOWN"); err != nil {
-		t.Fatal(err)
-	}
-	waitDelivered(90*time.Second, "fleet-level page", fleetRequired[0])
-	w.waitInhibited(t, am.URL, "the host's page inhibited by the fleet's", "OpenStackComputeHostDown "+hvHost)
-	if err := w.cloud.SetComputeService(ctx, hvHost, "UP"); err != nil {
-		t.Fatal(err)
-	}
-	waitDelivered(90*time.Second, "fleet-level page resolved", fleetRequired[1])
-
-	// Phase 6: planned work. The host is disabled (MAINTENANCE), then most
-	// of its servers stop answering: OpenStackHostVMsUnreachable fires in
-	// Prometheus, but the maintenance holds its page back in Alertmanager.
-	if err := w.cloud.SetComputeService(ctx, hvHost, "MAINTENANCE"); err != nil {
-		t.Fatal(err)
-	}
-	waitDelivered(90*time.Second, "maintenance ticket", maintenanceRequired[0])
-	for _, a := range []string{"198.18.0.1", "198.18.0.2", "198.18.0.3", "198.18.0.4"} {
-		if err := w.net.Remove(netip.MustParseAddr(a)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	w.waitInhibited(t, am.URL, "the host-wide page held back by the maintenance", "OpenStackHostVMsUnreachable "+hvHost)
-	for _, a := range []string{"198.18.0.1", "198.18.0.2", "198.18.0.3", "198.18.0.4"} {
-		if err := w.net.Restore(netlab.Answer, netip.MustParseAddr(a)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := w.cloud.SetComputeService(ctx, hvHost, "UP"); err != nil {
-		t.Fatal(err)
-	}
-	waitDelivered(90*time.Second, "maintenance over", maintenanceRequired[1])
-	// A late notification would come within a few group intervals (2s).
-	time.Sleep(6 * time.Second)
-	pages := 0
-	for _, d := range hook.delivered() {
-		if d == "pager firing OpenStackHostVMsUnreachable "+hvHost {
-			pages++
-		}
-	}
-	if pages != 1 {
-		t.Errorf("the host-wide reachability page came %d times, want once (phase 3; not in maintenance)", pages)
-	}
-
-	// Every delivery of the whole test was expected.
+// checkDeliveries checks the whole test's deliveries, once its last one is
+// due: each was allowed, each was a notification, and each alert carried
+// its runbook, severity and labels.
+func (c *promChain) checkDeliveries(t *testing.T, allowed map[string]bool) {
+	t.Helper()
 	seen := map[string]bool{}
-	for _, d := range hook.delivered() {
+	for _, d := range c.hook.delivered() {
 		if !allowed[d] && !seen[d] {
-			t.Errorf("unexpected notification: %s", w.named(d))
+			t.Errorf("unexpected notification: %s", c.named(d))
 		}
 		seen[d] = true
 	}
-	hook.mu.Lock()
-	defer hook.mu.Unlock()
-	for _, b := range hook.bad {
+	c.hook.mu.Lock()
+	defer c.hook.mu.Unlock()
+	for _, b := range c.hook.bad {
 		t.Errorf("a webhook body that is not a notification: %.500s", b)
 	}
-	// Every delivered alert carried its runbook, severity and labels.
-	for _, n := range hook.got {
+	for _, n := range c.hook.got {
 		for _, a := range n.Alerts {
 			name := a.Labels["alertname"]
-			if a.Annotations["runbook_url"] != params.RunbookBaseURL+"/"+name+".md" || a.Labels["severity"] == "" {
+			if a.Annotations["runbook_url"] != c.params.RunbookBaseURL+"/"+name+".md" || a.Labels["severity"] == "" {
 				t.Errorf("%s delivered without its runbook or severity: %v %v", name, a.Labels, a.Annotations)
 			}
 			if strings.HasPrefix(name, "OpenStackVM") && !strings.HasPrefix(name, "OpenStackVMExporter") &&
@@ -408,6 +290,182 @@ probe:
 			}
 		}
 	}
+}
+
+// heartbeat is Alertmanager's dead man's switch, on its own receiver (its
+// path): delivered in every chain.
+const heartbeat = "heartbeat firing Watchdog "
+
+// TestAlertChain: a fleet's standing issues, faults made mid-run in Nova
+// and on the network, a host-wide network fault and the repairs, each
+// delivered to the receiver it is routed to, or held back.
+func TestAlertChain(t *testing.T) {
+	t.Parallel() // each test has its own namespaces, cloud and ports
+	c := startPromChain(t, chainFleet, 30*time.Second)
+	ctx := context.Background()
+
+	// What Alertmanager may deliver in the whole test, "receiver status
+	// alertname id-or-host": the required ones must all come, nothing else
+	// may (checked at the end, over every delivery). Nothing at all for the
+	// healthy servers, no firing per-server alert of b, c, d (inhibited by
+	// the host-wide page), no exporter or compute-host alert.
+	required := []string{
+		"ticket firing OpenStackVMInError " + c.ids["broken"],
+		"ticket firing OpenStackVMInError " + c.ids["later-broken"],
+		"ticket resolved OpenStackVMInError " + c.ids["later-broken"],
+		"ticket firing OpenStackVMStuckInTaskState " + c.ids["will-stick"],
+		"ticket firing OpenStackVMUnreachable " + c.ids["a"],
+		"ticket resolved OpenStackVMUnreachable " + c.ids["a"],
+		"ticket firing OpenStackVMPacketLoss " + c.ids["lossy"],
+		"ticket firing OpenStackVMHighLatency " + c.ids["slow"],
+		"pager firing OpenStackHostVMsUnreachable " + hvHost,
+		"pager resolved OpenStackHostVMsUnreachable " + hvHost,
+		heartbeat,
+	}
+	allowed := map[string]bool{
+		// The group of a's alert also carries b, c and d: when they
+		// recover, Alertmanager may tell the receiver they are resolved
+		// (it never saw them fire; that is harmless).
+		"ticket resolved OpenStackVMUnreachable " + c.ids["b"]: true,
+		"ticket resolved OpenStackVMUnreachable " + c.ids["c"]: true,
+		"ticket resolved OpenStackVMUnreachable " + c.ids["d"]: true,
+		// 50% random loss, measured over 30 requests, dips under 20% about
+		// once in a thousand windows: a true flap, not a false alert.
+		"ticket resolved OpenStackVMPacketLoss " + c.ids["lossy"]: true,
+	}
+	for _, r := range required {
+		allowed[r] = true
+	}
+
+	// Phase 1: the fleet's standing issues open tickets; healthy servers
+	// page nobody. The addresses taken down below must have answered
+	// before, in Prometheus's own history.
+	c.waitDelivered(t, 90*time.Second, "standing issues delivered", required[0])
+	c.waitAnsweredBefore(t, `198\\.18\\.0\\.[1-4]`, 4)
+
+	// Phase 2: faults made mid-run, in Nova and on the network.
+	errState, task := "error", "migrating"
+	if err := c.cloud.Update(ctx, map[string]openstacklab.Update{
+		c.ids["later-broken"]: {VMState: &errState},
+		c.ids["will-stick"]:   {TaskState: &task, UpdatedAt: time.Now().Add(-2 * time.Hour)},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.net.Remove(netip.MustParseAddr("198.18.0.1")); err != nil {
+		t.Fatal(err)
+	}
+	c.waitDelivered(t, 90*time.Second, "per-server alerts delivered",
+		"ticket firing OpenStackVMInError "+c.ids["later-broken"],
+		"ticket firing OpenStackVMStuckInTaskState "+c.ids["will-stick"],
+		"ticket firing OpenStackVMUnreachable "+c.ids["a"],
+		"ticket firing OpenStackVMPacketLoss "+c.ids["lossy"],
+		"ticket firing OpenStackVMHighLatency "+c.ids["slow"])
+
+	// Phase 3: the host's network fails for most servers: one critical
+	// page for the host, and every per-server reachability alert of the
+	// host held back by Alertmanager.
+	for _, a := range []string{"198.18.0.2", "198.18.0.3", "198.18.0.4"} {
+		if err := c.net.Remove(netip.MustParseAddr(a)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.waitDelivered(t, 60*time.Second, "host-wide page", "pager firing OpenStackHostVMsUnreachable "+hvHost)
+	// The per-server alerts of b, c, d fire in Prometheus after
+	// unreachable_for (12s); Alertmanager must hold back each of them, and
+	// those of a, lossy and slow, which fired before.
+	wantInhibited := []string{
+		"OpenStackVMUnreachable " + c.ids["a"], "OpenStackVMUnreachable " + c.ids["b"],
+		"OpenStackVMUnreachable " + c.ids["c"], "OpenStackVMUnreachable " + c.ids["d"],
+		"OpenStackVMPacketLoss " + c.ids["lossy"], "OpenStackVMHighLatency " + c.ids["slow"],
+	}
+	c.waitInhibited(t, c.am.URL, "per-server reachability alerts of the host inhibited in Alertmanager", wantInhibited...)
+
+	// The dashboards' queries all return data from this Prometheus.
+	checkDashboards(t, c.client, c.prom.URL)
+
+	// Phase 4: repairs resolve the alerts.
+	// The host's network comes back for all four at once, as a repaired
+	// uplink does. Restored one by one on a loaded machine, the last one
+	// can still be down when the host-wide page resolves: its own alert is
+	// then no longer held back and rightly delivered (a straggler after a
+	// host-wide recovery is a server of its own to look at).
+	if err := c.net.Restore(netlab.Answer, netip.MustParseAddr("198.18.0.1"), netip.MustParseAddr("198.18.0.2"),
+		netip.MustParseAddr("198.18.0.3"), netip.MustParseAddr("198.18.0.4")); err != nil {
+		t.Fatal(err)
+	}
+	active := "active"
+	if err := c.cloud.Update(ctx, map[string]openstacklab.Update{c.ids["later-broken"]: {VMState: &active}}); err != nil {
+		t.Fatal(err)
+	}
+	c.waitDelivered(t, 90*time.Second, "every expected notification delivered", required...)
+	// A late notification would come within a few group intervals (2s).
+	time.Sleep(6 * time.Second)
+	if n := c.deliveredTimes("pager firing OpenStackHostVMsUnreachable " + hvHost); n != 1 {
+		t.Errorf("the host-wide reachability page came %d times, want once", n)
+	}
+	c.checkDeliveries(t, allowed)
+}
+
+// TestAlertChainComputeService: the compute service's states, through the
+// same chain. A fleet-wide outage of compute services pages once for the
+// fleet, not for each host; a host in maintenance opens a ticket, and its
+// servers going silent then pages nobody.
+func TestAlertChainComputeService(t *testing.T) {
+	t.Parallel()
+	// a, b, c, d and healthy: all answer. Full listings often, as the
+	// service states come with them.
+	c := startPromChain(t, chainFleet[:5], 6*time.Second)
+	ctx := context.Background()
+	fleetPage := []string{"pager firing OpenStackComputeFleetDown ", "pager resolved OpenStackComputeFleetDown "}
+	maintenance := []string{
+		"ticket firing OpenStackComputeHostInMaintenance " + hvHost,
+		"ticket resolved OpenStackComputeHostInMaintenance " + hvHost,
+	}
+	allowed := map[string]bool{heartbeat: true}
+	for _, r := range append(fleetPage, maintenance...) {
+		allowed[r] = true
+	}
+	c.waitAnsweredBefore(t, `198\\.18\\.0\\.[1-4]`, 4)
+
+	// A fleet-level fault: every compute service of the fleet (here its
+	// one host) goes DOWN at once, as in a message queue outage. One fleet
+	// page; the host's own OpenStackComputeHostDown fires too, and is held
+	// back by Alertmanager.
+	if err := c.cloud.SetComputeService(ctx, hvHost, "DOWN"); err != nil {
+		t.Fatal(err)
+	}
+	c.waitDelivered(t, 90*time.Second, "fleet-level page", fleetPage[0])
+	c.waitInhibited(t, c.am.URL, "the host's page inhibited by the fleet's", "OpenStackComputeHostDown "+hvHost)
+	if err := c.cloud.SetComputeService(ctx, hvHost, "UP"); err != nil {
+		t.Fatal(err)
+	}
+	c.waitDelivered(t, 90*time.Second, "fleet-level page resolved", fleetPage[1])
+
+	// Planned work. The host is disabled (MAINTENANCE), then most of its
+	// servers stop answering: OpenStackHostVMsUnreachable fires in
+	// Prometheus, but the maintenance holds its page back in Alertmanager.
+	if err := c.cloud.SetComputeService(ctx, hvHost, "MAINTENANCE"); err != nil {
+		t.Fatal(err)
+	}
+	c.waitDelivered(t, 90*time.Second, "maintenance ticket", maintenance[0])
+	down := []netip.Addr{netip.MustParseAddr("198.18.0.1"), netip.MustParseAddr("198.18.0.2"),
+		netip.MustParseAddr("198.18.0.3"), netip.MustParseAddr("198.18.0.4")}
+	for _, a := range down {
+		if err := c.net.Remove(a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.waitInhibited(t, c.am.URL, "the host-wide page held back by the maintenance", "OpenStackHostVMsUnreachable "+hvHost)
+	if err := c.net.Restore(netlab.Answer, down...); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.cloud.SetComputeService(ctx, hvHost, "UP"); err != nil {
+		t.Fatal(err)
+	}
+	c.waitDelivered(t, 90*time.Second, "maintenance over", maintenance[1])
+	// A late notification would come within a few group intervals (2s).
+	time.Sleep(6 * time.Second)
+	c.checkDeliveries(t, allowed)
 }
 
 // waitInhibited waits until Alertmanager at amURL holds back every alert

@@ -235,10 +235,13 @@ func byName(fams map[string]*dto.MetricFamily, metric string) map[string]*dto.Me
 
 func waitFor(t *testing.T, d time.Duration, what string, cond func() string) {
 	t.Helper()
-	deadline := time.Now().Add(d)
+	begin := time.Now()
+	deadline := begin.Add(d)
 	var last string
 	for time.Now().Before(deadline) {
 		if last = cond(); last == "" {
+			// Shown with -v or a failure: where a test's time went.
+			t.Logf("%s: after %v", what, time.Since(begin).Round(100*time.Millisecond))
 			return
 		}
 		time.Sleep(500 * time.Millisecond)
