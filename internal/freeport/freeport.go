@@ -5,27 +5,31 @@
 // port, and the server then fails with "address already in use".
 //
 // Ports come from below the kernel's ephemeral range, so no outgoing
-// connection is ever given one, and each is reserved across processes by an
-// abstract unix socket named after it for as long as the reservation is
-// held. Processes of one test run thus never get the same port.
+// connection is ever given one, and each is reserved across processes by a
+// machine-wide lock (internal/machinelock) named after it for as long as the
+// reservation is held. Processes of one test run thus never get the same
+// port.
 package freeport
 
 import (
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"os"
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/machinelock"
 )
 
 // Reservation holds ports until Release.
 type Reservation struct {
 	Ports []int
 	mu    sync.Mutex
-	locks []net.Listener
+	locks []io.Closer
 }
 
 // Release frees the reservation's ports for other tests; the servers
@@ -73,14 +77,9 @@ func Reserve(n int) (*Reservation, error) {
 	return r, nil
 }
 
-// lock takes the machine-wide (network-namespace-wide, as the port itself)
-// reservation of port; abstract sockets need no file and vanish with their
-// process.
-func lock(port int) (net.Listener, error) {
-	if !abstractSockets {
-		return nopLock{}, nil
-	}
-	return net.Listen("unix", "@openstack-vm-exporter-test-port-"+strconv.Itoa(port))
+// lock takes the machine-wide reservation of port.
+func lock(port int) (io.Closer, error) {
+	return machinelock.TryLock("openstack-vm-exporter-test-port-" + strconv.Itoa(port))
 }
 
 // candidateRange is the 8192 ports below the ephemeral range (or above it,
@@ -106,9 +105,3 @@ func candidateRange() (low, high int) {
 		return 1024, max(ephemeralLow, 1025)
 	}
 }
-
-// nopLock stands in where the system has no abstract sockets: ports are
-// still outside the ephemeral range, only not reserved across processes.
-type nopLock struct{ net.Listener }
-
-func (nopLock) Close() error { return nil }

@@ -4,6 +4,8 @@ import (
 	"net"
 	"slices"
 	"testing"
+
+	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/machinelock"
 )
 
 func TestReservedPortsAreFreeDistinctAndOutsideTheEphemeralRange(t *testing.T) {
@@ -43,7 +45,7 @@ func TestReservationHeldUntilReleased(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if abstractSockets {
+	if machinelock.Supported {
 		if _, err := lock(r.Ports[0]); err == nil {
 			t.Fatal("a held port could be reserved again")
 		}

@@ -40,6 +40,7 @@ import (
 	"time"
 
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/freeport"
+	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/machinelock"
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/tied"
 )
 
@@ -228,12 +229,12 @@ func Start(ctx context.Context, opts Options) (*Lab, error) {
 // starting, in every process of the machine (a test run starts a dozen at
 // once). Starting, Python imports Keystone, Nova and Neutron: several seconds
 // of CPU each. All at once on two cores, neutron-server took more than 90 s
-// to answer; in turns, each lab is up in seconds. The slot is an abstract
-// unix socket, gone with its process.
+// to answer; in turns, each lab is up in seconds. The slot is a machine-wide
+// lock, gone with its process.
 func takeStartSlot(ctx context.Context) (io.Closer, error) {
 	for {
 		for i := range max(runtime.NumCPU(), 1) {
-			if l, err := net.Listen("unix", fmt.Sprintf("@openstack-vm-exporter-lab-start-%d", i)); err == nil {
+			if l, err := machinelock.TryLock(fmt.Sprintf("openstack-vm-exporter-lab-start-%d", i)); err == nil {
 				return l, nil
 			}
 		}

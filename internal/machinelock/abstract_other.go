@@ -1,5 +1,5 @@
 //go:build !linux
 
-package freeport
+package machinelock
 
 const abstractSockets = false

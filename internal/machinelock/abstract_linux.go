@@ -1,3 +1,3 @@
-package freeport
+package machinelock
 
 const abstractSockets = true
