@@ -26,8 +26,10 @@ step "govulncheck"
 step "go test ./... as nobody, with only Go on PATH (the tier any laptop runs)"
 ./scripts/test-unprivileged.sh
 
+# Briefly: a smoke test that each harness runs (the seed corpora also run
+# as plain tests); long fuzzing belongs to a run of its own, not to CI.
 step "fuzzing (briefly; the seed corpora are in testdata/fuzz and the tests)"
-go test -run '^$' -fuzz '^FuzzParse$' -fuzztime 10s ./config/
-go test -run '^$' -fuzz '^FuzzServer$' -fuzztime 10s ./inventory/
-go test -run '^$' -fuzz '^FuzzParseEchoReply$' -fuzztime 10s ./probes/
+go test -run '^$' -fuzz '^FuzzParse$' -fuzztime 3s ./config/
+go test -run '^$' -fuzz '^FuzzServer$' -fuzztime 3s ./inventory/
+go test -run '^$' -fuzz '^FuzzParseEchoReply$' -fuzztime 3s ./probes/
 step "done"
