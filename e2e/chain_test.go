@@ -125,6 +125,21 @@ func alertmanagerConfig(t *testing.T, hook string) string {
 	return string(out)
 }
 
+// writeRules renders the bundled rules with params into dir and returns
+// the file's path.
+func writeRules(t *testing.T, dir string, params alerts.Params) string {
+	t.Helper()
+	rules, err := alerts.Render(params)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "rules.yml")
+	if err := os.WriteFile(path, rules, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
 func asList(v any) []any {
 	l, _ := v.([]any)
 	return l
@@ -172,14 +187,7 @@ func startPromChain(t *testing.T, fleet []vm, fullRefresh time.Duration) *promCh
 	if c.params, err = alerts.LoadParams("testdata/alerts-params.yaml"); err != nil {
 		t.Fatal(err)
 	}
-	rules, err := alerts.Render(c.params)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rulesFile := filepath.Join(c.dir, "rules.yml")
-	if err := os.WriteFile(rulesFile, rules, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	rulesFile := writeRules(t, c.dir, c.params)
 
 	c.hook = startWebhook(t, c.net)
 	stack := promstack.New(promstack.Options{Dir: c.dir, Prefix: c.net.ExecPrefix(), Client: c.client})

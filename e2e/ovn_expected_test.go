@@ -150,14 +150,7 @@ func TestOVNICMPExpected(t *testing.T) {
 	}
 	params.UnreachableFor = "30s"
 	params.PortDownUnreachableFor = "10s"
-	rules, err := alerts.Render(params)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rulesFile := filepath.Join(dir, "rules.yml")
-	if err := os.WriteFile(rulesFile, rules, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	rulesFile := writeRules(t, dir, params)
 	const exporterAddr, promAddr = "127.0.0.1:19738", "127.0.0.1:19092"
 	stack := promstack.New(promstack.Options{Dir: dir, Prefix: hv.ExecPrefix(), Client: client})
 	t.Cleanup(stack.Close)

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -94,14 +93,7 @@ func TestShardedChain(t *testing.T) {
 	// Two hosts are no fleet: here one host's outage and one dead exporter
 	// page per host (TestAlertChain covers the fleet-level pages).
 	params.FleetMinHosts, params.FleetMinExporters = 3, 3
-	rules, err := alerts.Render(params)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rulesFile := filepath.Join(w.dir, "rules.yml")
-	if err := os.WriteFile(rulesFile, rules, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	rulesFile := writeRules(t, w.dir, params)
 	const interval = 2 * time.Second
 	const job = "openstack-vm-exporter"
 	exporters := map[string]string{hostA: exporterA, hostB: exporterB}

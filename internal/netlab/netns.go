@@ -61,6 +61,11 @@ func enter(ns string) (back func() error, err error) {
 	}, nil
 }
 
+// ServiceTimeout bounds one request of the labs' HTTP clients to their
+// services: a bound for a hung service, not a budget (Neutron took more
+// than 60 s to create a port with the whole suite running).
+const ServiceTimeout = 5 * time.Minute
+
 // HTTPClient returns a client whose connections are opened inside the
 // hypervisor namespace: it reaches services on that namespace's loopback.
 func (l *Lab) HTTPClient() *http.Client {
@@ -73,7 +78,5 @@ func (l *Lab) HTTPClient() *http.Client {
 		})
 		return c, err
 	}
-	// A bound for a hung service, not a budget: Neutron took more than
-	// 60 s to create a port with the whole suite running.
-	return &http.Client{Transport: &http.Transport{DialContext: dial}, Timeout: 5 * time.Minute}
+	return &http.Client{Transport: &http.Transport{DialContext: dial}, Timeout: ServiceTimeout}
 }

@@ -253,9 +253,7 @@ func (h *Hypervisor) HTTPClient() *http.Client {
 		})
 		return c, err
 	}
-	// A bound for a hung service, not a budget: Neutron took more than
-	// 60 s to create a port with the whole suite running.
-	return &http.Client{Transport: &http.Transport{DialContext: dial}, Timeout: 5 * time.Minute}
+	return &http.Client{Transport: &http.Transport{DialContext: dial}, Timeout: netlab.ServiceTimeout}
 }
 
 func (h *Hypervisor) path(name string) string { return filepath.Join(h.opts.Dir, name) }
