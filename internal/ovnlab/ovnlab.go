@@ -58,9 +58,6 @@ type Options struct {
 	Dir string
 	// Host is the chassis's hostname: the binding:host_id of its ports.
 	Host string
-	// LockTimeout bounds the wait for another test's hypervisor to end
-	// (default 10 minutes).
-	LockTimeout time.Duration
 }
 
 // Hypervisor is one OVN chassis in its own namespace.
@@ -103,19 +100,16 @@ func Require(t testing.TB) {
 	openstacklab.Require(t)
 }
 
-// New takes the machine's lock and creates the hypervisor's namespace, in
+// New takes the machine's lock (waiting for it as long as ctx allows) and creates the hypervisor's namespace, in
 // which the cloud's services can then run (openstacklab.Options.NetNS).
 func New(ctx context.Context, opts Options) (*Hypervisor, error) {
 	if opts.Host == "" || opts.Dir == "" {
 		return nil, errors.New("ovnlab: Options.Dir and Options.Host are required")
 	}
-	if opts.LockTimeout == 0 {
-		opts.LockTimeout = 10 * time.Minute
-	}
 	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
 		return nil, err
 	}
-	lock, err := takeLock(ctx, opts.LockTimeout)
+	lock, err := takeLock(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -139,12 +133,13 @@ func New(ctx context.Context, opts Options) (*Hypervisor, error) {
 }
 
 // takeLock waits for the machine-wide lock.
-func takeLock(ctx context.Context, timeout time.Duration) (*os.File, error) {
+func takeLock(ctx context.Context) (*os.File, error) {
 	f, err := os.OpenFile(LockFile, os.O_CREATE|os.O_RDWR, 0o644)
 	if err != nil {
 		return nil, err
 	}
-	deadline := time.Now().Add(timeout)
+	// Until the holder closes, however long its test takes on this machine:
+	// only ctx bounds the wait (testenv.Context: the test run's deadline).
 	for {
 		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
 		if err == nil {
@@ -154,14 +149,10 @@ func takeLock(ctx context.Context, timeout time.Duration) (*os.File, error) {
 			f.Close()
 			return nil, fmt.Errorf("locking %s: %w", LockFile, err)
 		}
-		if time.Now().After(deadline) {
-			f.Close()
-			return nil, fmt.Errorf("another OVN lab holds %s after %v", LockFile, timeout)
-		}
 		select {
 		case <-ctx.Done():
 			f.Close()
-			return nil, ctx.Err()
+			return nil, fmt.Errorf("waiting for %s, which another OVN lab holds: %w", LockFile, ctx.Err())
 		case <-time.After(200 * time.Millisecond):
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/openstacklab"
+	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/testenv"
 )
 
 // TestHypervisor binds ports of two networks with the same CIDR to a real
@@ -26,7 +27,7 @@ func TestHypervisor(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	begin := time.Now()
-	hv, err := New(ctx, Options{Dir: filepath.Join(dir, "hv"), Host: "hv-ovnlab"})
+	hv, err := New(testenv.Context(t), Options{Dir: filepath.Join(dir, "hv"), Host: "hv-ovnlab"})
 	if err != nil {
 		t.Fatal(err)
 	}
