@@ -5,15 +5,20 @@
 # capabilities or Debian's tools. Called by scripts/test.sh as root; the
 # module cache is lent read-only through a bind mount in a private mount
 # namespace, since root's home is closed to other users.
+#
+# With an argument, runs that sh script there instead (scripts/side-checks.sh
+# runs vet, the build, this tier and fuzzing in one go, so that they share
+# one build cache: compiling everything twice, once as root for vet and once
+# as nobody for the tests, was the side lane's longest step).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/goenv.sh
+script="${1:-go test -count=1 ./...}"
 if [[ $(id -u) -ne 0 ]]; then
   # Already unprivileged: just run it.
-  exec go test -count=1 ./...
+  exec sh -ec "$script"
 fi
 modcache=$(go env GOMODCACHE)
-repo=$(pwd)
 scratch=$(mktemp -d /tmp/ovmx-unprivileged-XXXXXX)
 trap 'rm -rf "$scratch"' EXIT
 mkdir -p "$scratch/mod" "$scratch/home" "$scratch/tmp" "$scratch/src" "$scratch/bin"
@@ -36,5 +41,5 @@ unshare --mount --propagation private bash -c '
   exec setpriv --reuid=nobody --regid=nogroup --clear-groups --inh-caps=-all --bounding-set=-all \
     env -i HOME="$2/home" TMPDIR="$2/tmp" PATH="$3/bin:$2/bin" GOTOOLCHAIN=local GOFLAGS=-mod=mod GOPROXY=off \
         GOMODCACHE="$2/mod" GOCACHE="$2/home/go-build" CI="${CI:-}" \
-        go test -count=1 ./...
-' _ "$modcache" "$scratch" "$goroot"
+        sh -ec "$4"
+' _ "$modcache" "$scratch" "$goroot" "$script"
