@@ -86,6 +86,7 @@ type Lab struct {
 	// the admin token of the lab's Neutron calls
 	neutronToken   string
 	neutronTokenAt time.Time
+	helper         novaHelper
 	Warm           bool // the databases came from the cache
 	Started        time.Duration
 }
@@ -570,7 +571,7 @@ func (l *Lab) Seed(ctx context.Context, servers []Server) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	out, err := l.python(ctx, bytes.NewReader(b), "seed", l.opts.Dir)
+	out, err := l.nova(ctx, b, "seed", l.opts.Dir)
 	if err != nil {
 		return nil, err
 	}
@@ -617,7 +618,7 @@ func (l *Lab) Update(ctx context.Context, changes map[string]Update) error {
 		list = append(list, m)
 	}
 	b, _ := json.Marshal(list)
-	_, err := l.python(ctx, bytes.NewReader(b), "update", l.opts.Dir)
+	_, err := l.nova(ctx, b, "update", l.opts.Dir)
 	return err
 }
 
@@ -625,7 +626,7 @@ func (l *Lab) Update(ctx context.Context, changes map[string]Update) error {
 // down) or MAINTENANCE (disabled). Nova shows it as the host_status of the
 // host's servers and in os-services.
 func (l *Lab) SetComputeService(ctx context.Context, host, state string) error {
-	_, err := l.python(ctx, nil, "service", l.opts.Dir, host, state)
+	_, err := l.nova(ctx, nil, "service", l.opts.Dir, host, state)
 	return err
 }
 
@@ -634,7 +635,7 @@ func (l *Lab) SetComputeService(ctx context.Context, host, state string) error {
 // does, or as nova-compute does itself when libvirt's connection is lost
 // (a reason starting "AUTO: ").
 func (l *Lab) DisableComputeService(ctx context.Context, host, reason string) error {
-	_, err := l.python(ctx, nil, "service", l.opts.Dir, host, "MAINTENANCE", reason)
+	_, err := l.nova(ctx, nil, "service", l.opts.Dir, host, "MAINTENANCE", reason)
 	return err
 }
 
@@ -647,14 +648,14 @@ const StopByNova = "nova"
 // (no user, no project: a guest that stopped by itself); by any other user
 // id, as that user's API request.
 func (l *Lab) StopServers(ctx context.Context, by string, ids ...string) error {
-	_, err := l.python(ctx, nil, append([]string{"stop", l.opts.Dir, by}, ids...)...)
+	_, err := l.nova(ctx, nil, append([]string{"stop", l.opts.Dir, by}, ids...)...)
 	return err
 }
 
 // RecordAction records an instance action (start, reboot...) by a user (or
 // StopByNova), as Nova's API records one, without changing the server.
 func (l *Lab) RecordAction(ctx context.Context, id, action, by string) error {
-	_, err := l.python(ctx, nil, "action", l.opts.Dir, id, action, by)
+	_, err := l.nova(ctx, nil, "action", l.opts.Dir, id, action, by)
 	return err
 }
 
@@ -687,7 +688,7 @@ func (l *Lab) SeedMigrations(ctx context.Context, migs []Migration) ([]string, e
 		list = append(list, e)
 	}
 	b, _ := json.Marshal(list)
-	out, err := l.python(ctx, bytes.NewReader(b), "migrations", l.opts.Dir)
+	out, err := l.nova(ctx, b, "migrations", l.opts.Dir)
 	if err != nil {
 		return nil, err
 	}
@@ -995,6 +996,9 @@ func tail(s string, n int) string {
 
 // Close stops every process of the lab (whole process groups).
 func (l *Lab) Close() error {
+	l.helper.mu.Lock()
+	l.helper.stop()
+	l.helper.mu.Unlock()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	var errs []error

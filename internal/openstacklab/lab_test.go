@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -67,6 +68,22 @@ func TestRealNova(t *testing.T) {
 	t.Logf("seeded %d servers in %v", len(servers), time.Since(start))
 	if err := lab.SetComputeService(ctx, "cmp-1", "DOWN"); err != nil {
 		t.Fatal(err)
+	}
+	// The helper that runs these commands: a failing command is reported
+	// and the helper goes on; a helper that died fails the command it had
+	// (never retried: it may have been half done) and the next one gets a
+	// new helper.
+	if _, err := lab.nova(ctx, nil, "no-such-command", lab.opts.Dir); err == nil || !strings.Contains(err.Error(), "unknown command no-such-command") {
+		t.Errorf("a failing command: %v, want lab.py's error", err)
+	}
+	lab.helper.mu.Lock()
+	syscall.Kill(-lab.helper.pgid, syscall.SIGKILL)
+	lab.helper.mu.Unlock()
+	if err := lab.SetComputeService(ctx, "cmp-1", "DOWN"); err == nil || !strings.Contains(err.Error(), "the helper failed") {
+		t.Errorf("a command to a helper that died: %v, want it to fail", err)
+	}
+	if err := lab.SetComputeService(ctx, "cmp-1", "DOWN"); err != nil {
+		t.Fatalf("the command after the helper died: %v", err)
 	}
 	tok, err := lab.Token(ctx)
 	if err != nil {

@@ -23,12 +23,14 @@ Subcommands (DIR is the lab's working directory):
   migrations DIR             migration records from JSON on stdin
 Ports are read from DIR/ports.json, written by the Go side.
 """
+import io
 import json
 import os
 import shutil
 import sqlite3
 import subprocess
 import sys
+import traceback
 import urllib.request
 import uuid as uuidlib
 from datetime import datetime, timezone
@@ -507,7 +509,18 @@ def register(d):
     print(json.dumps({"admin_password": PASSWORD, "reader_password": READER_PASSWORD}))
 
 
+_nova_envs = {}
+
+
 def nova_env(d):
+    """Nova's configuration, objects and the admin context, once per
+    process (the helper serves many commands)."""
+    if d not in _nova_envs:
+        _nova_envs[d] = _nova_env(d)
+    return _nova_envs[d]
+
+
+def _nova_env(d):
     os.environ["OS_NOVA_DISABLE_EVENTLET_PATCHING"] = "1"
     import nova.conf  # noqa: F401
     from nova import config, context, objects
@@ -720,10 +733,41 @@ def migrations(d):
     c.close()
 
 
+def helper():
+    """Runs commands through Nova's object layer for as long as the lab
+    lives, one JSON request a line ({"args": [...], "stdin": "..."}), one
+    JSON reply a line ({"out": "...", "error": "..."}): Nova is imported
+    once, not once per command."""
+    requests = sys.stdin
+    # Replies on a copy of fd 1; fd 1 itself goes to the log, so that
+    # nothing else written there can garble a reply.
+    replies = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    for line in requests:
+        req = json.loads(line)
+        sys.stdin, sys.stdout = io.StringIO(req.get("stdin") or ""), io.StringIO()
+        try:
+            run(req["args"][0], req["args"][1:])
+            reply = {"out": sys.stdout.getvalue()}
+        except BaseException:
+            reply = {"out": sys.stdout.getvalue(), "error": traceback.format_exc()}
+        finally:
+            sys.stdin, sys.stdout = requests, sys.__stdout__
+        replies.write(json.dumps(reply) + "\n")
+        replies.flush()
+
+
 def main():
     cmd, args = sys.argv[1], sys.argv[2:]
     # oslo.config reads sys.argv when the services start: hide ours.
     sys.argv = sys.argv[:1]
+    if cmd == "helper":
+        helper()
+    else:
+        run(cmd, args)
+
+
+def run(cmd, args):
     if cmd == "init":
         init(args[0], args[1] if len(args) > 1 else "")
     elif cmd == "keystone":
