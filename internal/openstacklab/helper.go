@@ -22,7 +22,7 @@ import (
 // machine, for each of the ~70 commands of a test run.
 type novaHelper struct {
 	mu      sync.Mutex // one request at a time
-	lab     *Lab
+	logPath string
 	in      io.WriteCloser
 	outFile io.Closer
 	out     *bufio.Reader
@@ -121,7 +121,7 @@ func (h *novaHelper) start(l *Lab) error {
 		out.Close()
 		return err
 	}
-	h.lab, h.in, h.outFile, h.out, h.exited, h.pgid = l, in, out, bufio.NewReader(out), exited, cmd.Process.Pid
+	h.logPath, h.in, h.outFile, h.out, h.exited, h.pgid = logFile.Name(), in, out, bufio.NewReader(out), exited, cmd.Process.Pid
 	l.mu.Lock()
 	l.logs["nova-helper"] = logFile.Name()
 	l.mu.Unlock()
@@ -142,9 +142,6 @@ func (h *novaHelper) stop() {
 }
 
 func (h *novaHelper) logTail() string {
-	if h.lab == nil {
-		return ""
-	}
-	b, _ := os.ReadFile(filepath.Join(h.lab.opts.Dir, "nova-helper.log"))
+	b, _ := os.ReadFile(h.logPath)
 	return tail(string(b), 3000)
 }
