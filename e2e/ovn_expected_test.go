@@ -47,7 +47,7 @@ func TestOVNICMPExpected(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	begin := time.Now()
-	hv, err := ovnlab.New(testenv.Context(t), ovnlab.Options{Dir: filepath.Join(dir, "hv"), Host: expectedHost})
+	hv, err := ovnlab.New(ovnlab.Options{Dir: filepath.Join(dir, "hv"), Host: expectedHost})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,6 +164,8 @@ func TestOVNICMPExpected(t *testing.T) {
 probe:
   icmp:
     vantage: auto
+    # The agent's ovnmeta-* namespaces: the hypervisor's own directory.
+    netns_dir: ` + hv.NetnsDir() + `
     interval: 2s
     count: 3
     timeout: 500ms

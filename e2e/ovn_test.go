@@ -6,7 +6,6 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -46,15 +45,15 @@ const slowDelay = 80 * time.Millisecond
 // it): its address is counted as unprobed for lack of a namespace, never
 // reported down.
 func TestOVN(t *testing.T) {
-	// Beside the other end-to-end tests (their namespaces are netlab's,
-	// never ovnmeta-*); ovnlab's lock keeps OVN hypervisors one at a time.
+	// Beside the other end-to-end tests: each OVN hypervisor's agent keeps
+	// its ovnmeta-* namespaces in a directory of its own (hv.NetnsDir).
 	t.Parallel()
 	ovnlab.Require(t)
 	testenv.RequireRoot(t)
 	ctx := context.Background()
 	dir := t.TempDir()
 	begin := time.Now()
-	hv, err := ovnlab.New(testenv.Context(t), ovnlab.Options{Dir: filepath.Join(dir, "hv"), Host: ovnHost})
+	hv, err := ovnlab.New(ovnlab.Options{Dir: filepath.Join(dir, "hv"), Host: ovnHost})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -182,8 +181,8 @@ func TestOVN(t *testing.T) {
 	if p, err := cloud.GetPort(ctx, orphan.ID); err != nil || p.Status != "DOWN" {
 		t.Fatalf("the unplugged port: status %q (%v), want DOWN", p.Status, err)
 	}
-	if _, err := os.Stat("/run/netns/" + ovnlab.MetadataNamespace(orphanNet.ID)); !os.IsNotExist(err) {
-		t.Fatalf("the unplugged port's network has a namespace (%v)", err)
+	if hv.MetadataNamespaceExists(orphanNet.ID) {
+		t.Fatal("the unplugged port's network has a namespace")
 	}
 	t.Logf("%d VMs plugged, namespaces and ACTIVE ports %v after the start", len(plugged), time.Since(begin))
 
@@ -199,6 +198,8 @@ func TestOVN(t *testing.T) {
 probe:
   icmp:
     vantage: auto
+    # The agent's ovnmeta-* namespaces: the hypervisor's own directory.
+    netns_dir: ` + hv.NetnsDir() + `
     interval: 3s
     count: 4
     timeout: 2s

@@ -56,9 +56,10 @@ set +m
 # evaluations, Keystone and Nova): four packages and four tests of each run
 # at once, each test in its own namespaces and on its own reserved ports.
 # (Eight at once starved the chains' exporters on 2 cores.)
-# -timeout is a bound for a hang, not for speed: a package's tests may wait
-# for a machine-wide turn held by another package's (ovnlab's hypervisor
-# lock), so on a slow machine a package runs longer than its own tests.
+# -timeout is a bound for a hang, not for speed: a package's tests wait for
+# machine-wide turns that other packages' tests hold (a turn to start an
+# OpenStack lab), so on a slow machine a package runs longer than its own
+# tests.
 step "go test -race -tags lab (both tiers)"
 lab_status=0
 go test -race -tags lab -count=1 -p 4 -parallel 4 -timeout 30m ./... || lab_status=$?

@@ -8,14 +8,16 @@
 //
 // Everything runs inside a network namespace of the lab's own (one
 // userspace OVS per namespace), which has no default route. The metadata
-// agent deletes every ovnmeta-* namespace on the machine that OVN does not
-// back, and only one agent may run per machine: a hypervisor holds a
-// machine-wide lock (flock on /run/ovnlab.lock) from New to Close, so two
-// tests never run one at the same time.
+// agent deletes every ovnmeta-* namespace it sees that OVN does not back,
+// so each hypervisor's agent runs in a mount namespace of its own whose
+// /run/netns is the hypervisor's NetnsDir: its ovnmeta-* namespaces are
+// visible there (to the tests and to an exporter given that directory as
+// probe.icmp.netns_dir), and no agent sees another hypervisor's. Several
+// hypervisors, in one process or many, run side by side.
 //
 // Use:
 //
-//	hv, _ := ovnlab.New(ctx, ovnlab.Options{Dir: dir, Host: "hv-1"})
+//	hv, _ := ovnlab.New(ovnlab.Options{Dir: dir, Host: "hv-1"})
 //	cloud, _ := openstacklab.Start(ctx, openstacklab.Options{Dir: dir2, NetNS: hv.NetNS(), HTTPClient: hv.HTTPClient()})
 //	_ = hv.Start(ctx, cloud)
 //	vm, _ := hv.Plug(ctx, port)
@@ -36,6 +38,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -45,12 +48,13 @@ import (
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/tied"
 )
 
-// LockFile serialises the hypervisors of every process on the machine.
-const LockFile = "/run/ovnlab.lock"
+// stateDir holds a file per running hypervisor naming what it runs, so
+// that a later one can clean up after a test process that died without
+// closing its hypervisors.
+const stateDir = "/run/ovnlab"
 
-// stateFile names what the holder of the lock runs, so that the next one
-// can clean up after a holder that died without closing.
-const stateFile = "/run/ovnlab.state"
+// serial numbers the hypervisors of this process (their namespaces' names).
+var serial atomic.Int64
 
 // Options configures a hypervisor.
 type Options struct {
@@ -63,8 +67,8 @@ type Options struct {
 // Hypervisor is one OVN chassis in its own namespace.
 type Hypervisor struct {
 	opts  Options
+	id    string // <pid>-<serial>: unique on the machine while it runs
 	ns    string
-	lock  *os.File
 	cloud *openstacklab.Lab
 
 	mu       sync.Mutex
@@ -72,7 +76,6 @@ type Hypervisor struct {
 	agent    *exec.Cmd // the metadata agent, while it runs
 	logs     map[string]string
 	vms      []*VM
-	networks map[string]bool // networks of plugged ports: their ovnmeta-* to remove
 	mtus     map[string]int
 	prefixes map[string]netip.Prefix
 	closed   bool
@@ -100,27 +103,24 @@ func Require(t testing.TB) {
 	openstacklab.Require(t)
 }
 
-// New takes the machine's lock (waiting for it as long as ctx allows) and creates the hypervisor's namespace, in
-// which the cloud's services can then run (openstacklab.Options.NetNS).
-func New(ctx context.Context, opts Options) (*Hypervisor, error) {
+// New creates the hypervisor's namespace, in which the cloud's services
+// can then run (openstacklab.Options.NetNS), and its NetnsDir.
+func New(opts Options) (*Hypervisor, error) {
 	if opts.Host == "" || opts.Dir == "" {
 		return nil, errors.New("ovnlab: Options.Dir and Options.Host are required")
 	}
 	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
 		return nil, err
 	}
-	lock, err := takeLock(ctx)
-	if err != nil {
-		return nil, err
-	}
-	h := &Hypervisor{opts: opts, lock: lock, logs: map[string]string{}, networks: map[string]bool{},
-		mtus: map[string]int{}, prefixes: map[string]netip.Prefix{}}
 	cleanStale()
-	h.ns = fmt.Sprintf("ovnlab-%d-hv", os.Getpid())
+	h := &Hypervisor{opts: opts, logs: map[string]string{}, mtus: map[string]int{}, prefixes: map[string]netip.Prefix{}}
+	h.id = fmt.Sprintf("%d-%d", os.Getpid(), serial.Add(1))
+	h.ns = "ovnlab-" + h.id + "-hv"
 	if err := h.writeState(); err != nil {
-		h.Close()
 		return nil, err
 	}
+	// ip makes /run/netns a mount point (shared) with the first namespace
+	// it adds: the agent's mount namespace relies on it (startAgent).
 	if err := run("ip", "netns", "add", h.ns); err != nil {
 		h.Close()
 		return nil, err
@@ -129,71 +129,101 @@ func New(ctx context.Context, opts Options) (*Hypervisor, error) {
 		h.Close()
 		return nil, err
 	}
+	// A shared mount of its own: what the agent mounts in its /run/netns
+	// (a peer of it) shows here too.
+	dir := h.NetnsDir()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		h.Close()
+		return nil, err
+	}
+	if err := syscall.Mount(dir, dir, "", syscall.MS_BIND, ""); err != nil {
+		h.Close()
+		return nil, fmt.Errorf("bind-mounting %s: %w", dir, err)
+	}
+	if err := syscall.Mount("", dir, "", syscall.MS_SHARED, ""); err != nil {
+		h.Close()
+		return nil, fmt.Errorf("making %s shared: %w", dir, err)
+	}
 	return h, nil
 }
 
-// takeLock waits for the machine-wide lock.
-func takeLock(ctx context.Context) (*os.File, error) {
-	f, err := os.OpenFile(LockFile, os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		return nil, err
-	}
-	// Until the holder closes, however long its test takes on this machine:
-	// only ctx bounds the wait (testenv.Context: the test run's deadline).
-	for {
-		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if err == nil {
-			return f, nil
-		}
-		if !errors.Is(err, syscall.EWOULDBLOCK) {
-			f.Close()
-			return nil, fmt.Errorf("locking %s: %w", LockFile, err)
-		}
-		select {
-		case <-ctx.Done():
-			f.Close()
-			return nil, fmt.Errorf("waiting for %s, which another OVN lab holds: %w", LockFile, ctx.Err())
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
-}
+// NetnsDir holds the named network namespaces the metadata agent creates
+// (ovnmeta-<network id>): the agent's /run/netns, and the netns_dir of an
+// exporter probing from this hypervisor.
+func (h *Hypervisor) NetnsDir() string { return h.path("netns") }
 
 type state struct {
 	Dir        string   `json:"dir"`
 	Namespaces []string `json:"namespaces"`
+	NetnsDir   string   `json:"netns_dir"`
 }
 
-// writeState records what this hypervisor runs (under the lock).
+func (h *Hypervisor) stateFile() string { return filepath.Join(stateDir, h.id+".json") }
+
+// writeState records what this hypervisor runs.
 func (h *Hypervisor) writeState() error {
 	h.mu.Lock()
-	s := state{Dir: h.opts.Dir, Namespaces: []string{h.ns}}
+	s := state{Dir: h.opts.Dir, Namespaces: []string{h.ns}, NetnsDir: h.NetnsDir()}
 	for _, vm := range h.vms {
 		s.Namespaces = append(s.Namespaces, vm.Namespace)
 	}
-	for n := range h.networks {
-		s.Namespaces = append(s.Namespaces, "ovnmeta-"+n)
-	}
 	h.mu.Unlock()
 	b, _ := json.Marshal(s)
-	return os.WriteFile(stateFile, b, 0o644)
+	if err := os.MkdirAll(stateDir, 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(h.stateFile(), b, 0o644)
 }
 
-// cleanStale ends what a hypervisor that died without Close left behind
-// (its agent's haproxy and privsep daemons, which outlive the agent;
-// its namespaces). Called under the lock: no other hypervisor runs.
+// cleanStale ends what the hypervisors of test processes that died
+// without Close left behind (their agents' haproxy and privsep daemons,
+// which outlive the agent; their namespaces and mounts).
 func cleanStale() {
-	b, err := os.ReadFile(stateFile)
-	if err != nil {
-		return
-	}
-	var s state
-	if json.Unmarshal(b, &s) == nil && s.Dir != "" {
-		killUnder(s.Dir)
-		for _, ns := range s.Namespaces {
-			_ = run("ip", "netns", "delete", ns)
+	files, _ := filepath.Glob(filepath.Join(stateDir, "*.json"))
+	for _, f := range files {
+		pid, err := strconv.Atoi(strings.SplitN(filepath.Base(f), "-", 2)[0])
+		if err != nil || syscall.Kill(pid, 0) != syscall.ESRCH {
+			continue // its process runs
 		}
+		b, _ := os.ReadFile(f)
+		var s state
+		if json.Unmarshal(b, &s) == nil && s.Dir != "" {
+			killUnder(s.Dir)
+			for _, ns := range s.Namespaces {
+				_ = run("ip", "netns", "delete", ns)
+			}
+			if s.NetnsDir != "" {
+				_ = unmountDir(s.NetnsDir)
+			}
+		}
+		os.Remove(f)
 	}
-	os.Remove(stateFile)
+}
+
+// deleteNamespace deletes a named namespace of dir, as `ip netns delete`
+// does in /run/netns.
+func deleteNamespace(dir, name string) error {
+	path := filepath.Join(dir, name)
+	if err := syscall.Unmount(path, syscall.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.ENOENT) {
+		return fmt.Errorf("unmounting %s: %w", path, err)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// unmountDir deletes every namespace of a NetnsDir and unmounts it.
+func unmountDir(dir string) error {
+	entries, _ := os.ReadDir(dir)
+	var errs []error
+	for _, e := range entries {
+		errs = append(errs, deleteNamespace(dir, e.Name()))
+	}
+	if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.ENOENT) {
+		errs = append(errs, fmt.Errorf("unmounting %s: %w", dir, err))
+	}
+	return errors.Join(errs...)
 }
 
 // killUnder kills every process whose command line names a path under dir:
@@ -342,10 +372,21 @@ lock_path = %[1]s/locks
 	if err := os.WriteFile(path, []byte(ini), 0o644); err != nil {
 		return err
 	}
-	// Entered with nsenter, network namespace only: `ip netns exec` would
-	// also give it a mount namespace of its own, and the ovnmeta-*
-	// namespaces it mounts under /run/netns would then exist for it alone.
+	// In the hypervisor's network namespace and in a mount namespace of its
+	// own, whose /run/netns is NetnsDir. Its /run/netns mount is made
+	// private first, so that mounting NetnsDir on it does not propagate to
+	// the machine's /run/netns; NetnsDir's mount is shared, so the
+	// namespaces the agent (and its privsep daemon, and haproxy through
+	// `ip netns exec`) mounts there show in NetnsDir for everyone else.
+	// --rbind: with the namespaces already there (a restarted agent's).
+	const script = `set -e
+mountpoint -q /run/netns
+mount --make-private /run/netns
+mount --rbind "$1" /run/netns
+shift
+exec "$@"`
 	cmd, err := h.daemonArgv("metadata-agent", []string{"nsenter", "--net=/run/netns/" + h.ns,
+		"unshare", "--mount", "--propagation", "unchanged", "sh", "-c", script, "sh", h.NetnsDir(),
 		openstacklab.Python, "/usr/bin/neutron-ovn-metadata-agent", "--config-file", path})
 	if err != nil {
 		return err
@@ -450,9 +491,8 @@ func (h *Hypervisor) Plug(ctx context.Context, port openstacklab.Port) (*VM, err
 		return nil, err
 	}
 	h.mu.Lock()
-	vm := &VM{Namespace: fmt.Sprintf("ovnlab-%d-vm%d", os.Getpid(), len(h.vms)), Tap: "tap" + port.ID[:11], Port: port, h: h}
+	vm := &VM{Namespace: fmt.Sprintf("ovnlab-%s-vm%d", h.id, len(h.vms)), Tap: "tap" + port.ID[:11], Port: port, h: h}
 	h.vms = append(h.vms, vm)
-	h.networks[port.NetworkID] = true
 	h.mu.Unlock()
 	if err := h.writeState(); err != nil {
 		return nil, err
@@ -597,7 +637,8 @@ func (h *Hypervisor) tapOf(portID string) string {
 	return ""
 }
 
-// MetadataNamespace is the namespace the agent keeps for a network.
+// MetadataNamespace is the namespace the agent keeps for a network, in
+// NetnsDir.
 func MetadataNamespace(networkID string) string { return "ovnmeta-" + networkID }
 
 // WaitMetadataNamespace waits until the agent's namespace of a network
@@ -607,7 +648,7 @@ func (h *Hypervisor) WaitMetadataNamespace(ctx context.Context, networkID string
 	ns := MetadataNamespace(networkID)
 	deadline := time.Now().Add(timeout)
 	for {
-		out, err := exec.CommandContext(ctx, "ip", "-n", ns, "-j", "-4", "addr", "show").Output()
+		out, err := h.InMetadataNamespace(ctx, networkID, "ip", "-j", "-4", "addr", "show").Output()
 		if err == nil {
 			var links []struct {
 				Addrs []struct {
@@ -637,6 +678,20 @@ func (h *Hypervisor) WaitMetadataNamespace(ctx context.Context, networkID string
 	}
 }
 
+// InMetadataNamespace is a command that runs in the agent's namespace of a
+// network (network namespace only: `ip netns exec` knows /run/netns alone).
+func (h *Hypervisor) InMetadataNamespace(ctx context.Context, networkID string, argv ...string) *exec.Cmd {
+	args := append([]string{"--net=" + filepath.Join(h.NetnsDir(), MetadataNamespace(networkID))}, argv...)
+	return exec.CommandContext(ctx, "nsenter", args...)
+}
+
+// MetadataNamespaceExists tells whether the agent keeps a namespace for a
+// network.
+func (h *Hypervisor) MetadataNamespaceExists(networkID string) bool {
+	_, err := os.Stat(filepath.Join(h.NetnsDir(), MetadataNamespace(networkID)))
+	return err == nil
+}
+
 // DeleteMetadataNamespace deletes the agent's namespace of a network, as
 // an operator's `ip netns delete` or a failed agent leaves a node. The
 // namespace's veth pair goes with it; its br-int port is removed too:
@@ -644,7 +699,7 @@ func (h *Hypervisor) WaitMetadataNamespace(ctx context.Context, networkID string
 // kernel datapath just loses the port), and the agent, when it recreates
 // the namespace, adds the port only if it is missing.
 func (h *Hypervisor) DeleteMetadataNamespace(ctx context.Context, networkID string) error {
-	if err := run("ip", "netns", "delete", MetadataNamespace(networkID)); err != nil {
+	if err := deleteNamespace(h.NetnsDir(), MetadataNamespace(networkID)); err != nil {
 		return err
 	}
 	// The agent's veth: tap<network id[:10]>0 on br-int, 1 inside.
@@ -720,7 +775,7 @@ func (h *Hypervisor) Logs() string {
 
 // Close ends every process of the hypervisor (the agent's haproxy and
 // privsep daemons too), removes its namespaces, the agent's and its tap
-// devices, and releases the machine's lock. Safe to call twice.
+// devices, and unmounts its NetnsDir. Safe to call twice.
 func (h *Hypervisor) Close() error {
 	h.mu.Lock()
 	if h.closed {
@@ -730,10 +785,6 @@ func (h *Hypervisor) Close() error {
 	h.closed = true
 	procs, vms, agent := h.procs, h.vms, h.agent
 	h.procs, h.agent = nil, nil
-	networks := make([]string, 0, len(h.networks))
-	for n := range h.networks {
-		networks = append(networks, n)
-	}
 	h.mu.Unlock()
 	var errs []error
 	for _, vm := range vms {
@@ -762,10 +813,8 @@ func (h *Hypervisor) Close() error {
 			errs = append(errs, err)
 		}
 	}
-	for _, n := range networks {
-		if err := run("ip", "netns", "delete", MetadataNamespace(n)); err != nil && !strings.Contains(err.Error(), "No such file") {
-			errs = append(errs, err)
-		}
+	if err := unmountDir(h.NetnsDir()); err != nil {
+		errs = append(errs, err)
 	}
 	if h.ns != "" {
 		// The userspace datapath's tap devices stay behind its exit.
@@ -776,9 +825,8 @@ func (h *Hypervisor) Close() error {
 			errs = append(errs, err)
 		}
 	}
-	os.Remove(stateFile)
-	if h.lock != nil {
-		h.lock.Close() // releases the flock
+	if h.id != "" {
+		os.Remove(h.stateFile())
 	}
 	return errors.Join(errs...)
 }

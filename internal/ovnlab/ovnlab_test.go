@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/openstacklab"
-	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/testenv"
 )
 
 // TestHypervisor binds ports of two networks with the same CIDR to a real
@@ -21,13 +20,15 @@ import (
 // ovnmeta-<network> namespace per network with a local port, from which
 // each network's VM answers (and only that network's), a VM whose security
 // group admits no ICMP does not, and the namespace goes with the last
-// port. Close leaves nothing behind.
+// port. The agent's namespaces are in the hypervisor's NetnsDir, never in
+// the machine's /run/netns, and it deletes a stale one it finds there at
+// start. Close leaves nothing behind.
 func TestHypervisor(t *testing.T) {
 	Require(t)
 	ctx := context.Background()
 	dir := t.TempDir()
 	begin := time.Now()
-	hv, err := New(testenv.Context(t), Options{Dir: filepath.Join(dir, "hv"), Host: "hv-ovnlab"})
+	hv, err := New(Options{Dir: filepath.Join(dir, "hv"), Host: "hv-ovnlab"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,6 +43,14 @@ func TestHypervisor(t *testing.T) {
 			t.Logf("hypervisor logs:\n%s\nopenstack logs:\n%s", hv.Logs(), cloud.Logs())
 		}
 	}()
+	// A namespace a crashed agent left for a network OVN does not know.
+	stale := MetadataNamespace("0b6c4e8e-54c8-4b7d-9b0e-2f1b6f0b7a11")
+	if err := os.WriteFile(filepath.Join(hv.NetnsDir(), stale), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("unshare", "--net="+filepath.Join(hv.NetnsDir(), stale), "true").CombinedOutput(); err != nil {
+		t.Fatalf("creating %s: %v: %s", stale, err, out)
+	}
 	if err := hv.Start(ctx, cloud); err != nil {
 		t.Fatal(err)
 	}
@@ -105,6 +114,12 @@ func TestHypervisor(t *testing.T) {
 		if !netip.MustParsePrefix("198.18.7.0/24").Contains(meta.Addr()) {
 			t.Errorf("ovnmeta-%s: address %v, want one on 198.18.7.0/24", nets[i].id, meta)
 		}
+		if _, err := os.Stat(filepath.Join("/run/netns", MetadataNamespace(nets[i].id))); !os.IsNotExist(err) {
+			t.Errorf("%s is in the machine's /run/netns (%v), want it in %s alone", MetadataNamespace(nets[i].id), err, hv.NetnsDir())
+		}
+	}
+	if _, err := os.Stat(filepath.Join(hv.NetnsDir(), stale)); !os.IsNotExist(err) {
+		t.Errorf("the agent kept the stale %s (%v)", stale, err)
 	}
 	t.Logf("ports ACTIVE and namespaces ready %v after start", time.Since(begin))
 	cloudMem, cloudProcs := Memory(filepath.Join(dir, "cloud"))
@@ -112,7 +127,7 @@ func TestHypervisor(t *testing.T) {
 	t.Logf("memory (PSS): cloud %d MB in %d processes, hypervisor %d MB in %d processes", cloudMem>>20, cloudProcs, hvMem>>20, hvProcs)
 
 	ping := func(network, addr string) bool {
-		out, err := exec.Command("ip", "netns", "exec", MetadataNamespace(network), "ping", "-n", "-c", "3", "-i", "0.2", "-W", "2", addr).CombinedOutput()
+		out, err := hv.InMetadataNamespace(ctx, network, "ping", "-n", "-c", "3", "-i", "0.2", "-W", "2", addr).CombinedOutput()
 		t.Logf("ping %s from ovnmeta-%s: %v\n%s", addr, network, err, out)
 		return err == nil
 	}
@@ -122,7 +137,7 @@ func TestHypervisor(t *testing.T) {
 		if !ping(n.id, vmAddr.String()) {
 			t.Errorf("the VM of network %s does not answer from its namespace", n.id)
 		}
-		out, _ := exec.Command("ip", "-n", MetadataNamespace(n.id), "neigh", "show", vmAddr.String()).CombinedOutput()
+		out, _ := hv.InMetadataNamespace(ctx, n.id, "ip", "neigh", "show", vmAddr.String()).CombinedOutput()
 		if !strings.Contains(string(out), n.vm.Port.MAC) {
 			t.Errorf("network %s: neighbour %s is %q, want the port's MAC %s", n.id, vmAddr, out, n.vm.Port.MAC)
 		}
@@ -137,7 +152,7 @@ func TestHypervisor(t *testing.T) {
 	}
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
-		if _, err := os.Stat("/run/netns/" + MetadataNamespace(nets[1].id)); os.IsNotExist(err) {
+		if !hv.MetadataNamespaceExists(nets[1].id) {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -151,10 +166,16 @@ func TestHypervisor(t *testing.T) {
 		t.Errorf("close: %v", err)
 	}
 	out, _ := exec.Command("ip", "netns", "list").Output()
-	for _, ns := range []string{hv.NetNS(), MetadataNamespace(nets[0].id), nets[0].vm.Namespace} {
+	for _, ns := range []string{hv.NetNS(), nets[0].vm.Namespace} {
 		if strings.Contains(string(out), ns) {
 			t.Errorf("namespace %s left behind", ns)
 		}
+	}
+	if left, _ := os.ReadDir(hv.NetnsDir()); len(left) > 0 {
+		t.Errorf("namespaces left behind in %s: %v", hv.NetnsDir(), left)
+	}
+	if mounts, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(mounts), " "+hv.NetnsDir()+" ") {
+		t.Errorf("%s is still mounted", hv.NetnsDir())
 	}
 	if pids := killUnder(hv.opts.Dir); len(pids) > 0 {
 		t.Errorf("processes of the hypervisor left behind: %v", pids)

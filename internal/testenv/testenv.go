@@ -8,7 +8,6 @@
 package testenv
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -16,7 +15,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/freeport"
 )
@@ -123,19 +121,4 @@ func FreeAddr(t testing.TB) string {
 	}
 	t.Cleanup(r.Release)
 	return r.Addr(0)
-}
-
-// Context ends when the test does, and a minute before the test binary's
-// deadline (go test -timeout): a wait for another test (ovnlab's
-// machine-wide lock, a turn to start a lab) is bounded by the run, not by a
-// guess at how fast the machine is, and still ends with its own error and
-// the test's logs rather than the binary's timeout panic.
-func Context(t *testing.T) context.Context {
-	ctx := t.Context()
-	if deadline, ok := t.Deadline(); ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadline(ctx, deadline.Add(-time.Minute))
-		t.Cleanup(cancel)
-	}
-	return ctx
 }
