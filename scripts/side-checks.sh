@@ -13,7 +13,7 @@ step() { echo "== [side $((SECONDS - start))s] $*"; }
 # vet, the build, the Go-only tier and fuzzing run as nobody, in one build
 # cache (scripts/test-unprivileged.sh): none of them needs root, and they
 # compile the same packages. They build as the Dockerfile and the Makefile
-# do (no cgo, -trimpath, netgo and osusergo), since deploy's TestDockerfile
+# do (no cgo, -trimpath, netgo and osusergo), since deploy's TestDockerfileBuild
 # builds the release binary that way: its build then finds every package
 # compiled already (alone, that build is 140 CPU-seconds on 2 cores).
 step "as nobody, with only Go on PATH: go vet (both tiers), go build, go test ./... (the tier any laptop runs), fuzzing"
