@@ -4,6 +4,8 @@ package ovnlab
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -13,6 +15,7 @@ import (
 	"time"
 
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/openstacklab"
+	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/testenv"
 )
 
 // TestHypervisor binds ports of two networks with the same CIDR to a real
@@ -179,5 +182,76 @@ func TestHypervisor(t *testing.T) {
 	}
 	if pids := killUnder(hv.opts.Dir); len(pids) > 0 {
 		t.Errorf("processes of the hypervisor left behind: %v", pids)
+	}
+}
+
+// TestCleanStale: what a test process that died without Close left (its
+// hypervisor's namespace, the agent's namespaces in its NetnsDir and that
+// directory's mount) is gone when the next hypervisor starts; a running
+// process's hypervisor is left alone.
+func TestCleanStale(t *testing.T) {
+	testenv.RequireRoot(t)
+	dead := exec.Command("true")
+	if err := dead.Run(); err != nil {
+		t.Fatal(err)
+	}
+	leave := func(pid int) (ns, netnsDir, stateFile string) {
+		id := fmt.Sprintf("%d-cleanstale", pid) // never a real hypervisor's id
+		ns = "ovnlab-" + id + "-hv"
+		netnsDir = filepath.Join(t.TempDir(), "netns")
+		if err := os.MkdirAll(netnsDir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for _, args := range [][]string{{"ip", "netns", "add", ns}, {"mount", "--bind", netnsDir, netnsDir}, {"mount", "--make-shared", netnsDir}} {
+			if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+				t.Fatalf("%v: %v: %s", args, err, out)
+			}
+		}
+		meta := filepath.Join(netnsDir, MetadataNamespace("0b6c4e8e-54c8-4b7d-9b0e-2f1b6f0b7a11"))
+		if err := os.WriteFile(meta, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := exec.Command("unshare", "--net="+meta, "true").CombinedOutput(); err != nil {
+			t.Fatalf("creating %s: %v: %s", meta, err, out)
+		}
+		b, _ := json.Marshal(state{Dir: filepath.Dir(netnsDir), Namespaces: []string{ns}, NetnsDir: netnsDir})
+		stateFile = filepath.Join(stateDir, id+".json")
+		if err := os.MkdirAll(stateDir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(stateFile, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			_ = unmountDir(netnsDir)
+			_ = run("ip", "netns", "delete", ns)
+			os.Remove(stateFile)
+		})
+		return ns, netnsDir, stateFile
+	}
+	deadNS, deadDir, deadState := leave(dead.Process.Pid)
+	liveNS, liveDir, liveState := leave(os.Getpid())
+
+	cleanStale()
+
+	mounts, _ := os.ReadFile("/proc/self/mountinfo")
+	mounted := func(dir string) bool { return strings.Contains(string(mounts), " "+dir+" ") }
+	if _, err := os.Stat(filepath.Join("/run/netns", deadNS)); !os.IsNotExist(err) {
+		t.Errorf("the dead process's namespace %s is still there (%v)", deadNS, err)
+	}
+	if left, _ := os.ReadDir(deadDir); len(left) > 0 || mounted(deadDir) {
+		t.Errorf("the dead process's %s: %v left, mounted %v", deadDir, left, mounted(deadDir))
+	}
+	if _, err := os.Stat(deadState); !os.IsNotExist(err) {
+		t.Errorf("the dead process's state file is still there (%v)", err)
+	}
+	if _, err := os.Stat(filepath.Join("/run/netns", liveNS)); err != nil {
+		t.Errorf("a running process's namespace %s went: %v", liveNS, err)
+	}
+	if left, _ := os.ReadDir(liveDir); len(left) != 1 || !mounted(liveDir) {
+		t.Errorf("a running process's %s: %v left, mounted %v", liveDir, left, mounted(liveDir))
+	}
+	if _, err := os.Stat(liveState); err != nil {
+		t.Errorf("a running process's state file went: %v", err)
 	}
 }
