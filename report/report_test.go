@@ -80,8 +80,8 @@ table inet netlab {
 	// than 500 ms with the whole suite running, and counted as loss.
 	cfg.Probe.ICMP.Count, cfg.Probe.ICMP.Timeout = 2, 2*time.Second
 	// The stand-in has no Neutron: probe from the lab's host namespace,
-	// whatever ovnmeta-* namespaces other tests on this machine hold in
-	// /run/netns at the moment (vantage auto would turn to them).
+	// whatever ovnmeta-* namespaces the machine has in /run/netns (vantage
+	// auto would turn to them).
 	cfg.Probe.ICMP.Vantage = config.VantageHost
 	var svc *exporter.Service
 	if err := lab.Do(func() (err error) {

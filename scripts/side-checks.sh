@@ -3,7 +3,7 @@
 # timing: go vet, the builds, the Go-only tier as nobody, brief fuzzing and
 # govulncheck. scripts/test.sh runs them at the lowest CPU priority beside
 # the lab tier, whose tests mostly wait (for: durations, services) and so
-# keep the CPU they ask for; run alone, they are the same checks in a row.
+# keep the CPU they ask for; run alone, they are the same checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/goenv.sh
