@@ -3,7 +3,7 @@
 # timing: go vet, the builds, the Go-only tier as nobody, brief fuzzing and
 # govulncheck. scripts/test.sh runs them at the lowest CPU priority beside
 # the lab tier, whose tests mostly wait (for: durations, services) and so
-# keep the CPU they ask for; run alone, they are the same checks.
+# keep the CPU they ask for; run alone, they are the same checks in a row.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/goenv.sh
@@ -16,19 +16,6 @@ step() { echo "== [side $((SECONDS - start))s] $*"; }
 # do (no cgo, -trimpath, netgo and osusergo), since deploy's TestDockerfileBuild
 # builds the release binary that way: its build then finds every package
 # compiled already (alone, that build is 140 CPU-seconds on 2 cores).
-# The arm64 build and govulncheck share nothing with the nobody run's build
-# cache: they run beside it, on the CPU its serial parts (test binaries,
-# fuzzing) leave; in a row after it they were the side lane's last 110 s.
-tmp=$(mktemp -d)
-bg_pids=()
-trap 'kill "${bg_pids[@]}" 2>/dev/null || true; rm -rf "$tmp"' EXIT
-(CGO_ENABLED=0 GOOS=linux GOARCH=arm64 go build -trimpath -tags netgo,osusergo -buildvcs=false -o /dev/null . \
-  && echo "== [side $((SECONDS - start))s] arm64 built") > "$tmp/arm64.log" 2>&1 &
-bg_pids+=($!)
-(./scripts/vulncheck.sh | tail -4 && echo "== [side $((SECONDS - start))s] govulncheck done") > "$tmp/vulncheck.log" 2>&1 &
-bg_pids+=($!)
-step "started beside it: go build linux/arm64 (the release's other platform), govulncheck"
-
 step "as nobody, with only Go on PATH: go vet (both tiers), go build, go test ./... (the tier any laptop runs), fuzzing"
 ./scripts/test-unprivileged.sh '
 export CGO_ENABLED=0 GOFLAGS="$GOFLAGS -trimpath -tags=netgo,osusergo"
@@ -47,13 +34,9 @@ go test -run "^\$" -fuzz "^FuzzServer\$" -fuzztime 3s ./inventory/
 go test -run "^\$" -fuzz "^FuzzParseEchoReply\$" -fuzztime 3s ./probes/
 '
 
-status=0
-step "go build linux/arm64: waiting for it"
-wait "${bg_pids[0]}" || { echo "go build linux/arm64 failed"; status=1; }
-cat "$tmp/arm64.log"
-step "govulncheck: waiting for it"
-wait "${bg_pids[1]}" || { echo "govulncheck failed"; status=1; }
-cat "$tmp/vulncheck.log"
-bg_pids=()
+step "go build linux/arm64 (the release's other platform)"
+CGO_ENABLED=0 GOOS=linux GOARCH=arm64 go build -trimpath -tags netgo,osusergo -buildvcs=false -o /dev/null .
+
+step "govulncheck"
+./scripts/vulncheck.sh | tail -4
 step "done"
-exit "$status"
