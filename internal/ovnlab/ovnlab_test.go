@@ -48,12 +48,7 @@ func TestHypervisor(t *testing.T) {
 	}()
 	// A namespace a crashed agent left for a network OVN does not know.
 	stale := MetadataNamespace("0b6c4e8e-54c8-4b7d-9b0e-2f1b6f0b7a11")
-	if err := os.WriteFile(filepath.Join(hv.NetnsDir(), stale), nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command("unshare", "--net="+filepath.Join(hv.NetnsDir(), stale), "true").CombinedOutput(); err != nil {
-		t.Fatalf("creating %s: %v: %s", stale, err, out)
-	}
+	addNamespace(t, hv.NetnsDir(), stale)
 	if err := hv.Start(ctx, cloud); err != nil {
 		t.Fatal(err)
 	}
@@ -177,7 +172,7 @@ func TestHypervisor(t *testing.T) {
 	if left, _ := os.ReadDir(hv.NetnsDir()); len(left) > 0 {
 		t.Errorf("namespaces left behind in %s: %v", hv.NetnsDir(), left)
 	}
-	if mounts, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(mounts), " "+hv.NetnsDir()+" ") {
+	if mounted(hv.NetnsDir()) {
 		t.Errorf("%s is still mounted", hv.NetnsDir())
 	}
 	if pids := killUnder(hv.opts.Dir); len(pids) > 0 {
@@ -207,13 +202,7 @@ func TestCleanStale(t *testing.T) {
 				t.Fatalf("%v: %v: %s", args, err, out)
 			}
 		}
-		meta := filepath.Join(netnsDir, MetadataNamespace("0b6c4e8e-54c8-4b7d-9b0e-2f1b6f0b7a11"))
-		if err := os.WriteFile(meta, nil, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if out, err := exec.Command("unshare", "--net="+meta, "true").CombinedOutput(); err != nil {
-			t.Fatalf("creating %s: %v: %s", meta, err, out)
-		}
+		addNamespace(t, netnsDir, MetadataNamespace("0b6c4e8e-54c8-4b7d-9b0e-2f1b6f0b7a11"))
 		b, _ := json.Marshal(state{Dir: filepath.Dir(netnsDir), Namespaces: []string{ns}, NetnsDir: netnsDir})
 		stateFile = filepath.Join(stateDir, id+".json")
 		if err := os.MkdirAll(stateDir, 0o755); err != nil {
@@ -234,8 +223,6 @@ func TestCleanStale(t *testing.T) {
 
 	cleanStale()
 
-	mounts, _ := os.ReadFile("/proc/self/mountinfo")
-	mounted := func(dir string) bool { return strings.Contains(string(mounts), " "+dir+" ") }
 	if _, err := os.Stat(filepath.Join("/run/netns", deadNS)); !os.IsNotExist(err) {
 		t.Errorf("the dead process's namespace %s is still there (%v)", deadNS, err)
 	}
@@ -254,4 +241,23 @@ func TestCleanStale(t *testing.T) {
 	if _, err := os.Stat(liveState); err != nil {
 		t.Errorf("a running process's state file went: %v", err)
 	}
+}
+
+// addNamespace creates a named network namespace in dir, as `ip netns add`
+// does in /run/netns.
+func addNamespace(t *testing.T, dir, name string) {
+	t.Helper()
+	path := filepath.Join(dir, name)
+	if err := os.WriteFile(path, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("unshare", "--net="+path, "true").CombinedOutput(); err != nil {
+		t.Fatalf("creating %s: %v: %s", path, err, out)
+	}
+}
+
+// mounted tells whether dir is a mount point of this mount namespace.
+func mounted(dir string) bool {
+	mounts, _ := os.ReadFile("/proc/self/mountinfo")
+	return strings.Contains(string(mounts), " "+dir+" ")
 }
