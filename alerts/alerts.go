@@ -73,10 +73,11 @@ type Params struct {
 	HostDownFor        string `yaml:"host_down_for"`
 	HostMaintenanceFor string `yaml:"host_maintenance_for"`
 
-	FleetShare        float64 `yaml:"fleet_share"`
-	FleetMinHosts     int     `yaml:"fleet_min_hosts"`
-	FleetMinExporters int     `yaml:"fleet_min_exporters"`
-	FleetFor          string  `yaml:"fleet_for"`
+	FleetShare         float64 `yaml:"fleet_share"`
+	FleetMinHosts      int     `yaml:"fleet_min_hosts"`
+	FleetMinExporters  int     `yaml:"fleet_min_exporters"`
+	FleetFor           string  `yaml:"fleet_for"`
+	FleetKeepFiringFor string  `yaml:"fleet_keep_firing_for"`
 
 	APIDownFor          string `yaml:"api_down_for"`
 	StaleIntervals      int    `yaml:"stale_intervals"`
@@ -155,6 +156,12 @@ func Render(p Params) ([]byte, error) {
 				P   Params
 				Sel string
 			}{p, sel}
+		},
+		"keepFiring": func(p Params, alert, record string) any {
+			return struct {
+				P             Params
+				Alert, Record string
+			}{p, alert, record}
 		},
 		// window writes a range selector: "[[[" would not lex.
 		"window": func(d string) string { return "[" + d + "]" },
