@@ -70,8 +70,9 @@ type Params struct {
 	PortDownUnreachableFor         string  `yaml:"port_down_unreachable_for"`
 	PortDownFor                    string  `yaml:"port_down_for"`
 
-	HostDownFor        string `yaml:"host_down_for"`
-	HostMaintenanceFor string `yaml:"host_maintenance_for"`
+	HostDownFor          string `yaml:"host_down_for"`
+	HostMaintenanceFor   string `yaml:"host_maintenance_for"`
+	HostMaintenanceGrace string `yaml:"host_maintenance_grace"`
 
 	FleetShare         float64 `yaml:"fleet_share"`
 	FleetMinHosts      int     `yaml:"fleet_min_hosts"`

@@ -37,10 +37,11 @@ const (
 	jobSel  = `job=~"$job"`
 	vmSel   = `job=~"$job", host=~"$host", project_id=~"$project", id=~"$vm"`
 	// The rules fold job and instance away: ALERTS and the recorded series
-	// have neither.
+	// have neither. Alerts of severity none are no issue: they only
+	// inhibit (a maintenance window).
 	recSel     = `host=~"$host", project_id=~"$project"`
-	alertSel   = `host=~"$host"`
-	alertVMSel = `host=~"$host", id=~"$vm"`
+	alertSel   = `severity!="none", host=~"$host"`
+	alertVMSel = `severity!="none", host=~"$host", id=~"$vm"`
 )
 
 // zeroIfReported is expr, or 0 when expr finds nothing but the exporters

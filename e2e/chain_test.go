@@ -417,7 +417,7 @@ func TestAlertChain(t *testing.T) {
 // TestAlertChainComputeService: the compute service's states, through the
 // same chain. A fleet-wide outage of compute services pages once for the
 // fleet, not for each host; a host in maintenance opens a ticket, and its
-// servers going silent then pages nobody.
+// servers going silent then pages nobody, nor their booting after it.
 func TestAlertChainComputeService(t *testing.T) {
 	t.Parallel()
 	// a, b, c, d and healthy: all answer. Full listings often, as the
@@ -453,10 +453,11 @@ func TestAlertChainComputeService(t *testing.T) {
 	}
 	c.waitDelivered(t, 90*time.Second, "fleet-level page resolved", fleetPage[1])
 
-	// Planned work. The host is disabled (MAINTENANCE), then most of its
+	// Planned work. An operator disables the host, then most of its
 	// servers stop answering: OpenStackHostVMsUnreachable fires in
-	// Prometheus, but the maintenance holds its page back in Alertmanager.
-	if err := c.cloud.SetComputeService(ctx, hvHost, "MAINTENANCE"); err != nil {
+	// Prometheus, but the maintenance window holds its page back in
+	// Alertmanager.
+	if err := c.cloud.DisableComputeService(ctx, hvHost, "OPS-1234: kernel upgrade"); err != nil {
 		t.Fatal(err)
 	}
 	c.waitDelivered(t, 90*time.Second, "maintenance ticket", maintenance[0])
@@ -468,13 +469,27 @@ func TestAlertChainComputeService(t *testing.T) {
 		}
 	}
 	c.waitInhibited(t, c.am.URL, "the host-wide page held back by the maintenance", "OpenStackHostVMsUnreachable "+hvHost)
-	if err := c.net.Restore(netlab.Answer, down...); err != nil {
-		t.Fatal(err)
-	}
+	// The host is enabled again before its servers answer, as after a
+	// reboot: they boot. The host-wide alert still fires in Prometheus
+	// once the maintenance is over; host_maintenance_grace holds its page
+	// back until they answer.
 	if err := c.cloud.SetComputeService(ctx, hvHost, "UP"); err != nil {
 		t.Fatal(err)
 	}
 	c.waitDelivered(t, 90*time.Second, "maintenance over", maintenance[1])
+	if n, err := promstack.Query(c.client, c.prom.URL, `ALERTS{alertname="OpenStackHostVMsUnreachable", alertstate="firing"}`); err != nil || n != 1 {
+		t.Errorf("the host-wide alert as the maintenance ended: %d firing (%v), want 1", n, err)
+	}
+	if err := c.net.Restore(netlab.Answer, down...); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 90*time.Second, "the maintenance window closed, the host-wide alert resolved", func() string {
+		n, err := promstack.Query(c.client, c.prom.URL, `ALERTS{alertname=~"OpenStackComputeHostMaintenanceWindow|OpenStackHostVMsUnreachable"}`)
+		if err != nil || n != 0 {
+			return fmt.Sprintf("%d still firing or pending (%v)", n, err)
+		}
+		return ""
+	})
 	// A late notification would come within a few group intervals (2s).
 	time.Sleep(6 * time.Second)
 	c.checkDeliveries(t, allowed)
