@@ -1,6 +1,7 @@
 # Build, test and release openstack-vm-exporter.
 #   make build    static binary with version information
 #   make test     the whole test suite (scripts/test.sh, as CI runs it)
+#   make fuzz     every fuzz harness, FUZZTIME each (scripts/fuzz.sh)
 #   make cross    linux/amd64 and linux/arm64 binaries and SHA256SUMS in dist/
 #                 (reproducible: rebuild the same commit and compare the sums)
 BINARY   := openstack-vm-exporter
@@ -26,12 +27,15 @@ GOFLAGS_BUILD := -trimpath -tags netgo,osusergo -buildvcs=false
 GOTOOLCHAIN ?= go1.27.3
 export GOTOOLCHAIN
 
-.PHONY: build test cross clean
+.PHONY: build test fuzz cross clean
 build:
 	CGO_ENABLED=0 go build $(GOFLAGS_BUILD) -ldflags "$(LDFLAGS)" -o $(BINARY) .
 
 test:
 	./scripts/test.sh
+
+fuzz:
+	./scripts/fuzz.sh
 
 cross:
 	mkdir -p dist

@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # The checks of scripts/test.sh that need neither root's lab nor its
-# timing: go vet, the builds, the Go-only tier as nobody, brief fuzzing and
-# govulncheck. scripts/test.sh runs them at the lowest CPU priority beside
+# timing: go vet, the builds, the Go-only tier as nobody and govulncheck. scripts/test.sh runs them at the lowest CPU priority beside
 # the lab tier, whose tests mostly wait (for: durations, services) and so
 # keep the CPU they ask for; run alone, they are the same checks in a row.
 set -euo pipefail
@@ -10,13 +9,13 @@ source scripts/goenv.sh
 start=$SECONDS
 step() { echo "== [side $((SECONDS - start))s] $*"; }
 
-# vet, the build, the Go-only tier and fuzzing run as nobody, in one build
+# vet, the build and the Go-only tier run as nobody, in one build
 # cache (scripts/test-unprivileged.sh): none of them needs root, and they
 # compile the same packages. They build as the Dockerfile and the Makefile
 # do (no cgo, -trimpath, netgo and osusergo), since deploy's TestDockerfileBuild
 # builds the release binary that way: its build then finds every package
 # compiled already (alone, that build is 140 CPU-seconds on 2 cores).
-step "as nobody, with only Go on PATH: go vet (both tiers), go build, go test ./... (the tier any laptop runs), fuzzing"
+step "as nobody, with only Go on PATH: go vet (both tiers), go build, go test ./... (the tier any laptop runs)"
 ./scripts/test-unprivileged.sh '
 export CGO_ENABLED=0 GOFLAGS="$GOFLAGS -trimpath -tags=netgo,osusergo"
 echo "== go vet (both tiers)"
@@ -24,15 +23,13 @@ go vet ./...
 go vet -tags lab,netgo,osusergo ./...
 echo "== go build"
 go build -o /dev/null .
+# -vet=off: go vet ran above, with every analyzer, on the files of both tiers.
 echo "== go test ./..."
-go test -count=1 ./...
-# Briefly: a smoke test that each harness runs (the seed corpora also run
-# as plain tests); long fuzzing belongs to a run of its own, not to CI.
-echo "== fuzzing (briefly; the seed corpora are in testdata/fuzz and the tests)"
-go test -run "^\$" -fuzz "^FuzzParse\$" -fuzztime 3s ./config/
-go test -run "^\$" -fuzz "^FuzzServer\$" -fuzztime 3s ./inventory/
-go test -run "^\$" -fuzz "^FuzzParseEchoReply\$" -fuzztime 3s ./probes/
+go test -count=1 -vet=off ./...
 '
+# Fuzzing is scripts/fuzz.sh, not part of the suite: its instrumented
+# rebuilds cost more than the whole Go-only tier, for seconds of fuzzing.
+# The seed corpora run in go test above.
 
 step "go build linux/arm64 (the release's other platform)"
 CGO_ENABLED=0 GOOS=linux GOARCH=arm64 go build -trimpath -tags netgo,osusergo -buildvcs=false -o /dev/null .

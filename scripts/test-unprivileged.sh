@@ -7,7 +7,7 @@
 # namespace, since root's home is closed to other users.
 #
 # With an argument, runs that sh script there instead (scripts/side-checks.sh
-# runs vet, the build, this tier and fuzzing in one go, so that they share
+# runs vet, the build and this tier in one go, so that they share
 # one build cache: compiling everything twice, once as root for vet and once
 # as nobody for the tests, was the side lane's longest step).
 set -euo pipefail
