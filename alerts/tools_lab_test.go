@@ -121,8 +121,11 @@ func TestAlertmanagerExample(t *testing.T) {
 	// only inhibit (severity none; the Watchdog is routed before it).
 	for _, r := range cfg.Route.Routes {
 		inhibitOnly := len(r.Matchers) == 1 && r.Matchers[0] == `severity="none"`
-		if sends[r.Receiver] == inhibitOnly {
-			t.Errorf("route %v goes to %q: sends something %v", r.Matchers, r.Receiver, sends[r.Receiver])
+		switch {
+		case inhibitOnly && sends[r.Receiver]:
+			t.Errorf("route %v of the alerts that only inhibit goes to %q, which notifies", r.Matchers, r.Receiver)
+		case !inhibitOnly && !sends[r.Receiver]:
+			t.Errorf("route %v goes to %q, which sends nothing", r.Matchers, r.Receiver)
 		}
 	}
 
