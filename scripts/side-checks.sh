@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The checks of scripts/test.sh that need neither root's lab nor its
-# timing: go vet, the builds, the Go-only tier as nobody and govulncheck. scripts/test.sh runs them at the lowest CPU priority beside
-# the lab tier, whose tests mostly wait (for: durations, services) and so
-# keep the CPU they ask for; run alone, they are the same checks in a row.
+# timing: go vet, the builds, the Go-only tier as nobody and govulncheck.
+# scripts/test.sh runs them at the lowest CPU priority beside the lab
+# tier, whose tests mostly wait (for: durations, services) and so keep the
+# CPU they ask for; run alone, they are the same checks in a row.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/goenv.sh
