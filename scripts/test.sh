@@ -41,7 +41,7 @@ step "go test -race -tags lab: compiling"
 # analyzer, on both tiers' files.
 go test -race -tags lab -count=1 -vet=off -run '^$' -p 4 ./... > /dev/null
 
-# vet, builds, govulncheck and the Go-only tier as nobody: beside
+# The release build, vet, govulncheck and the Go-only tier as nobody: beside
 # the lab tier, at the lowest CPU priority (scripts/side-checks.sh).
 step "side checks started (scripts/side-checks.sh, niced; their output follows the lab tier's)"
 # Its own process group (job control), so that an interrupted run stops all
