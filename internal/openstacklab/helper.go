@@ -4,29 +4,27 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"sync"
 	"syscall"
-
-	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/tied"
 )
 
 // novaHelper is one lab.py process per lab that runs the commands writing
 // through Nova's object layer (seed, update, service, stop, action,
 // migrations), one request at a time. A process per command imported Nova
 // each time: 3.7 CPU-seconds, and 20 s of wall time on a loaded 2-core
-// machine, for each of the ~70 commands of a test run.
+// machine, for each of the ~70 commands of a test run. It is a fork of the
+// process's "helper" forkserver, which has imported Nova once for all labs.
 type novaHelper struct {
 	mu      sync.Mutex // one request at a time
 	logPath string
 	in      io.WriteCloser
 	outFile io.Closer
 	out     *bufio.Reader
-	exited  <-chan error
+	proc    *forked
 	pgid    int
 }
 
@@ -86,6 +84,12 @@ func (l *Lab) nova(ctx context.Context, stdin []byte, args ...string) (string, e
 	case err := <-failed:
 		h.stop()
 		return "", fmt.Errorf("lab.py %s: the helper failed: %v\n%s", args[0], err, h.logTail())
+	case <-h.proc.done:
+		// Our ends of its FIFOs are open for both reading and writing, so
+		// its end shows here, not as the end of its output.
+		err := h.proc.err
+		h.stop()
+		return "", fmt.Errorf("lab.py %s: the helper failed: %v\n%s", args[0], err, h.logTail())
 	case <-ctx.Done():
 		// Mid-command: its process goes, and the next command starts another.
 		h.stop()
@@ -94,36 +98,41 @@ func (l *Lab) nova(ctx context.Context, stdin []byte, args ...string) (string, e
 }
 
 func (h *novaHelper) start(l *Lab) error {
-	logFile, err := os.Create(filepath.Join(l.opts.Dir, "nova-helper.log"))
-	if err != nil {
+	logPath := filepath.Join(l.opts.Dir, "nova-helper.log")
+	if err := os.WriteFile(logPath, nil, 0o644); err != nil {
 		return err
 	}
-	defer logFile.Close()
-	// Pipes of our own, not cmd's: tied.Start waits for the process at
-	// once, and Wait closes the pipes cmd made.
-	childIn, in, err := os.Pipe()
-	if err != nil {
-		return err
+	// Its stdin and stdout are FIFOs (a fork of the forkserver inherits no
+	// pipe of ours). Our ends are opened read-write: opening never waits
+	// for the other end, and a helper that dies leaves no end-of-file
+	// behind (nova watches proc.done instead).
+	var ends [2]*os.File
+	for i, name := range []string{"nova-helper.in", "nova-helper.out"} {
+		path := filepath.Join(l.opts.Dir, name)
+		os.Remove(path)
+		if err := syscall.Mkfifo(path, 0o600); err != nil {
+			return err
+		}
+		f, err := os.OpenFile(path, os.O_RDWR, 0)
+		if err != nil {
+			return err
+		}
+		ends[i] = f
 	}
-	out, childOut, err := os.Pipe()
-	if err != nil {
-		childIn.Close()
-		in.Close()
-		return err
+	in, out := ends[0], ends[1]
+	fs, err := forkserverFor("helper", l.script)
+	if err == nil {
+		h.proc, err = fs.start(forkRequest{Args: []string{"helper", l.opts.Dir}, Log: logPath, NetNS: l.opts.NetNS,
+			Stdin: in.Name(), Stdout: out.Name()})
 	}
-	defer childIn.Close()
-	defer childOut.Close()
-	cmd := l.command(context.Background(), "helper", l.opts.Dir)
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = childIn, childOut, logFile
-	exited, err := tied.Start(cmd)
 	if err != nil {
 		in.Close()
 		out.Close()
 		return err
 	}
-	h.logPath, h.in, h.outFile, h.out, h.exited, h.pgid = logFile.Name(), in, out, bufio.NewReader(out), exited, cmd.Process.Pid
+	h.logPath, h.in, h.outFile, h.out, h.pgid = logPath, in, out, bufio.NewReader(out), h.proc.pid
 	l.mu.Lock()
-	l.logs["nova-helper"] = logFile.Name()
+	l.logs["nova-helper"] = logPath
 	l.mu.Unlock()
 	return nil
 }
@@ -135,10 +144,10 @@ func (h *novaHelper) stop() {
 	}
 	h.in.Close()
 	h.outFile.Close()
-	if err := syscall.Kill(-h.pgid, syscall.SIGKILL); err == nil || errors.Is(err, syscall.ESRCH) {
-		<-h.exited
+	if err := h.proc.kill(); err == nil {
+		<-h.proc.done
 	}
-	h.in, h.outFile, h.out, h.exited = nil, nil, nil, nil
+	h.in, h.outFile, h.out, h.proc = nil, nil, nil, nil
 }
 
 func (h *novaHelper) logTail() string {

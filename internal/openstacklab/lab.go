@@ -13,6 +13,11 @@
 // Setup is cached: the databases of a registered lab are kept under the
 // user's cache directory, keyed by the packages' versions and lab.py, and
 // copied into each new lab (about 5 s warm against 35 s cold).
+//
+// Imports are shared: each service is a fork of a forkserver of the test
+// process (forkserver.go) that imported Keystone, Nova, Neutron or Nova's
+// object layer once, so a package's second and later labs do not import
+// them again (about 4 CPU-seconds each, most of a lab's start).
 package openstacklab
 
 import (
@@ -79,6 +84,7 @@ type Lab struct {
 	ports   map[string]int
 	mu      sync.Mutex
 	procs   []*exec.Cmd
+	forked  []*forked // its services, forks of the forkservers
 	closers []func() error
 	// the ports of its services, reserved for as long as they may run
 	reservations []*freeport.Reservation
@@ -228,8 +234,9 @@ func Start(ctx context.Context, opts Options) (*Lab, error) {
 
 // takeStartSlot waits until fewer labs than the machine has CPUs are
 // starting, in every process of the machine (a test run starts a dozen at
-// once). Starting, Python imports Keystone, Nova and Neutron: several seconds
-// of CPU each. All at once on two cores, neutron-server took more than 90 s
+// once). Starting, Python imports Keystone, Nova and Neutron (in a test
+// process's first lab: its forkservers) and each service reads its
+// configuration and database: seconds of CPU each. All at once on two cores, neutron-server took more than 90 s
 // to answer; in turns, each lab is up in seconds. The slot is a machine-wide
 // lock, gone with its process.
 func takeStartSlot(ctx context.Context) (io.Closer, error) {
@@ -307,22 +314,24 @@ func (l *Lab) python(ctx context.Context, stdin io.Reader, args ...string) (stri
 	return out.String(), nil
 }
 
-// serve starts a long-running lab.py command and waits until url answers.
+// serve starts a long-running lab.py service (keystone, nova, neutron:
+// args[0]) in the process's forkserver of its kind and waits until url
+// answers.
 func (l *Lab) serve(ctx context.Context, name, url string, args ...string) error {
 	logPath := filepath.Join(l.opts.Dir, name+".log")
-	logFile, err := os.Create(logPath)
-	if err != nil {
+	if err := os.WriteFile(logPath, nil, 0o644); err != nil {
 		return err
 	}
-	cmd := l.command(context.Background(), args...)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	exited, err := tied.Start(cmd)
-	logFile.Close()
+	fs, err := forkserverFor(args[0], l.script)
 	if err != nil {
-		return err
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	proc, err := fs.start(forkRequest{Args: args, Log: logPath, NetNS: l.opts.NetNS})
+	if err != nil {
+		return fmt.Errorf("%s: %w", name, err)
 	}
 	l.mu.Lock()
-	l.procs = append(l.procs, cmd)
+	l.forked = append(l.forked, proc)
 	l.logs[name] = logPath
 	l.mu.Unlock()
 	// Not a budget for a slow machine (starts take turns, takeStartSlot):
@@ -333,8 +342,8 @@ func (l *Lab) serve(ctx context.Context, name, url string, args ...string) error
 			return nil
 		}
 		select {
-		case err := <-exited:
-			return fmt.Errorf("%s exited at start: %v\n%s", name, err, l.tailLog(name))
+		case <-proc.done:
+			return fmt.Errorf("%s exited at start: %v\n%s", name, proc.err, l.tailLog(name))
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(100 * time.Millisecond):
@@ -1014,6 +1023,12 @@ func (l *Lab) Close() error {
 		}
 	}
 	l.procs = nil
+	for _, f := range l.forked {
+		if err := f.kill(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	l.forked = nil
 	for _, r := range l.reservations {
 		r.Release()
 	}

@@ -298,24 +298,22 @@ def neutron_schema(d):
 # would have reported a deadlock that Neutron retries. Seen under load as
 # a 500 on POST /v2.0/ports and as a lost "port up" from OVN. Reporting it
 # as the deadlock it is gives it Neutron's own retries.
-NEUTRON_SERVER = """
-import sys
-from neutron.cmd.eventlet.server import main  # patches eventlet in first
-import sqlalchemy.exc
-from oslo_db import exception
-from oslo_db.sqlalchemy import exc_filters
+def import_neutron():
+    from neutron.cmd.eventlet.server import main  # patches eventlet in first
+    import sqlalchemy.exc
+    from oslo_db import exception
+    from oslo_db.sqlalchemy import exc_filters
 
-@exc_filters.filters("sqlite", sqlalchemy.exc.OperationalError, r".*database is locked")
-def _sqlite_locked(error, match, engine_name, is_disconnect):
-    raise exception.DBDeadlock(error)
-
-sys.argv[0] = "neutron-server"
-sys.exit(main())
-"""
+    @exc_filters.filters("sqlite", sqlalchemy.exc.OperationalError, r".*database is locked")
+    def _sqlite_locked(error, match, engine_name, is_disconnect):
+        raise exception.DBDeadlock(error)
+    return main
 
 
 def serve_neutron(d):
-    os.execv(sys.executable, [sys.executable, "-c", NEUTRON_SERVER, "--config-file", os.path.join(d, "neutron.conf")])
+    main = import_neutron()
+    sys.argv = ["neutron-server", "--config-file", os.path.join(d, "neutron.conf")]
+    sys.exit(main())
 
 
 STATE_FILES = ["neutron.db", "keystone.db", "nova_api.db", "nova_cell0.db", "nova_cell1.db", "fernet-keys", "credential-keys"]
@@ -760,12 +758,137 @@ def helper():
         replies.flush()
 
 
+# What each kind of forkserver imports before it forks: everything its
+# service imports at start (Keystone, Nova and Neutron must not share a
+# process: Nova and Neutron patch eventlet, and their options collide).
+def import_keystone():
+    from keystone.server import wsgi  # noqa: F401
+
+
+def import_nova():
+    import eventlet
+    eventlet.monkey_patch()
+    import eventlet.wsgi  # noqa: F401
+    from nova.api.openstack.compute import wsgi  # noqa: F401
+
+
+def import_helper():
+    os.environ["OS_NOVA_DISABLE_EVENTLET_PATCHING"] = "1"
+    import nova.conf  # noqa: F401
+    from nova import config, context, objects  # noqa: F401
+    from nova.network import model  # noqa: F401
+    from nova.compute import instance_actions, power_state, task_states, vm_states, utils  # noqa: F401
+    objects.register_all()
+
+
+PR_SET_PDEATHSIG = 1
+CLONE_NEWNET = 0x40000000
+
+
+def forkserver(kind):
+    """Imports what the services of `kind` import, once, then starts each
+    service of a request in a fork of itself: importing Keystone, Nova or
+    Neutron costs about 4 CPU-seconds, every time a lab starts one, and a
+    test process starts up to six labs. Requests on stdin, a JSON line each
+    ({"args": [...], "log": path, "netns": name, "stdin": fifo, "stdout":
+    fifo}); on stdout, "pid N" for each request, in order, and
+    "exit N STATUS" when a service ends."""
+    import ctypes
+    import gc
+    import select
+    import signal
+    # "none" imports nothing: the tests of the forkserver itself.
+    {"keystone": import_keystone, "nova": import_nova, "neutron": import_neutron, "helper": import_helper,
+     "none": lambda: None}[kind]()
+    # eventlet (Nova, Neutron) patches os and select: this loop uses the
+    # real ones, so that it never starts an eventlet hub a fork would share.
+    if "eventlet" in sys.modules:
+        from eventlet import patcher
+        real_os, real_select = patcher.original("os"), patcher.original("select")
+    else:
+        real_os, real_select = os, select
+    libc = ctypes.CDLL(None, use_errno=True)
+    me = real_os.getpid()
+    replies = real_os.fdopen(real_os.dup(1), "w")
+    # Objects imported so far stay out of the collector's reach: a child's
+    # collections would otherwise touch (and copy) every page of them.
+    gc.freeze()
+    pending = b""
+    while True:
+        while True:
+            try:
+                pid, status = real_os.waitpid(-1, real_os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            replies.write(f"exit {pid} {real_os.waitstatus_to_exitcode(status)}\n")
+            replies.flush()
+        ready, _, _ = real_select.select([0], [], [], 0.2)
+        if not ready:
+            continue
+        chunk = real_os.read(0, 65536)
+        if not chunk:
+            return  # the test process went: its services die with us (PDEATHSIG)
+        pending += chunk
+        while b"\n" in pending:
+            line, pending = pending.split(b"\n", 1)
+            req = json.loads(line)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            pid = real_os.fork()
+            if pid == 0:
+                code = 1
+                try:
+                    real_os.setsid()
+                    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+                    if real_os.getppid() != me:
+                        real_os._exit(1)
+                    log = real_os.open(req["log"], real_os.O_WRONLY | real_os.O_CREAT | real_os.O_APPEND, 0o644)
+                    stdin = real_os.open(req.get("stdin") or "/dev/null", real_os.O_RDONLY)
+                    stdout = real_os.open(req["stdout"], real_os.O_WRONLY) if req.get("stdout") else log
+                    real_os.dup2(stdin, 0)
+                    real_os.dup2(stdout, 1)
+                    real_os.dup2(log, 2)
+                    for fd in {log, stdin, stdout}:
+                        real_os.close(fd)
+                    replies.close()
+                    if req.get("netns"):
+                        fd = real_os.open("/run/netns/" + req["netns"], real_os.O_RDONLY)
+                        if libc.setns(fd, CLONE_NEWNET) != 0:
+                            raise OSError(ctypes.get_errno(), "setns " + req["netns"])
+                        real_os.close(fd)
+                    if "eventlet" in sys.modules:
+                        import eventlet.hubs
+                        eventlet.hubs.use_hub()
+                    sys.argv = sys.argv[:1]
+                    if req["args"][0] == "helper":
+                        helper()
+                    else:
+                        run(req["args"][0], req["args"][1:])
+                    code = 0
+                except SystemExit as e:
+                    code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+                    if not isinstance(e.code, int) and e.code is not None:
+                        print(e.code, file=sys.stderr)
+                except BaseException:
+                    traceback.print_exc()
+                finally:
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                    real_os._exit(code)
+            replies.write(f"pid {pid}\n")
+            replies.flush()
+
+
 def main():
     cmd, args = sys.argv[1], sys.argv[2:]
     # oslo.config reads sys.argv when the services start: hide ours.
     sys.argv = sys.argv[:1]
     if cmd == "helper":
         helper()
+    elif cmd == "forkserver":
+        forkserver(args[0])
     else:
         run(cmd, args)
 
