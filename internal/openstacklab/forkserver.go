@@ -18,8 +18,9 @@ import (
 )
 
 // A forkserver is a lab.py process of this test process that has imported
-// what one kind of service (keystone, nova, neutron) imports, and starts
-// each such service of every lab as a fork of itself. Importing Keystone,
+// what one kind of service (keystone, nova, neutron, or helper: Nova's
+// object layer) imports, and starts each such service of every lab as a
+// fork of itself. Importing Keystone,
 // Nova or Neutron costs about 4 CPU-seconds; a test process starts up to six
 // labs (and a Keystone more for each short-lived-token test). What the
 // services do once they run is theirs: the same code, configuration and
