@@ -106,18 +106,25 @@ func (h *novaHelper) start(l *Lab) error {
 	// pipe of ours). Our ends are opened read-write: opening never waits
 	// for the other end, and a helper that dies leaves no end-of-file
 	// behind (nova watches proc.done instead).
-	var ends [2]*os.File
-	for i, name := range []string{"nova-helper.in", "nova-helper.out"} {
+	var ends []*os.File
+	closeEnds := func() {
+		for _, f := range ends {
+			f.Close()
+		}
+	}
+	for _, name := range []string{"nova-helper.in", "nova-helper.out"} {
 		path := filepath.Join(l.opts.Dir, name)
 		os.Remove(path)
 		if err := syscall.Mkfifo(path, 0o600); err != nil {
+			closeEnds()
 			return err
 		}
 		f, err := os.OpenFile(path, os.O_RDWR, 0)
 		if err != nil {
+			closeEnds()
 			return err
 		}
-		ends[i] = f
+		ends = append(ends, f)
 	}
 	in, out := ends[0], ends[1]
 	fs, err := forkserverFor("helper", l.script)
@@ -126,8 +133,7 @@ func (h *novaHelper) start(l *Lab) error {
 			Stdin: in.Name(), Stdout: out.Name()})
 	}
 	if err != nil {
-		in.Close()
-		out.Close()
+		closeEnds()
 		return err
 	}
 	h.logPath, h.in, h.outFile, h.out, h.pgid = logPath, in, out, bufio.NewReader(out), h.proc.pid
