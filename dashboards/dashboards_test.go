@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/prometheus/promql/parser"
 
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/alerts"
+	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/testenv"
 )
 
 // Units Grafana knows, of those a dashboard of this kind should use.
@@ -27,7 +28,8 @@ func TestGeneratedFilesAreCurrent(t *testing.T) {
 	dir := t.TempDir()
 	// Run here, in the module: generate.go reads the thresholds from the
 	// alerts package.
-	cmd := exec.Command("go", "run", "generate.go", "-o", dir)
+	args := append(append([]string{"run"}, testenv.BuildFlags()...), "generate.go", "-o", dir)
+	cmd := exec.Command("go", args...)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go run generate.go: %v\n%s", err, out)
 	}

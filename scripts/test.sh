@@ -21,6 +21,15 @@ if [[ -n "$unformatted" ]]; then
   echo "gofmt would change:"; echo "$unformatted"; exit 1
 fi
 
+# The race builds of the lab tier (and of the go commands its tests run)
+# without DWARF, which no test reads (race reports and panics symbolize
+# from the symbol table): from a cold cache, the compiler and the linker
+# spend about a tenth less on them (210-216 CPU-seconds instead of
+# 231-271 for the exporter and the test binaries). The side checks build
+# with the user's own GOFLAGS.
+user_goflags="${GOFLAGS:-}"
+export GOFLAGS="${GOFLAGS:+$GOFLAGS }-gcflags=all=-dwarf=false -ldflags=-w"
+
 # The tests that run the exporter share one build of it.
 bindir=$(mktemp -d)
 side_log="$bindir/side-checks.log"
@@ -50,7 +59,7 @@ step "side checks started (scripts/side-checks.sh, niced; their output follows t
 # CPU whatever its nice value, and the side lane then took half of the CPU
 # from the lab tier (whose packages took twice as long as alone).
 set -m
-nice -n 19 ./scripts/side-checks.sh > "$side_log" 2>&1 &
+GOFLAGS="$user_goflags" nice -n 19 ./scripts/side-checks.sh > "$side_log" 2>&1 &
 side_pid=$!
 set +m
 

@@ -52,10 +52,7 @@ func Binary(t testing.TB) string {
 			return
 		}
 		binary = filepath.Join(buildDir, "openstack-vm-exporter")
-		args := []string{"build", "-o", binary}
-		if raceEnabled {
-			args = append(args, "-race")
-		}
+		args := append([]string{"build", "-o", binary}, BuildFlags()...)
 		cmd := exec.Command("go", append(args, ".")...)
 		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {
@@ -66,6 +63,19 @@ func Binary(t testing.TB) string {
 		t.Fatal(buildErr)
 	}
 	return binary
+}
+
+// BuildFlags are the flags of the go command that this test binary was
+// built with and that change what the compiler makes (-race): a go command
+// a test runs with them finds every package compiled already, where
+// without them it compiles the standard library and the modules again.
+// (GOFLAGS, which scripts/test.sh sets, reaches it through the
+// environment.)
+func BuildFlags() []string {
+	if raceEnabled {
+		return []string{"-race"}
+	}
+	return nil
 }
 
 // Main runs a package's tests and removes the binary it built, if any.
