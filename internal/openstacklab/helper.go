@@ -24,8 +24,7 @@ type novaHelper struct {
 	in      io.WriteCloser
 	outFile io.Closer
 	out     *bufio.Reader
-	proc    *forked
-	pgid    int
+	proc    *forked // its process, the leader of its own group
 }
 
 type helperRequest struct {
@@ -136,7 +135,7 @@ func (h *novaHelper) start(l *Lab) error {
 		closeEnds()
 		return err
 	}
-	h.logPath, h.in, h.outFile, h.out, h.pgid = logPath, in, out, bufio.NewReader(out), h.proc.pid
+	h.logPath, h.in, h.outFile, h.out = logPath, in, out, bufio.NewReader(out)
 	l.mu.Lock()
 	l.logs["nova-helper"] = logPath
 	l.mu.Unlock()

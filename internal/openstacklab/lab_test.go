@@ -77,7 +77,7 @@ func TestRealNova(t *testing.T) {
 		t.Errorf("a failing command: %v, want lab.py's error", err)
 	}
 	lab.helper.mu.Lock()
-	syscall.Kill(-lab.helper.pgid, syscall.SIGKILL)
+	syscall.Kill(-lab.helper.proc.pid, syscall.SIGKILL)
 	lab.helper.mu.Unlock()
 	if err := lab.SetComputeService(ctx, "cmp-1", "DOWN"); err == nil || !strings.Contains(err.Error(), "the helper failed") {
 		t.Errorf("a command to a helper that died: %v, want it to fail", err)
