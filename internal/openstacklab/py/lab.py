@@ -34,7 +34,6 @@ import traceback
 import urllib.request
 import uuid as uuidlib
 from datetime import datetime, timezone
-from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 PASSWORD = "lab-admin-password"
@@ -419,8 +418,10 @@ def nova_manage(d, args):
         raise SystemExit(f"nova-manage {' '.join(args)} failed ({r.returncode}):\n{r.stdout[-3000:]}")
 
 
-class ThreadingServer(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
+class OneAtATimeServer(WSGIServer):
+    # Clients that connect while a request is served wait in the backlog
+    # (5 by default: a burst of logins beyond that waits for SYN retries).
+    request_queue_size = 128
 
 
 class QuietHandler(WSGIRequestHandler):
@@ -428,8 +429,17 @@ class QuietHandler(WSGIRequestHandler):
         sys.stderr.write("%s %s\n" % (self.address_string(), fmt % args))
 
 
-def serve(app, port):
-    httpd = make_server("127.0.0.1", int(port), app, server_class=ThreadingServer, handler_class=QuietHandler)
+def serve_keystone_app(app, port):
+    """Serves Keystone one request at a time. Debian's Keystone stack is not
+    safe on native threads, and each of these faults broke a lab once
+    concurrent requests hit it: oslo.log swaps logging's locks for eventlet's
+    whenever eventlet is imported, even unpatched, and two threads that
+    contend for one wedge the process for good ("cannot switch to a
+    different thread"); Keystone's policy enforcer is published before its
+    rules are registered, so a request racing the first one is refused
+    (403 on identity:validate_token); and SQLite connections get closed from
+    the wrong thread. Python runs one thread at a time anyway."""
+    httpd = make_server("127.0.0.1", int(port), app, server_class=OneAtATimeServer, handler_class=QuietHandler)
     print("serving", flush=True)
     httpd.serve_forever()
 
@@ -442,7 +452,7 @@ def serve_keystone(d, port, ttl=None):
     os.environ["OS_KEYSTONE_CONFIG_DIR"] = d
     os.environ["OS_KEYSTONE_CONFIG_FILES"] = name
     from keystone.server import wsgi
-    serve(wsgi.initialize_public_application(), port)
+    serve_keystone_app(wsgi.initialize_public_application(), port)
 
 
 def serve_nova(d, port):
