@@ -33,15 +33,24 @@ type listing struct {
 	Links []struct{ Rel, Href string } `json:"servers_links"`
 }
 
-func TestRealNova(t *testing.T) {
-	t.Parallel()
+// startLab starts a lab of opts in the test's own directory, for the
+// test's lifetime; a machine without the lab's packages fails the test.
+func startLab(t *testing.T, opts Options) *Lab {
+	t.Helper()
 	Require(t)
-	ctx := context.Background()
-	lab, err := Start(ctx, Options{Dir: t.TempDir()})
+	opts.Dir = t.TempDir()
+	lab, err := Start(context.Background(), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer lab.Close()
+	t.Cleanup(func() { lab.Close() })
+	return lab
+}
+
+func TestRealNova(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	lab := startLab(t, Options{})
 	t.Logf("started in %v (warm cache: %v)", lab.Started, lab.Warm)
 
 	// Every vm_state/task_state pair that maps to a distinct status.
@@ -240,14 +249,9 @@ func record(t *testing.T, lab *Lab, tok, activeID string) {
 // checks, the strictest setting.
 func TestLeastPrivilegeRole(t *testing.T) {
 	t.Parallel()
-	Require(t)
 	ctx := context.Background()
 	policy := docPolicy(t)
-	lab, err := Start(ctx, Options{Dir: t.TempDir(), NewPolicyDefaults: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lab.Close()
+	lab := startLab(t, Options{NewPolicyDefaults: true})
 	defer func() {
 		if t.Failed() {
 			t.Logf("openstack logs:\n%s", lab.Logs())
@@ -406,13 +410,8 @@ func docPolicy(t *testing.T) string {
 // refused some (403) and wedged for good in other runs (serve_keystone_app).
 func TestKeystoneConcurrentLogins(t *testing.T) {
 	t.Parallel()
-	Require(t)
 	ctx := context.Background()
-	lab, err := Start(ctx, Options{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lab.Close()
+	lab := startLab(t, Options{})
 	// Bounds a wedge only: every login returns long before.
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()

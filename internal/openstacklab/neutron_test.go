@@ -19,13 +19,8 @@ import (
 // changes for a reader.
 func TestRealNeutron(t *testing.T) {
 	t.Parallel()
-	Require(t)
 	ctx := context.Background()
-	lab, err := Start(ctx, Options{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lab.Close()
+	lab := startLab(t, Options{})
 	defer func() {
 		if t.Failed() {
 			t.Logf("openstack logs:\n%s", lab.Logs())
