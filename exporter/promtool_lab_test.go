@@ -10,8 +10,10 @@ import (
 	"github.com/openstack-vm-exporter/openstack-vm-exporter/internal/testenv"
 )
 
-// promtoolCheckMetrics runs the real promtool over the exposition.
-func promtoolCheckMetrics(t *testing.T, text string) {
+func init() { promtoolCheckMetrics = promtoolCheckMetricsReal }
+
+// promtoolCheckMetricsReal runs the real promtool over the exposition.
+func promtoolCheckMetricsReal(t *testing.T, text string) {
 	t.Helper()
 	cmd := exec.Command(testenv.Tool(t, "promtool", "prometheus"), "check", "metrics")
 	cmd.Stdin = strings.NewReader(text)
