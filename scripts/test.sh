@@ -15,6 +15,13 @@ step() { echo "== [$((SECONDS - start))s] $*"; }
 step "setup"
 ./scripts/setup.sh
 
+# The scripts parse: a slip such as a quote in a quoted script would
+# otherwise fail the run only when that script runs, minutes in.
+step "bash -n (scripts)"
+for script in scripts/*.sh .ci/run; do
+  bash -n "$script"
+done
+
 step "gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
 if [[ -n "$unformatted" ]]; then
