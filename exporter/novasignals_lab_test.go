@@ -76,13 +76,8 @@ func causes(fams map[string]*dto.MetricFamily) map[string]string {
 // object layer, as nova-compute and the conductor write them.
 func TestRealNovaSignals(t *testing.T) {
 	t.Parallel()
-	openstacklab.Require(t)
 	ctx := context.Background()
-	lab, err := openstacklab.Start(ctx, openstacklab.Options{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { lab.Close() })
+	lab := openstacklab.StartForTest(t, openstacklab.Options{})
 
 	id := func(i int) string { return fmt.Sprintf("20000000-0000-4000-8000-%012d", i) }
 	crashedID := id(1)

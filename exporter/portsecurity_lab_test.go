@@ -34,13 +34,8 @@ import (
 func TestRealNeutronPortSecurity(t *testing.T) {
 	t.Parallel()
 	netlab.Require(t)
-	openstacklab.Require(t)
 	ctx := context.Background()
-	lab, err := openstacklab.Start(ctx, openstacklab.Options{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { lab.Close() })
+	lab := openstacklab.StartForTest(t, openstacklab.Options{})
 	defer func() {
 		if t.Failed() {
 			t.Logf("openstack logs:\n%s", lab.Logs())

@@ -29,14 +29,8 @@ func startLab(t *testing.T) *openstacklab.Lab {
 // startLabIn also returns the lab's directory, which holds its databases.
 func startLabIn(t *testing.T) (*openstacklab.Lab, string) {
 	t.Helper()
-	openstacklab.Require(t)
 	dir := t.TempDir()
-	lab, err := openstacklab.Start(context.Background(), openstacklab.Options{Dir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { lab.Close() })
-	return lab, dir
+	return openstacklab.StartForTest(t, openstacklab.Options{Dir: dir}), dir
 }
 
 func labInventory(t *testing.T, env map[string]string, mutate func(*config.OpenStack)) *Inventory {

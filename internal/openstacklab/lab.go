@@ -159,6 +159,29 @@ func Require(t interface {
 	RequireOVN(t)
 }
 
+// StartForTest starts a lab of opts for a test's lifetime, in the test's
+// own directory unless opts.Dir names one; a machine without the lab's
+// packages, or a lab that does not start, fails the test.
+func StartForTest(t interface {
+	Helper()
+	Fatal(...any)
+	Fatalf(string, ...any)
+	TempDir() string
+	Cleanup(func())
+}, opts Options) *Lab {
+	t.Helper()
+	Require(t)
+	if opts.Dir == "" {
+		opts.Dir = t.TempDir()
+	}
+	lab, err := Start(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lab.Close() })
+	return lab
+}
+
 // Start runs Keystone, OVN's databases and ovn-northd, the real
 // neutron-server (ML2/OVN) and Nova, and returns when all answer.
 func Start(ctx context.Context, opts Options) (*Lab, error) {

@@ -33,24 +33,10 @@ type listing struct {
 	Links []struct{ Rel, Href string } `json:"servers_links"`
 }
 
-// startLab starts a lab of opts in the test's own directory, for the
-// test's lifetime; a machine without the lab's packages fails the test.
-func startLab(t *testing.T, opts Options) *Lab {
-	t.Helper()
-	Require(t)
-	opts.Dir = t.TempDir()
-	lab, err := Start(context.Background(), opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { lab.Close() })
-	return lab
-}
-
 func TestRealNova(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	lab := startLab(t, Options{})
+	lab := StartForTest(t, Options{})
 	t.Logf("started in %v (warm cache: %v)", lab.Started, lab.Warm)
 
 	// Every vm_state/task_state pair that maps to a distinct status.
@@ -251,7 +237,7 @@ func TestLeastPrivilegeRole(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	policy := docPolicy(t)
-	lab := startLab(t, Options{NewPolicyDefaults: true})
+	lab := StartForTest(t, Options{NewPolicyDefaults: true})
 	defer func() {
 		if t.Failed() {
 			t.Logf("openstack logs:\n%s", lab.Logs())
@@ -411,7 +397,7 @@ func docPolicy(t *testing.T) string {
 func TestKeystoneConcurrentLogins(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	lab := startLab(t, Options{})
+	lab := StartForTest(t, Options{})
 	// Bounds a wedge only: every login returns long before.
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()

@@ -20,7 +20,7 @@ import (
 func TestRealNeutron(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	lab := startLab(t, Options{})
+	lab := StartForTest(t, Options{})
 	defer func() {
 		if t.Failed() {
 			t.Logf("openstack logs:\n%s", lab.Logs())
